@@ -1,0 +1,21 @@
+"""Errors meant for users: each message says what is wrong and what to do."""
+
+
+class XhistoError(Exception):
+    """A problem with the user's input or environment, explained in plain words.
+
+    The CLI prints it as one line (no traceback unless ``--debug``); widgets show it as a
+    napari notification.
+    """
+
+
+class SlideError(XhistoError):
+    """A slide file cannot be opened or read."""
+
+
+class ModelError(XhistoError):
+    """A model spec or weights file is unusable."""
+
+
+class AnnotationError(XhistoError):
+    """An annotation file is malformed."""
