@@ -1,0 +1,101 @@
+"""Cell points as CSV: ``x,y,class[,id]``, x = column and y = row in level-0 pixels."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AnnotationError
+from .model import AnnotationSet, CellPoints, canonical_class, color_for_class
+
+_X_NAMES = ("x", "centroid x px", "centroid_x", "col", "column")
+_Y_NAMES = ("y", "centroid y px", "centroid_y", "row")
+_CLASS_NAMES = ("class", "classification", "label", "name")
+_ID_NAMES = ("id", "object id", "uuid")
+
+
+def csv_text(annotations: AnnotationSet, *, origin=(0.0, 0.0)) -> str:
+    """CSV content for the cells of ``annotations`` (regions are not representable in CSV)."""
+    cells = annotations.cells
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    xs = (cells.cols - origin[1]).tolist()
+    ys = (cells.rows - origin[0]).tolist()
+    classes = cells.classes.tolist()
+    if cells.ids is None:
+        writer.writerow(["x", "y", "class"])
+        writer.writerows(zip(map(repr, xs), map(repr, ys), classes))
+    else:
+        writer.writerow(["x", "y", "class", "id"])
+        writer.writerows(zip(map(repr, xs), map(repr, ys), classes, cells.ids.tolist()))
+    return out.getvalue()
+
+
+def _column(header: list[str], names: tuple[str, ...]) -> int | None:
+    lowered = [h.strip().lower() for h in header]
+    for name in names:
+        if name in lowered:
+            return lowered.index(name)
+    return None
+
+
+def csv_to_annotations(text: str, *, origin=(0.0, 0.0), source: str = "CSV") -> AnnotationSet:
+    """Parse CSV text with a header naming at least x, y and class columns."""
+    sample = text[:4096]
+    delimiter = "\t" if sample.count("\t") > sample.count(",") else ","
+    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    rows = [r for r in rows if r and any(v.strip() for v in r)]
+    if not rows:
+        raise AnnotationError(f"{source} is empty; expected a header 'x,y,class' and one row per cell")
+    header = rows[0]
+    ix, iy = _column(header, _X_NAMES), _column(header, _Y_NAMES)
+    ic, iid = _column(header, _CLASS_NAMES), _column(header, _ID_NAMES)
+    if ix is None or iy is None:
+        raise AnnotationError(f"{source}: the header needs 'x' and 'y' columns, got {header!r}")
+    body = rows[1:]
+    width = max(ix, iy, ic if ic is not None else 0, iid if iid is not None else 0) + 1
+    for number, row in enumerate(body, start=2):
+        if len(row) < width:
+            raise AnnotationError(f"{source} line {number}: expected {width} columns, got {len(row)}")
+    try:
+        xs = np.array([r[ix] for r in body], dtype=np.float64)
+        ys = np.array([r[iy] for r in body], dtype=np.float64)
+    except ValueError:
+        for number, row in enumerate(body, start=2):
+            for col in (ix, iy):
+                try:
+                    float(row[col])
+                except ValueError:
+                    raise AnnotationError(
+                        f"{source} line {number}: {header[col]!r} must be a number, got {row[col]!r}"
+                    ) from None
+        raise
+    bad = ~(np.isfinite(xs) & np.isfinite(ys))
+    if bad.any():
+        number = int(np.flatnonzero(bad)[0]) + 2
+        raise AnnotationError(f"{source} line {number}: coordinates must be finite numbers")
+    if ic is None:
+        classes = np.full(len(body), "unclassified")
+    else:
+        classes = np.array([canonical_class(r[ic]) or "unclassified" for r in body], dtype=str)
+    ids = None
+    if iid is not None:
+        ids = np.array([r[iid].strip() for r in body], dtype=str)
+    cells = CellPoints(ys + origin[0], xs + origin[1], classes, ids)
+    if ids is not None and ("" in set(ids.tolist()) or len(set(ids.tolist())) != len(ids)):
+        cells = cells.with_ids()
+    colors = {name: color_for_class(name) for name in dict.fromkeys(classes.tolist())}
+    return AnnotationSet(cells, [], colors)
+
+
+def read_csv(path, *, origin=(0.0, 0.0)) -> AnnotationSet:
+    """Read cell points from a CSV file; see :func:`csv_to_annotations`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise AnnotationError(f"{path.name} is not UTF-8 text; is it really a CSV file?") from None
+    return csv_to_annotations(text, origin=origin, source=path.name)

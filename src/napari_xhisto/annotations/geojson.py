@@ -1,0 +1,335 @@
+"""QuPath-compatible GeoJSON: cells as ``detection`` Points, regions as ``annotation`` Polygons.
+
+Layout (REFERENCES.md "QuPath GeoJSON"): a FeatureCollection; ``objectType`` inside
+``properties``; ``classification`` = ``{"name": ..., "color": [r, g, b]}``; coordinates are
+level-0 pixels with x = column, y = row. Class names are written as our canonical lower-case
+names; QuPath's standard names (``"Tumor"``, ``"Immune cells"`` ...) are mapped on import.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AnnotationError
+from .model import AnnotationSet, CellPoints, RegionShape, canonical_class, color_for_class
+
+UNCLASSIFIED = "unclassified"
+_CELL_TYPES = {"detection", "cell"}
+_POINT_GEOMETRIES = {"Point", "MultiPoint"}
+_POLYGON_GEOMETRIES = {"Polygon", "MultiPolygon"}
+# a foreign member (allowed by RFC 7946, ignored by QuPath) that marks files we wrote
+WRITER_TAG = "napari-xhisto"
+
+
+# ----------------------------------------------------------------------------- writing
+def _ring_xy(ring_rc: np.ndarray, origin: tuple[float, float]) -> list[list[float]]:
+    xy = np.empty_like(ring_rc)
+    xy[:, 0] = ring_rc[:, 1] - origin[1]
+    xy[:, 1] = ring_rc[:, 0] - origin[0]
+    coords = xy.tolist()
+    coords.append(coords[0])  # GeoJSON rings are closed
+    return coords
+
+
+def annotations_to_geojson(annotations: AnnotationSet, *, origin=(0.0, 0.0)) -> dict:
+    """A QuPath-layout FeatureCollection (plain dicts and lists) for ``annotations``.
+
+    Parameters
+    ----------
+    annotations : AnnotationSet
+        Cells become ``detection`` Points, regions ``annotation`` Polygons.
+    origin : (row, col)
+        Subtracted from every coordinate (use openslide's ``bounds-y``, ``bounds-x`` for QuPath).
+    """
+    colors = annotations.complete_colors()
+    classification = {
+        name: {"name": name, "color": [int(c) for c in rgb]} for name, rgb in colors.items()
+    }
+    cells = annotations.cells
+    xs = (cells.cols - origin[1]).tolist()
+    ys = (cells.rows - origin[0]).tolist()
+    classes = cells.classes.tolist()
+    features: list[dict] = []
+    append = features.append
+    if cells.ids is None:
+        for x, y, c in zip(xs, ys, classes):
+            append({
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [x, y]},
+                "properties": {"objectType": "detection", "classification": classification[c]},
+            })
+    else:
+        for x, y, c, i in zip(xs, ys, classes, cells.ids.tolist()):
+            append({
+                "type": "Feature",
+                "id": i,
+                "geometry": {"type": "Point", "coordinates": [x, y]},
+                "properties": {"objectType": "detection", "classification": classification[c]},
+            })
+    for index, region in enumerate(annotations.regions):
+        rings = [region.exterior, *region.holes]
+        for ring in rings:
+            if ring.shape[0] < 3 or not np.isfinite(ring).all():
+                raise AnnotationError(
+                    f"region {index} ({region.cls!r}) has a ring of {ring.shape[0]} vertices or "
+                    "non-finite coordinates; a polygon needs at least 3 finite vertices"
+                )
+        properties = {"objectType": "annotation", "classification": classification[region.cls]}
+        if region.name is not None:
+            properties["name"] = region.name
+        feature = {
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [_ring_xy(r, origin) for r in rings]},
+            "properties": properties,
+        }
+        if region.id is not None:
+            feature["id"] = region.id
+        append(feature)
+    return {"type": "FeatureCollection", "features": features, "xhisto": {"writer": WRITER_TAG}}
+
+
+def geojson_text(annotations: AnnotationSet, *, origin=(0.0, 0.0)) -> str:
+    """The GeoJSON file content for ``annotations`` (compact, one line)."""
+    obj = annotations_to_geojson(annotations, origin=origin)
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+# ----------------------------------------------------------------------------- reading
+def _fail(index: int, problem: str):
+    raise AnnotationError(f"feature {index}: {problem}")
+
+
+def _color(value, index: int) -> tuple[int, int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        _fail(index, f"classification color must be [r, g, b], got {value!r}")
+    if isinstance(value, int):  # QuPath < 0.4 wrote packed (A)RGB integers ("colorRGB")
+        return ((value >> 16) & 255, (value >> 8) & 255, value & 255)
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) in (3, 4)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        and all(0 <= v <= 255 for v in value[:3])
+    ):
+        return tuple(int(round(v)) for v in value[:3])  # type: ignore[return-value]
+    _fail(index, f"classification color must be [r, g, b] with values 0..255, got {value!r}")
+    return None
+
+
+def _classification(properties: dict, index: int) -> tuple[str | None, tuple | None]:
+    value = properties.get("classification")
+    if value is None:
+        return None, None
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, dict):
+        name = value.get("name")
+        if not isinstance(name, str) or not name.strip():
+            _fail(index, f"classification needs a non-empty 'name' string, got {name!r}")
+        color = value.get("color", value.get("colorRGB"))
+        return name, _color(color, index)
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return ": ".join(value), None  # QuPath derived classes, e.g. ["Tumor", "Positive"]
+    _fail(index, f"classification must be a name or {{name, color}}, got {type(value).__name__}")
+    return None, None
+
+
+def _position(value, index: int) -> tuple[float, float]:
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) < 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value[:2])
+    ):
+        _fail(index, f"a position must be [x, y] numbers, got {value!r:.80}")
+    x, y = float(value[0]), float(value[1])
+    if not (math.isfinite(x) and math.isfinite(y)):
+        _fail(index, f"coordinates must be finite numbers, got {value!r:.80}")
+    return x, y
+
+
+def _ring(value, index: int) -> np.ndarray:
+    if not isinstance(value, list):
+        _fail(index, f"a polygon ring must be a list of positions, got {type(value).__name__}")
+    xy = np.array([_position(p, index) for p in value], dtype=np.float64).reshape(-1, 2)
+    if len(xy) >= 2 and np.array_equal(xy[0], xy[-1]):
+        xy = xy[:-1]  # drop the closing vertex; unclosed rings are accepted and closed implicitly
+    if len(np.unique(xy, axis=0)) < 3:
+        _fail(index, f"a polygon ring needs at least 3 distinct vertices, got {len(xy)}")
+    return xy
+
+
+def _polygon(value, index: int, origin) -> tuple[np.ndarray, list[np.ndarray]]:
+    if not isinstance(value, list) or not value:
+        _fail(index, "a Polygon needs a non-empty list of rings")
+    rings = []
+    for ring in value:
+        xy = _ring(ring, index)
+        rc = np.empty_like(xy)
+        rc[:, 0] = xy[:, 1] + origin[0]
+        rc[:, 1] = xy[:, 0] + origin[1]
+        rings.append(rc)
+    return rings[0], rings[1:]
+
+
+def _features_of(obj) -> list:
+    if isinstance(obj, list):
+        return obj  # QuPath can export a bare array of features
+    if not isinstance(obj, dict):
+        raise AnnotationError(f"GeoJSON must be a FeatureCollection object, got {type(obj).__name__}")
+    kind = obj.get("type")
+    if kind == "FeatureCollection":
+        features = obj.get("features")
+        if not isinstance(features, list):
+            raise AnnotationError("FeatureCollection has no 'features' list")
+        return features
+    if kind == "Feature":
+        return [obj]
+    raise AnnotationError(f"GeoJSON top level must be a FeatureCollection, got type {kind!r}")
+
+
+def geojson_to_annotations(obj, *, origin=(0.0, 0.0), skip_unsupported: bool = False) -> AnnotationSet:
+    """Read a parsed GeoJSON object (QuPath layout or plain) into an AnnotationSet.
+
+    Parameters
+    ----------
+    obj : dict or list
+        FeatureCollection, single Feature, or a list of Features.
+    origin : (row, col)
+        Added to every coordinate (the inverse of the writer's ``origin``).
+    skip_unsupported : bool
+        Skip geometries that are neither points nor polygons (lines, collections) instead of
+        raising.
+
+    Raises
+    ------
+    AnnotationError
+        Naming the feature index and the problem.
+    """
+    xs: list[float] = []
+    ys: list[float] = []
+    cell_classes: list[str] = []
+    cell_ids: list[str | None] = []
+    regions: list[RegionShape] = []
+    colors: dict[str, tuple[int, int, int]] = {}
+    for index, feature in enumerate(_features_of(obj)):
+        if not isinstance(feature, dict):
+            _fail(index, f"a feature must be an object, got {type(feature).__name__}")
+        geometry = feature.get("geometry")
+        if not isinstance(geometry, dict):
+            _fail(index, "has no geometry object")
+        gtype = geometry.get("type")
+        properties = feature.get("properties") or {}
+        if not isinstance(properties, dict):
+            _fail(index, f"properties must be an object, got {type(properties).__name__}")
+        object_type = properties.get("objectType", feature.get("objectType"))
+        raw_name, color = _classification(properties, index)
+        fid = feature.get("id")
+        fid = None if fid is None else str(fid)
+        coords = geometry.get("coordinates")
+        is_cell_polygon = gtype in _POLYGON_GEOMETRIES and str(object_type).lower() in _CELL_TYPES
+        if gtype in _POINT_GEOMETRIES or is_cell_polygon:
+            cls = canonical_class(raw_name) if raw_name is not None else UNCLASSIFIED
+            if gtype == "Point":
+                x, y = _position(coords, index)
+                xs.append(x)
+                ys.append(y)
+                cell_classes.append(cls)
+                cell_ids.append(fid)
+            elif gtype == "MultiPoint":
+                if not isinstance(coords, list):
+                    _fail(index, "a MultiPoint needs a list of positions")
+                for k, p in enumerate(coords):
+                    x, y = _position(p, index)
+                    xs.append(x)
+                    ys.append(y)
+                    cell_classes.append(cls)
+                    cell_ids.append(None if fid is None else (fid if len(coords) == 1 else f"{fid}:{k}"))
+            else:  # a cell outlined as a polygon: keep its centroid
+                polygons = [coords] if gtype == "Polygon" else coords
+                for k, poly in enumerate(polygons if isinstance(polygons, list) else [None]):
+                    ext, _ = _polygon(poly, index, (0.0, 0.0))
+                    cy, cx = _centroid_rc(ext)
+                    xs.append(cx)
+                    ys.append(cy)
+                    cell_classes.append(cls)
+                    cell_ids.append(None if fid is None else (fid if len(polygons) == 1 else f"{fid}:{k}"))
+        elif gtype in _POLYGON_GEOMETRIES:
+            cls = canonical_class(raw_name, kind="region") if raw_name is not None else UNCLASSIFIED
+            name = properties.get("name")
+            name = None if name is None else str(name)
+            if gtype == "Polygon":
+                ext, holes = _polygon(coords, index, origin)
+                regions.append(RegionShape(cls, ext, holes, name, fid))
+            else:
+                if not isinstance(coords, list) or not coords:
+                    _fail(index, "a MultiPolygon needs a non-empty list of polygons")
+                for k, poly in enumerate(coords):
+                    ext, holes = _polygon(poly, index, origin)
+                    rid = None if fid is None else (fid if len(coords) == 1 else f"{fid}:{k}")
+                    regions.append(RegionShape(cls, ext, holes, name, rid))
+        elif skip_unsupported:
+            continue
+        else:
+            _fail(
+                index,
+                f"geometry type {gtype!r} is not supported (cells: Point/MultiPoint, regions: "
+                "Polygon/MultiPolygon); pass skip_unsupported=True to leave such features out",
+            )
+        if color is not None:
+            colors.setdefault(cls, color)
+    cells = _cells(xs, ys, cell_classes, cell_ids, origin)
+    annotations = AnnotationSet(cells, regions, colors)
+    for name in annotations.classes():
+        colors.setdefault(name, color_for_class(name))
+    return annotations
+
+
+def _centroid_rc(ring_rc: np.ndarray) -> tuple[float, float]:
+    """Area centroid (row, col) of a ring; the vertex mean for degenerate rings."""
+    r, c = ring_rc[:, 0], ring_rc[:, 1]
+    r1, c1 = np.roll(r, -1), np.roll(c, -1)
+    cross = r * c1 - r1 * c
+    area = cross.sum() / 2
+    if abs(area) < 1e-12:
+        return float(r.mean()), float(c.mean())
+    return float(((r + r1) * cross).sum() / (6 * area)), float(((c + c1) * cross).sum() / (6 * area))
+
+
+def _cells(xs, ys, classes, ids, origin) -> CellPoints:
+    rows = np.asarray(ys, dtype=np.float64) + origin[0]
+    cols = np.asarray(xs, dtype=np.float64) + origin[1]
+    if not ids or all(i is None for i in ids):
+        return CellPoints(rows, cols, np.asarray(classes, dtype=str), None)
+    filled = ["" if i is None else i for i in ids]
+    cells = CellPoints(rows, cols, np.asarray(classes, dtype=str), np.asarray(filled, dtype=str))
+    if "" in filled or len(set(filled)) != len(filled):
+        cells = cells.with_ids()
+    return cells
+
+
+def read_geojson(path, *, origin=(0.0, 0.0), skip_unsupported: bool = False) -> AnnotationSet:
+    """Read a GeoJSON file; see :func:`geojson_to_annotations`."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            obj = json.load(fh)
+    except json.JSONDecodeError as err:
+        raise AnnotationError(
+            f"{path.name} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
+        ) from None
+    except UnicodeDecodeError:
+        raise AnnotationError(f"{path.name} is not UTF-8 text; is it really GeoJSON?") from None
+    try:
+        return geojson_to_annotations(obj, origin=origin, skip_unsupported=skip_unsupported)
+    except AnnotationError as err:
+        raise AnnotationError(f"{path.name}: {err}") from None
+
+
+def is_written_by_us(obj) -> bool:
+    """True when a parsed GeoJSON object carries our writer tag."""
+    return isinstance(obj, dict) and (obj.get("xhisto") or {}).get("writer") == WRITER_TAG

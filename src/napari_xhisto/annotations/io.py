@@ -1,0 +1,97 @@
+"""``read_annotations`` / ``write_annotations``: the file formats behind one pair of calls."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import AnnotationError
+from .csv_io import csv_text, read_csv
+from .files import atomic_write, free_backup_path, keep_backup
+from .geojson import geojson_text, is_written_by_us, read_geojson
+from .model import AnnotationSet
+
+GEOJSON_SUFFIXES = (".geojson", ".json")
+CSV_SUFFIXES = (".csv", ".tsv")
+
+
+def _format_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in GEOJSON_SUFFIXES:
+        return "geojson"
+    if suffix in CSV_SUFFIXES:
+        return "csv"
+    raise AnnotationError(
+        f"{path.name}: unknown annotation format {suffix!r}; use .geojson (cells and regions) "
+        "or .csv (cells only)"
+    )
+
+
+def _is_ours(path: Path) -> bool:
+    if path.suffix.lower() not in GEOJSON_SUFFIXES:
+        return False
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return is_written_by_us(json.load(fh))
+    except (OSError, ValueError):
+        return False
+
+
+def write_annotations(path, annotations: AnnotationSet, *, origin=(0.0, 0.0),
+                      drop_regions: bool = False) -> Path:
+    """Write ``annotations`` as QuPath GeoJSON (``.geojson``/``.json``) or CSV (``.csv``).
+
+    The file is replaced atomically. An existing file we did not write is first kept as
+    ``<name>.bak`` (numbered when taken), so nothing made elsewhere is overwritten silently.
+
+    Parameters
+    ----------
+    path : str or Path
+        Target file; its suffix picks the format.
+    annotations : AnnotationSet
+        Cells and regions in level-0 (row, col) pixels.
+    origin : (row, col)
+        Subtracted from coordinates (openslide bounds, for QuPath).
+    drop_regions : bool
+        CSV holds cells only; without this flag, writing regions to CSV is an error.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    path = Path(path)
+    fmt = _format_of(path)
+    if fmt == "csv":
+        if annotations.regions and not drop_regions:
+            raise AnnotationError(
+                f"{path.name}: CSV holds cell points only; the {len(annotations.regions)} regions "
+                "would be lost. Save as .geojson, or export the cells alone."
+            )
+        text = csv_text(annotations, origin=origin)
+    else:
+        text = geojson_text(annotations, origin=origin)
+    if path.exists() and not _is_ours(path):
+        keep_backup_as = free_backup_path(path)
+        keep_backup_as.write_bytes(path.read_bytes())
+    return atomic_write(path, text)
+
+
+def read_annotations(path, *, origin=(0.0, 0.0), skip_unsupported: bool = False) -> AnnotationSet:
+    """Read cells and regions from GeoJSON (QuPath or plain) or cells from CSV.
+
+    Raises
+    ------
+    AnnotationError
+        When the file is missing or malformed, naming the feature index (or line) and problem.
+    """
+    path = Path(path)
+    fmt = _format_of(path)
+    if not path.is_file():
+        raise AnnotationError(f"annotation file not found: {path}")
+    if fmt == "csv":
+        return read_csv(path, origin=origin)
+    return read_geojson(path, origin=origin, skip_unsupported=skip_unsupported)
+
+
+__all__ = ["keep_backup", "read_annotations", "write_annotations"]

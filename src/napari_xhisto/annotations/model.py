@@ -1,0 +1,228 @@
+"""Annotation data: cell points, tissue regions, and the set that carries both with colours.
+
+Everything here is in level-0 pixels as (row, col). x/y appear only in the file formats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import AnnotationError
+
+CELL_CLASSES = ("tumour", "lymphocyte", "stroma", "other")
+REGION_CLASSES = ("tumour area", "stroma", "necrosis", "artefact", "vessel")
+ARTEFACT_SUBTYPES = ("fold", "pen", "bubble", "blur")
+
+DEFAULT_COLORS: dict[str, tuple[int, int, int]] = {
+    "tumour": (200, 0, 0),
+    "lymphocyte": (160, 90, 160),
+    "stroma": (150, 200, 150),
+    "other": (255, 200, 0),
+    "tumour area": (230, 60, 60),
+    "necrosis": (50, 50, 50),
+    "artefact": (0, 160, 220),
+    "vessel": (255, 120, 120),
+}
+
+# QuPath's standard class names (and common spellings) -> our canonical names. Only names we
+# never write ourselves are mapped, so reading back our own files changes nothing.
+_CELL_ALIASES = {
+    "tumor": "tumour",
+    "tumour": "tumour",
+    "stroma": "stroma",
+    "immune cells": "lymphocyte",
+    "immune cell": "lymphocyte",
+    "lymphocyte": "lymphocyte",
+    "lymphocytes": "lymphocyte",
+    "necrosis": "necrosis",
+    "other": "other",
+}
+_REGION_ALIASES = {
+    "tumor": "tumour area",
+    "tumor area": "tumour area",
+    "stroma": "stroma",
+    "necrosis": "necrosis",
+    "immune cells": "lymphocyte",
+    "other": "other",
+}
+
+
+def canonical_class(name: str, *, kind: str = "cell") -> str:
+    """Map a class name from another tool to our canonical name; unknown names pass through.
+
+    Parameters
+    ----------
+    name : str
+        Class name as found in a file, e.g. QuPath's ``"Tumor"`` or ``"Immune cells"``.
+    kind : {"cell", "region"}
+        Cells and regions map ``"Tumor"`` differently (``"tumour"`` vs ``"tumour area"``).
+
+    Examples
+    --------
+    >>> canonical_class("Tumor"), canonical_class("Tumor", kind="region")
+    ('tumour', 'tumour area')
+    >>> canonical_class("Mitosis")
+    'Mitosis'
+    """
+    stripped = str(name).strip()
+    aliases = _REGION_ALIASES if kind == "region" else _CELL_ALIASES
+    return aliases.get(stripped.lower(), stripped)
+
+
+def color_for_class(name: str) -> tuple[int, int, int]:
+    """The default colour of a class: ours for canonical names, a stable hash colour otherwise."""
+    if name in DEFAULT_COLORS:
+        return DEFAULT_COLORS[name]
+    digest = hashlib.md5(name.encode("utf-8")).digest()
+    # keep colours away from black/white so points stay visible on H&E
+    return tuple(int(40 + b * 180 / 255) for b in digest[:3])  # type: ignore[return-value]
+
+
+def new_ids(n: int) -> np.ndarray:
+    """``n`` fresh unique ids (UUID4 strings, as QuPath uses)."""
+    return np.array([str(uuid.uuid4()) for _ in range(n)], dtype=object).astype(str)
+
+
+@dataclass
+class CellPoints:
+    """N cells as level-0 pixel coordinates with a class each.
+
+    Parameters
+    ----------
+    rows, cols : np.ndarray
+        float64 (N,) level-0 pixel coordinates.
+    classes : np.ndarray
+        str (N,) class names, e.g. ``"tumour"``.
+    ids : np.ndarray or None
+        str (N,) unique ids, or None when the cells carry no ids.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    classes: np.ndarray
+    ids: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.rows = np.asarray(self.rows, dtype=np.float64).reshape(-1)
+        self.cols = np.asarray(self.cols, dtype=np.float64).reshape(-1)
+        self.classes = np.asarray(self.classes, dtype=str).reshape(-1)
+        n = self.rows.shape[0]
+        if self.cols.shape[0] != n or self.classes.shape[0] != n:
+            raise ValueError(
+                f"CellPoints needs rows, cols and classes of one length, got "
+                f"{n}, {self.cols.shape[0]}, {self.classes.shape[0]}"
+            )
+        if self.ids is not None:
+            self.ids = np.asarray(self.ids, dtype=str).reshape(-1)
+            if self.ids.shape[0] != n:
+                raise ValueError(f"CellPoints got {self.ids.shape[0]} ids for {n} cells")
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    @classmethod
+    def empty(cls) -> CellPoints:
+        """No cells."""
+        return cls(np.zeros(0), np.zeros(0), np.zeros(0, dtype=str), None)
+
+    def with_ids(self) -> CellPoints:
+        """The same cells, with fresh ids filled in where missing or repeated."""
+        ids = new_ids(len(self)) if self.ids is None else self.ids.copy()
+        if self.ids is not None:
+            seen: set[str] = set()
+            for i, value in enumerate(ids):
+                if not value or value in seen:
+                    ids[i] = str(uuid.uuid4())
+                seen.add(ids[i])
+        return CellPoints(self.rows.copy(), self.cols.copy(), self.classes.copy(), ids)
+
+    def counts(self) -> dict[str, int]:
+        """Number of cells per class."""
+        names, counts = np.unique(self.classes, return_counts=True)
+        return {str(k): int(v) for k, v in zip(names, counts)}
+
+
+@dataclass
+class RegionShape:
+    """A tissue region: a polygon in level-0 (row, col) pixels, possibly with holes.
+
+    The exterior ring does NOT repeat its first vertex at the end; neither do holes.
+    """
+
+    cls: str
+    exterior: np.ndarray
+    holes: list[np.ndarray] = field(default_factory=list)
+    name: str | None = None
+    id: str | None = None
+
+    def __post_init__(self):
+        self.exterior = np.asarray(self.exterior, dtype=np.float64).reshape(-1, 2)
+        self.holes = [np.asarray(h, dtype=np.float64).reshape(-1, 2) for h in self.holes]
+
+
+@dataclass
+class AnnotationSet:
+    """Cells, regions and the colour of every class they use."""
+
+    cells: CellPoints
+    regions: list[RegionShape]
+    colors: dict[str, tuple[int, int, int]]
+
+    @classmethod
+    def empty(cls) -> AnnotationSet:
+        """No cells, no regions, no colours."""
+        return cls(CellPoints.empty(), [], {})
+
+    def is_empty(self) -> bool:
+        return len(self.cells) == 0 and not self.regions
+
+    def classes(self) -> list[str]:
+        """Every class used by a cell or a region, cells first, in order of first use."""
+        seen = dict.fromkeys(str(c) for c in self.cells.classes)
+        seen.update(dict.fromkeys(r.cls for r in self.regions))
+        return list(seen)
+
+    def color_of(self, name: str) -> tuple[int, int, int]:
+        """The colour of a class: the set's own, else the default."""
+        return tuple(self.colors.get(name, color_for_class(name)))  # type: ignore[return-value]
+
+    def complete_colors(self) -> dict[str, tuple[int, int, int]]:
+        """Colours for every class in use (and those already known)."""
+        colors = {k: tuple(int(c) for c in v) for k, v in self.colors.items()}
+        for name in self.classes():
+            colors.setdefault(name, color_for_class(name))
+        return colors  # type: ignore[return-value]
+
+
+def merge_annotations(base: AnnotationSet, extra: AnnotationSet) -> AnnotationSet:
+    """Everything in ``base`` plus everything in ``extra``; nothing is replaced or dropped.
+
+    Cells whose id already exists in ``base`` get a fresh id, so ids stay unique. Colours of
+    ``base`` win where both define a class.
+    """
+    a, b = base.cells.with_ids(), extra.cells.with_ids()
+    if len(a) and len(b):
+        clash = np.isin(b.ids, a.ids)
+        if clash.any():
+            b.ids[clash] = new_ids(int(clash.sum()))
+    cells = CellPoints(
+        np.concatenate([a.rows, b.rows]),
+        np.concatenate([a.cols, b.cols]),
+        np.concatenate([a.classes, b.classes]),
+        np.concatenate([a.ids, b.ids]),
+    )
+    colors = dict(extra.colors)
+    colors.update(base.colors)
+    return AnnotationSet(cells, list(base.regions) + list(extra.regions), colors)
+
+
+def check_class_name(name: str) -> str:
+    """A usable class name (non-empty after stripping) or an AnnotationError."""
+    text = str(name).strip()
+    if not text:
+        raise AnnotationError("a class name cannot be empty: type a name such as 'tumour'")
+    return text
