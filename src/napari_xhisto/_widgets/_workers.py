@@ -1,0 +1,169 @@
+"""Run the project's core generators in a napari ``thread_worker`` with progress, Cancel and errors.
+
+Core work is a plain generator that yields ``(done, total)`` (one step per batch) and returns
+its result. :func:`start_generator` runs one in a worker thread and wires up:
+
+- progress: napari's activity dock (a ``napari.utils.progress``) and, optionally, a
+  ``QProgressBar`` in the widget;
+- cancel: ``worker.quit()`` (the worker checks between two yields, so within one batch); the
+  core generator is closed in the worker thread so its ``finally``/``with`` blocks run, and no
+  result is delivered;
+- errors: an :class:`~napari_xhisto.errors.XhistoError` becomes a napari error notification with
+  its message (no traceback: it is the user's input); anything else is reported through napari's
+  notification manager with the traceback available, since it is a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator
+from typing import Any
+
+from napari.qt.threading import GeneratorWorker, create_worker
+
+from ..errors import XhistoError
+
+log = logging.getLogger(__name__)
+
+
+class ClosingGeneratorWorker(GeneratorWorker):
+    """A :class:`GeneratorWorker` that closes its generator in the worker thread when done.
+
+    A cancelled generator is otherwise left suspended until garbage collection, with its
+    resources (model hooks, open files) still held.
+    """
+
+    def work(self):
+        try:
+            return super().work()
+        finally:
+            self._gen.close()
+
+
+def _drive(make_generator: Callable[[], Generator]) -> Generator:
+    """Create the core generator inside the worker thread (its set-up may be slow) and relay it."""
+    gen = make_generator()
+    try:
+        result = yield from gen
+    finally:
+        gen.close()
+    return result
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for a notification: the user's error as written, or the exception's type + text."""
+    if isinstance(exc, XhistoError):
+        return str(exc)
+    text = str(exc) or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {text}"
+
+
+def notify_error(exc: BaseException, *, context: str = "") -> None:
+    """Show ``exc`` as a napari notification (message only for user errors)."""
+    from napari.utils.notifications import notification_manager, show_error
+
+    prefix = f"{context}: " if context else ""
+    if isinstance(exc, XhistoError | ValueError):
+        show_error(prefix + error_message(exc))
+    else:
+        log.error("%s%s", prefix, error_message(exc), exc_info=exc)
+        notification_manager.receive_error(type(exc), exc, exc.__traceback__)
+
+
+def start_generator(
+    make_generator: Callable[[], Generator[tuple[int, int], Any, Any]],
+    *,
+    label: str,
+    on_result: Callable[[Any], None],
+    on_error: Callable[[BaseException], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_finished: Callable[[bool], None] | None = None,
+    progress_bar=None,
+    cancel_button=None,
+    activity_dock: bool = True,
+) -> GeneratorWorker:
+    """Start ``make_generator()`` in a worker thread; return the (started) worker.
+
+    Parameters
+    ----------
+    make_generator : callable
+        Called in the worker thread; returns the core generator (yields ``(done, total)``,
+        returns the result).
+    label : str
+        Text of the progress bar in the activity dock.
+    on_result : callable
+        Called in the GUI thread with the generator's return value (never after Cancel).
+    on_error : callable, optional
+        Called in the GUI thread with the exception; default :func:`notify_error`.
+    on_progress : callable, optional
+        ``(done, total)`` in the GUI thread after each step.
+    on_finished : callable, optional
+        Called last, with ``True`` when cancelled, in every case (success, error, cancel).
+    progress_bar : QProgressBar, optional
+        Updated with ``(done, total)``; reset at the end.
+    cancel_button : QAbstractButton, optional
+        Enabled while running; clicking it calls ``worker.quit()``.
+    activity_dock : bool
+        Show a progress bar in napari's activity dock.
+    """
+    worker = create_worker(_drive, make_generator, _start_thread=False, _ignore_errors=True,
+                           _worker_class=ClosingGeneratorWorker)
+    # napari relays worker errors with a traceback; ours says what is wrong instead.
+    try:
+        worker.errored.disconnect(worker._relay_error)
+    except (TypeError, RuntimeError, AttributeError):  # pragma: no cover - napari internals moved
+        pass
+    state = {"cancelled": False, "pbar": None}
+
+    if activity_dock:
+        from napari.utils import progress
+
+        state["pbar"] = progress(total=0, desc=label)
+
+    def step(value):
+        if not (isinstance(value, tuple) and len(value) == 2):
+            return
+        done, total = int(value[0]), int(value[1])
+        pbar = state["pbar"]
+        if pbar is not None:
+            if pbar.total != total:
+                pbar.total = total
+            if done != pbar.n:
+                pbar.update(done - pbar.n)
+        if progress_bar is not None:
+            progress_bar.setMaximum(max(total, 1))
+            progress_bar.setValue(min(done, max(total, 1)))
+        if on_progress is not None:
+            on_progress(done, total)
+
+    def aborted():
+        state["cancelled"] = True
+
+    def finished():
+        if state["pbar"] is not None:
+            state["pbar"].close()
+            state["pbar"] = None
+        if progress_bar is not None:
+            progress_bar.reset()
+        if cancel_button is not None:
+            cancel_button.setEnabled(False)
+            try:
+                cancel_button.clicked.disconnect(worker.quit)
+            except (TypeError, RuntimeError):
+                pass
+        if on_finished is not None:
+            on_finished(state["cancelled"])
+
+    worker.yielded.connect(step)
+    worker.returned.connect(on_result)
+    worker.errored.connect(on_error or (lambda exc: notify_error(exc, context=label)))
+    worker.aborted.connect(aborted)
+    worker.finished.connect(finished)
+    if cancel_button is not None:
+        cancel_button.setEnabled(True)
+        cancel_button.clicked.connect(worker.quit)
+    if progress_bar is not None:
+        progress_bar.setMaximum(0)  # busy until the first step says how many there are
+        progress_bar.setValue(0)
+    worker.start()
+    return worker
