@@ -4,6 +4,7 @@ Level-0 (row, col) pixels inside; x/y only in files; µm only in the napari conv
 No napari, Qt or torch here.
 """
 
+from .autosave import AutosaveStore, autosave_path, load_latest
 from .io import read_annotations, write_annotations
 from .model import (
     CELL_CLASSES,
@@ -16,17 +17,32 @@ from .model import (
     color_for_class,
     merge_annotations,
 )
+from .napari_data import (
+    cells_to_points_data,
+    points_data_to_cells,
+    regions_to_shapes_data,
+    shapes_data_to_regions,
+)
+from .qupath_check import validate_qupath_geojson
 
 __all__ = [
     "CELL_CLASSES",
     "DEFAULT_COLORS",
     "REGION_CLASSES",
     "AnnotationSet",
+    "AutosaveStore",
     "CellPoints",
     "RegionShape",
+    "autosave_path",
     "canonical_class",
+    "cells_to_points_data",
     "color_for_class",
+    "load_latest",
     "merge_annotations",
+    "points_data_to_cells",
     "read_annotations",
+    "regions_to_shapes_data",
+    "shapes_data_to_regions",
+    "validate_qupath_geojson",
     "write_annotations",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -92,10 +93,55 @@ def annotations_to_geojson(annotations: AnnotationSet, *, origin=(0.0, 0.0)) -> 
     return {"type": "FeatureCollection", "features": features, "xhisto": {"writer": WRITER_TAG}}
 
 
+_SIMPLE_ID = re.compile(r"[A-Za-z0-9_.:-]*")
+
+
+def _json_strings(values: list[str]) -> list[str]:
+    if all(_SIMPLE_ID.fullmatch(v) for v in values):
+        return [f'"{v}"' for v in values]
+    return [json.dumps(v, ensure_ascii=False) for v in values]
+
+
 def geojson_text(annotations: AnnotationSet, *, origin=(0.0, 0.0)) -> str:
-    """The GeoJSON file content for ``annotations`` (compact, one line)."""
-    obj = annotations_to_geojson(annotations, origin=origin)
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """The GeoJSON file content for ``annotations``: one feature per line.
+
+    Same content as ``json.dumps(annotations_to_geojson(...))``; cells are formatted directly
+    (``repr`` of floats, as ``json`` does) because building 100k dicts costs more than writing.
+    """
+    colors = annotations.complete_colors()
+    cells = annotations.cells
+    class_json = {
+        name: json.dumps({"name": name, "color": [int(c) for c in colors[name]]},
+                         separators=(",", ":"), ensure_ascii=False)
+        for name in dict.fromkeys(np.unique(cells.classes).tolist())
+    }
+    xs = (cells.cols - origin[1]).tolist()
+    ys = (cells.rows - origin[0]).tolist()
+    if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
+        raise AnnotationError("cell coordinates must be finite numbers; found NaN or infinity")
+    classes = [class_json[c] for c in cells.classes.tolist()]
+    head = '{"type":"Feature",'
+    geom = '"geometry":{"type":"Point","coordinates":['
+    props = ']},"properties":{"objectType":"detection","classification":'
+    if cells.ids is None:
+        lines = [f"{head}{geom}{x!r},{y!r}{props}{c}}}}}" for x, y, c in zip(xs, ys, classes)]
+    else:
+        ids = _json_strings(cells.ids.tolist())
+        lines = [
+            f'{head}"id":{i},{geom}{x!r},{y!r}{props}{c}}}}}'
+            for x, y, c, i in zip(xs, ys, classes, ids)
+        ]
+    regions_only = AnnotationSet(CellPoints.empty(), annotations.regions, colors)
+    region_features = annotations_to_geojson(regions_only, origin=origin)["features"]
+    lines.extend(
+        json.dumps(f, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        for f in region_features
+    )
+    return (
+        '{"type":"FeatureCollection","xhisto":{"writer":"' + WRITER_TAG + '"},"features":[\n'
+        + ",\n".join(lines)
+        + "\n]}\n"
+    )
 
 
 # ----------------------------------------------------------------------------- reading
@@ -192,6 +238,32 @@ def _features_of(obj) -> list:
     raise AnnotationError(f"GeoJSON top level must be a FeatureCollection, got type {kind!r}")
 
 
+class _Classifier:
+    """Validates each distinct classification once (100k cells share a handful)."""
+
+    def __init__(self):
+        self.cache: dict = {}
+
+    def __call__(self, properties: dict, index: int) -> tuple[str | None, tuple | None]:
+        value = properties.get("classification")
+        if type(value) is dict:
+            color = value.get("color", value.get("colorRGB"))
+            key = (value.get("name"), tuple(color) if type(color) is list else color)
+        else:
+            key = value if isinstance(value, str) or value is None else None
+        try:
+            return self.cache[key]
+        except (KeyError, TypeError):
+            pass
+        result = _classification(properties, index)
+        if key is not None:
+            try:
+                self.cache[key] = result
+            except TypeError:
+                pass
+        return result
+
+
 def geojson_to_annotations(obj, *, origin=(0.0, 0.0), skip_unsupported: bool = False) -> AnnotationSet:
     """Read a parsed GeoJSON object (QuPath layout or plain) into an AnnotationSet.
 
@@ -210,56 +282,63 @@ def geojson_to_annotations(obj, *, origin=(0.0, 0.0), skip_unsupported: bool = F
     AnnotationError
         Naming the feature index and the problem.
     """
-    xs: list[float] = []
-    ys: list[float] = []
+    points: list = []  # raw [x, y] positions, validated in bulk below
+    point_feature: list[int] = []
     cell_classes: list[str] = []
     cell_ids: list[str | None] = []
     regions: list[RegionShape] = []
     colors: dict[str, tuple[int, int, int]] = {}
+    classify = _Classifier()
+    cell_class_of: dict = {}
     for index, feature in enumerate(_features_of(obj)):
-        if not isinstance(feature, dict):
+        if type(feature) is not dict:
             _fail(index, f"a feature must be an object, got {type(feature).__name__}")
         geometry = feature.get("geometry")
-        if not isinstance(geometry, dict):
+        if type(geometry) is not dict:
             _fail(index, "has no geometry object")
         gtype = geometry.get("type")
         properties = feature.get("properties") or {}
-        if not isinstance(properties, dict):
+        if type(properties) is not dict:
             _fail(index, f"properties must be an object, got {type(properties).__name__}")
-        object_type = properties.get("objectType", feature.get("objectType"))
-        raw_name, color = _classification(properties, index)
+        raw_name, color = classify(properties, index)
         fid = feature.get("id")
-        fid = None if fid is None else str(fid)
+        if fid is not None and type(fid) is not str:
+            fid = str(fid)
         coords = geometry.get("coordinates")
-        is_cell_polygon = gtype in _POLYGON_GEOMETRIES and str(object_type).lower() in _CELL_TYPES
-        if gtype in _POINT_GEOMETRIES or is_cell_polygon:
-            cls = canonical_class(raw_name) if raw_name is not None else UNCLASSIFIED
-            if gtype == "Point":
-                x, y = _position(coords, index)
-                xs.append(x)
-                ys.append(y)
-                cell_classes.append(cls)
-                cell_ids.append(fid)
-            elif gtype == "MultiPoint":
+        if gtype == "Point":
+            if raw_name not in cell_class_of:
+                cell_class_of[raw_name] = UNCLASSIFIED if raw_name is None else canonical_class(raw_name)
+            cls = cell_class_of[raw_name]
+            points.append(coords)
+            point_feature.append(index)
+            cell_classes.append(cls)
+            cell_ids.append(fid)
+        elif gtype == "MultiPoint" or (
+            gtype in _POLYGON_GEOMETRIES
+            and str(properties.get("objectType", feature.get("objectType"))).lower() in _CELL_TYPES
+        ):
+            cls = UNCLASSIFIED if raw_name is None else canonical_class(raw_name)
+            if gtype == "MultiPoint":
                 if not isinstance(coords, list):
                     _fail(index, "a MultiPoint needs a list of positions")
-                for k, p in enumerate(coords):
-                    x, y = _position(p, index)
-                    xs.append(x)
-                    ys.append(y)
-                    cell_classes.append(cls)
-                    cell_ids.append(None if fid is None else (fid if len(coords) == 1 else f"{fid}:{k}"))
-            else:  # a cell outlined as a polygon: keep its centroid
+                positions = coords
+            else:  # a cell outlined as a polygon (QuPath cell detection): keep its centroid
                 polygons = [coords] if gtype == "Polygon" else coords
-                for k, poly in enumerate(polygons if isinstance(polygons, list) else [None]):
+                if not isinstance(polygons, list) or not polygons:
+                    _fail(index, f"a {gtype} needs a non-empty list of rings")
+                positions = []
+                for poly in polygons:
                     ext, _ = _polygon(poly, index, (0.0, 0.0))
-                    cy, cx = _centroid_rc(ext)
-                    xs.append(cx)
-                    ys.append(cy)
-                    cell_classes.append(cls)
-                    cell_ids.append(None if fid is None else (fid if len(polygons) == 1 else f"{fid}:{k}"))
+                    row, col = _centroid_rc(ext)
+                    positions.append([col, row])
+            for k, position in enumerate(positions):
+                points.append(position)
+                point_feature.append(index)
+                cell_classes.append(cls)
+                many = len(positions) > 1
+                cell_ids.append(None if fid is None else (f"{fid}:{k}" if many else fid))
         elif gtype in _POLYGON_GEOMETRIES:
-            cls = canonical_class(raw_name, kind="region") if raw_name is not None else UNCLASSIFIED
+            cls = UNCLASSIFIED if raw_name is None else canonical_class(raw_name, kind="region")
             name = properties.get("name")
             name = None if name is None else str(name)
             if gtype == "Polygon":
@@ -280,13 +359,37 @@ def geojson_to_annotations(obj, *, origin=(0.0, 0.0), skip_unsupported: bool = F
                 f"geometry type {gtype!r} is not supported (cells: Point/MultiPoint, regions: "
                 "Polygon/MultiPolygon); pass skip_unsupported=True to leave such features out",
             )
-        if color is not None:
-            colors.setdefault(cls, color)
-    cells = _cells(xs, ys, cell_classes, cell_ids, origin)
+        if color is not None and cls not in colors:
+            colors[cls] = color
+    xy = _positions(points, point_feature)
+    cells = _cells(xy[:, 0], xy[:, 1], cell_classes, cell_ids, origin)
     annotations = AnnotationSet(cells, regions, colors)
     for name in annotations.classes():
         colors.setdefault(name, color_for_class(name))
     return annotations
+
+
+def _positions(points: list, point_feature: list[int]) -> np.ndarray:
+    """(N, 2) float64 x/y from raw positions, or an AnnotationError naming the bad feature."""
+    if not points:
+        return np.zeros((0, 2))
+    try:
+        xy = np.array(points)
+        ok = (
+            xy.ndim == 2
+            and xy.shape[1] >= 2
+            and xy.dtype.kind in "fi"
+            and bool(np.isfinite(xy[:, :2]).all())
+            and not any(type(p[0]) is bool or type(p[1]) is bool for p in points)
+        )
+    except (ValueError, TypeError):
+        ok = False
+    if ok:
+        return xy[:, :2].astype(np.float64)
+    for position, index in zip(points, point_feature):
+        _position(position, index)
+    # every position is fine on its own, but they differ in length (e.g. some carry z)
+    return np.array([_position(p, i) for p, i in zip(points, point_feature)], dtype=np.float64)
 
 
 def _centroid_rc(ring_rc: np.ndarray) -> tuple[float, float]:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import AnnotationError
 from .csv_io import csv_text, read_csv
 from .files import atomic_write, free_backup_path, keep_backup
-from .geojson import geojson_text, is_written_by_us, read_geojson
+from .geojson import WRITER_TAG, geojson_text, read_geojson
 from .model import AnnotationSet
 
 GEOJSON_SUFFIXES = (".geojson", ".json")
 CSV_SUFFIXES = (".csv", ".tsv")
+# how every file written by geojson_text begins (the tag is a foreign member QuPath ignores)
+WRITER_MARK = ('"xhisto":{"writer":"' + WRITER_TAG + '"}').encode()
 
 
 def _format_of(path: Path) -> str:
@@ -31,10 +32,11 @@ def _is_ours(path: Path) -> bool:
     if path.suffix.lower() not in GEOJSON_SUFFIXES:
         return False
     try:
-        with open(path, encoding="utf-8") as fh:
-            return is_written_by_us(json.load(fh))
-    except (OSError, ValueError):
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+    except OSError:
         return False
+    return WRITER_MARK in head
 
 
 def write_annotations(path, annotations: AnnotationSet, *, origin=(0.0, 0.0),

@@ -182,7 +182,8 @@ class AnnotationSet:
 
     def classes(self) -> list[str]:
         """Every class used by a cell or a region, cells first, in order of first use."""
-        seen = dict.fromkeys(str(c) for c in self.cells.classes)
+        names, first = np.unique(self.cells.classes, return_index=True)
+        seen = dict.fromkeys(names[np.argsort(first)].tolist())
         seen.update(dict.fromkeys(r.cls for r in self.regions))
         return list(seen)
 

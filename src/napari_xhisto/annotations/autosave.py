@@ -1,0 +1,94 @@
+"""Autosave that never loses work: atomic replacement, rotating backups, and recovery.
+
+A save writes a temporary file beside the target, syncs it, keeps the current file as
+``<name>.bak`` (older ones as ``<name>.2.bak`` ...), then renames the temporary file over the
+target. A crash at any moment leaves the target either at the previous or the new version,
+complete. Callers debounce (the widget saves a second after the last change).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import AnnotationError
+from .files import (
+    atomic_write,
+    existing_backups,
+    free_backup_path,
+    keep_backup,
+    remove_stale_temporaries,
+)
+from .geojson import geojson_text, read_geojson
+from .io import WRITER_MARK
+from .model import AnnotationSet
+
+SUFFIX = ".annotations.geojson"
+
+
+def autosave_path(slide_path, *, folder=None) -> Path:
+    """Where the annotations of ``slide_path`` are autosaved: beside it, or in ``folder``."""
+    slide_path = Path(slide_path)
+    target_folder = Path(folder) if folder is not None else slide_path.parent
+    return target_folder / f"{slide_path.name}{SUFFIX}"
+
+
+class AutosaveStore:
+    """Saves one slide's annotations atomically and restores the newest readable version.
+
+    Parameters
+    ----------
+    slide_path : str or Path
+        The slide the annotations belong to (its name names the file).
+    folder : str or Path, optional
+        A project folder; by default the file sits beside the slide.
+    keep : int
+        How many previous versions to keep as backups.
+    """
+
+    def __init__(self, slide_path, *, folder=None, keep: int = 3):
+        self.slide_path = Path(slide_path)
+        self.path = autosave_path(slide_path, folder=folder)
+        self.keep = max(int(keep), 1)
+        if self.path.parent.is_dir():
+            remove_stale_temporaries(self.path.parent, self.path.name)
+
+    def __repr__(self) -> str:
+        return f"AutosaveStore({str(self.path)!r}, keep={self.keep})"
+
+    def save(self, annotations: AnnotationSet) -> Path:
+        """Write ``annotations`` to :attr:`path`, keeping the previous version as a backup."""
+        text = geojson_text(annotations)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            if not self._is_ours(self.path):  # someone else's file under our name: never rotate it away
+                free = free_backup_path(self.path)
+                free.write_bytes(self.path.read_bytes())
+            keep_backup(self.path, keep=self.keep)
+        return atomic_write(self.path, text)
+
+    @staticmethod
+    def _is_ours(path: Path) -> bool:
+        with open(path, "rb") as fh:
+            return WRITER_MARK in fh.read(256)
+
+    def versions(self) -> list[Path]:
+        """The autosave file and its backups that exist, newest first."""
+        found = [self.path] if self.path.exists() else []
+        return found + existing_backups(self.path)
+
+    def load_latest(self) -> AnnotationSet | None:
+        """The newest version that reads completely; None when nothing was saved yet."""
+        errors = []
+        for candidate in self.versions():
+            try:
+                return read_geojson(candidate)
+            except (AnnotationError, OSError) as err:
+                errors.append(f"{candidate.name}: {err}")
+        if errors:
+            raise AnnotationError("no readable autosave: " + "; ".join(errors))
+        return None
+
+
+def load_latest(slide_path, *, folder=None) -> AnnotationSet | None:
+    """The newest autosaved annotations of ``slide_path`` (None when there are none)."""
+    return AutosaveStore(slide_path, folder=folder).load_latest()
