@@ -1,0 +1,278 @@
+"""Probability maps over slide regions: patches at the model's µm/px, batched, reads prefetched.
+
+The region is cut into a grid of cells of ``stride`` level-0 pixels; each cell's patch is the
+model's field of view (``patch_size * spec.mpp / slide.mpp`` level-0 px) centred on the cell.
+Background cells (a cheap saturation/brightness mask read at a coarse scale) are skipped. Patch
+reads run on a thread pool, a few batches ahead, while the model runs on the current batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ModelError
+from ..geometry import Placement, Region
+
+
+@dataclass
+class ProbabilityMap:
+    """Class probabilities on a grid placed on level 0 of a slide.
+
+    Attributes
+    ----------
+    probs : ndarray (H', W', n_classes) float32
+        Softmax outputs; 0 where ``tissue_mask`` is False (no patch was run there).
+    placement : Placement
+        Pixel (i, j) covers level-0 pixels from ``origin + (i, j) * step``.
+    class_names : list of str
+    tissue_mask : ndarray (H', W') bool
+    positive_class : str or None
+    provenance : dict
+        Model, region, stride, timings.
+    """
+
+    probs: np.ndarray
+    placement: Placement
+    class_names: list[str]
+    tissue_mask: np.ndarray
+    positive_class: str | None = None
+    provenance: dict = field(default_factory=dict)
+
+    def class_map(self, name: str | None = None) -> np.ndarray:
+        """(H', W') float32 probability of class ``name`` (default: the positive class)."""
+        name = name or self.positive_class or self.class_names[-1]
+        if name not in self.class_names:
+            raise ModelError(f"class {name!r} is not one of {self.class_names}")
+        return np.ascontiguousarray(self.probs[..., self.class_names.index(name)])
+
+    @property
+    def positive(self) -> np.ndarray:
+        return self.class_map()
+
+
+@dataclass
+class PatchPlan:
+    """Where each patch of a region lies; see :func:`plan_patches`."""
+
+    region: Region
+    stride: float              # level-0 px between cell origins
+    footprint: float           # level-0 px a patch covers
+    patch_px: int              # side of the patch array the network sees
+    shape: tuple[int, int]     # grid (rows, cols)
+    tissue_mask: np.ndarray    # (rows, cols) bool
+    cells: np.ndarray          # (K, 2) int (i, j) of tissue cells, row-major
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(float(self.region.level0_row), float(self.region.level0_col),
+                         float(self.stride), float(self.stride))
+
+    def window(self, i: int, j: int) -> tuple[float, float]:
+        """Level-0 (row, col) of the top-left corner of cell (i, j)'s patch."""
+        off = (self.stride - self.footprint) / 2
+        return (self.region.level0_row + i * self.stride + off,
+                self.region.level0_col + j * self.stride + off)
+
+
+def read_padded(slide, top: float, left: float, height: float, width: float,
+                out_h: int, out_w: int) -> np.ndarray:
+    """``slide.read_scaled`` of a level-0 window that may stick out of the slide (white there)."""
+    H, W = slide.dimensions
+    r, c = round(top), round(left)
+    h, w = max(1, round(height)), max(1, round(width))
+    if r >= 0 and c >= 0 and r + h <= H and c + w <= W:
+        return slide.read_scaled(Region(r, c, h, w), out_h, out_w)
+    out = np.full((out_h, out_w, 3), 255, np.uint8)
+    r0, c0, r1, c1 = max(0, r), max(0, c), min(H, r + h), min(W, c + w)
+    if r1 <= r0 or c1 <= c0:
+        return out
+    sr, sc = out_h / h, out_w / w
+    o_r0, o_c0 = min(out_h, round((r0 - r) * sr)), min(out_w, round((c0 - c) * sc))
+    o_r1, o_c1 = min(out_h, round((r1 - r) * sr)), min(out_w, round((c1 - c) * sc))
+    if o_r1 <= o_r0 or o_c1 <= o_c0:
+        return out
+    out[o_r0:o_r1, o_c0:o_c1] = slide.read_scaled(Region(r0, c0, r1 - r0, c1 - c0),
+                                                  o_r1 - o_r0, o_c1 - o_c0)
+    return out
+
+
+def tissue_pixels(rgb: np.ndarray, *, min_saturation: float = 0.07,
+                  max_brightness: float = 225.0) -> np.ndarray:
+    """Cheap tissue test per pixel: coloured and not near-white, or dark."""
+    rgb = rgb.astype(np.float32)
+    mx, mn = rgb.max(axis=-1), rgb.min(axis=-1)
+    sat = (mx - mn) / np.maximum(mx, 1.0)
+    mean = rgb.mean(axis=-1)
+    return ((sat > min_saturation) & (mean < max_brightness)) | (mean < 160.0)
+
+
+def plan_patches(slide, region: Region | None, spec, *, stride: float | None = None,
+                 tissue_threshold: float = 0.1) -> PatchPlan:
+    """Grid, footprint and tissue cells of ``region`` for a model of spec ``spec``.
+
+    Parameters
+    ----------
+    slide : Slide
+        Needs ``mpp``, ``dimensions`` and ``read_scaled``.
+    region : Region or None
+        Level-0 region; ``None`` means the whole slide.
+    spec : ModelSpec
+    stride : float, optional
+        Level-0 px between patch centres (default: the patch footprint, no overlap).
+    tissue_threshold : float
+        Minimum fraction of tissue pixels for a cell to be run (0 runs every cell).
+    """
+    if slide.mpp is None:
+        raise ModelError("the slide has no µm/px in its metadata; open it with "
+                         "open_slide(path, mpp=...) (CLI: --mpp) so patches match the model")
+    H, W = slide.dimensions
+    region = Region(0, 0, H, W) if region is None else region.clip(H, W)
+    footprint = spec.patch_size * spec.mpp / float(slide.mpp)
+    stride = float(stride or footprint)
+    if stride <= 0:
+        raise ModelError(f"stride must be positive, got {stride}")
+    rows = max(1, math.ceil(region.height / stride - 1e-9))
+    cols = max(1, math.ceil(region.width / stride - 1e-9))
+    if tissue_threshold <= 0:
+        mask = np.ones((rows, cols), bool)
+    else:
+        k = max(1, min(4, 4096 // max(rows, cols)))
+        thumb = read_padded(slide, region.level0_row, region.level0_col, rows * stride,
+                            cols * stride, rows * k, cols * k)
+        frac = tissue_pixels(thumb).reshape(rows, k, cols, k).mean(axis=(1, 3))
+        mask = frac >= tissue_threshold
+    cells = np.argwhere(mask)
+    return PatchPlan(region=region, stride=stride, footprint=footprint,
+                     patch_px=spec.network_input_size, shape=(rows, cols), tissue_mask=mask,
+                     cells=cells)
+
+
+def read_patch_batch(slide, plan: PatchPlan, cells: np.ndarray) -> np.ndarray:
+    """uint8 (len(cells), s, s, 3) patches; runs of neighbours in a row are read in one call."""
+    s = plan.patch_px
+    out = np.empty((len(cells), s, s, 3), np.uint8)
+    contiguous = abs(plan.stride - plan.footprint) < 1e-6
+    k = 0
+    while k < len(cells):
+        i, j = (int(v) for v in cells[k])
+        n = 1
+        if contiguous:
+            while (k + n < len(cells) and cells[k + n][0] == i
+                   and cells[k + n][1] == j + n):
+                n += 1
+        top, left = plan.window(i, j)
+        strip = read_padded(slide, top, left, plan.footprint, n * plan.footprint, s, n * s)
+        out[k:k + n] = strip.reshape(s, n, s, 3).transpose(1, 0, 2, 3)
+        k += n
+    return out
+
+
+def predict_region(slide, region: Region | None, model, *, batch_size: int = 64,
+                   stride: float | None = None, tissue_threshold: float = 0.1,
+                   workers: int | None = None, prefetch: int | None = None):
+    """Run ``model`` over ``region`` of ``slide``: a generator of (done, total) patches.
+
+    Parameters
+    ----------
+    slide : Slide or path
+        An open slide (``napari_xhisto.slide.open_slide``) or a path to one.
+    region : Region or None
+        Level-0 region; ``None`` means the whole slide.
+    model : LoadedModel, ModelSpec, path or "demo"
+    batch_size : int
+        Patches per forward pass (halved on GPU out-of-memory).
+    stride : float, optional
+        Level-0 px between patch centres; default the patch footprint (no overlap).
+    tissue_threshold : float
+        Minimum tissue fraction of a cell for its patch to run.
+    workers : int, optional
+        Reader threads (default min(4, CPUs)).
+    prefetch : int, optional
+        Batches read ahead (default workers + 1).
+
+    Returns
+    -------
+    ProbabilityMap
+        As the generator's return value (``StopIteration.value``).
+
+    Examples
+    --------
+    >>> gen = predict_region(slide, Region(0, 0, 2048, 2048), "demo")  # doctest: +SKIP
+    >>> try:
+    ...     while True: done, total = next(gen)
+    ... except StopIteration as stop:
+    ...     pmap = stop.value
+    """
+    from .loading import load_model
+
+    if isinstance(slide, str | os.PathLike):
+        from ..slide import open_slide
+
+        slide = open_slide(slide)
+    model = load_model(model)
+    spec = model.spec
+    plan = plan_patches(slide, region, spec, stride=stride, tissue_threshold=tissue_threshold)
+    rows, cols = plan.shape
+    probs = np.zeros((rows, cols, spec.num_classes), np.float32)
+    total = len(plan.cells)
+    batches = [plan.cells[i:i + batch_size] for i in range(0, total, batch_size)]
+    workers = workers or min(4, os.cpu_count() or 1)
+    prefetch = prefetch or workers + 1
+    t_start, wait_s, compute_s, done = time.perf_counter(), 0.0, 0.0, 0
+    yield 0, total
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xhisto-read") as pool:
+        pending = deque()
+        todo = iter(batches)
+        for b in todo:
+            pending.append((b, pool.submit(read_patch_batch, slide, plan, b)))
+            if len(pending) >= prefetch:
+                break
+        try:
+            while pending:
+                cells, fut = pending.popleft()
+                t0 = time.perf_counter()
+                images = fut.result()
+                t1 = time.perf_counter()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(read_patch_batch, slide, plan, nxt)))
+                p = model.predict_proba(images, batch_size=batch_size)
+                compute_s += time.perf_counter() - t1
+                wait_s += t1 - t0
+                probs[cells[:, 0], cells[:, 1]] = p
+                done += len(cells)
+                yield done, total
+        finally:  # on cancel (generator closed) drop reads not started yet
+            for _, fut in pending:
+                fut.cancel()
+    elapsed = time.perf_counter() - t_start
+    prov = {**model.provenance(), "region": list(plan.region.as_tuple()),
+            "stride_level0": plan.stride, "footprint_level0": plan.footprint,
+            "slide_mpp": float(slide.mpp), "tissue_threshold": tissue_threshold,
+            "n_patches": total, "seconds": elapsed, "read_wait_seconds": wait_s,
+            "compute_seconds": compute_s, "slide": str(getattr(slide, "path", ""))}
+    return ProbabilityMap(probs=probs, placement=plan.placement,
+                          class_names=list(spec.class_names), tissue_mask=plan.tissue_mask,
+                          positive_class=spec.positive_class, provenance=prov)
+
+
+def probability_layer_data(pmap: ProbabilityMap, mpp: float, *, class_name: str | None = None
+                           ) -> tuple[np.ndarray, dict]:
+    """Data and keyword arguments for a napari image layer over a slide shown at ``mpp`` µm/px.
+
+    No napari import: widgets call ``viewer.add_image(data, **kwargs)``.
+    """
+    name = class_name or pmap.positive_class
+    data = pmap.class_map(name)
+    kwargs = {**pmap.placement.layer_transform(mpp), "name": f"p({name})", "colormap": "inferno",
+              "contrast_limits": (0.0, 1.0), "opacity": 0.5, "blending": "translucent",
+              "metadata": {"xhisto": {"kind": "probability", "class": name,
+                                      "placement": pmap.placement.to_dict(), **pmap.provenance}}}
+    return data, kwargs

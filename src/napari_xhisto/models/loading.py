@@ -1,0 +1,269 @@
+"""Safe loading of model weights, device choice, and batched prediction that survives OOM.
+
+Weights come from safetensors, or from ``torch.load(..., weights_only=True)`` for state dicts,
+or from TorchScript archives. Nothing here unpickles arbitrary objects: a pickle that would run
+code is refused before it runs anything.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ModelError
+from .architectures import build_architecture
+from .spec import ModelSpec
+
+
+def choose_device(device=None) -> torch.device:
+    """``device`` if given, else ``$XHISTO_DEVICE``, else CUDA when present, else CPU."""
+    device = device or os.environ.get("XHISTO_DEVICE") or None
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for, but CUDA is not available here; use 'cpu'")
+    return dev
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    # torch.jit.save archives hold compiled code and constants; torch.save ones do not
+    return any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def _unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError("the weights file holds no state dict of tensors (a whole pickled model "
+                         "is not accepted: save model.state_dict() or use safetensors)")
+    keys = list(obj)
+    if keys and all(k.startswith("module.") for k in keys):  # saved from DataParallel
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    """Tensors from a safetensors file or a ``weights_only`` torch file; never runs code."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise ModelError(f"{path.name} is not a readable safetensors file: {exc}") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "global" in ln]
+        why = f" ({lines[0][:160]})" if lines else ""
+        raise ModelError(f"refused to load {path.name}: it holds Python objects that would run "
+                         f"code when unpickled{why}; nothing was run. Only tensors are accepted: "
+                         "save a state dict or safetensors") from None
+    except Exception as exc:
+        raise ModelError(f"{path.name} is not a readable weights file: {exc}") from None
+    return _unwrap_state_dict(obj)
+
+
+def load_weights_strict(module: nn.Module, state: dict[str, torch.Tensor], *,
+                        architecture: str = "") -> None:
+    """Copy ``state`` into ``module``; the first layer that does not fit raises ModelError."""
+    own = module.state_dict()
+    for key, target in own.items():
+        if key not in state:
+            if key.endswith("num_batches_tracked"):
+                continue
+            raise ModelError(f"weights do not fit architecture {architecture!r}: layer {key!r} "
+                             f"(shape {tuple(target.shape)}) is missing from the file")
+        if tuple(state[key].shape) != tuple(target.shape):
+            raise ModelError(f"weights do not fit architecture {architecture!r}: layer {key!r} "
+                             f"has shape {tuple(state[key].shape)} in the file but "
+                             f"{tuple(target.shape)} in the model (check num_classes/architecture)")
+    for key in state:
+        if key not in own:
+            raise ModelError(f"weights do not fit architecture {architecture!r}: the file has "
+                             f"layer {key!r} that the model lacks")
+    module.load_state_dict({k: v for k, v in state.items()}, strict=False)
+
+
+def is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def run_halving_on_oom(fn: Callable[[np.ndarray], np.ndarray], items: np.ndarray,
+                       batch_size: int, *, on_halve: Callable[[int], None] | None = None
+                       ) -> tuple[np.ndarray, int]:
+    """``fn`` over ``items`` in batches; an out-of-memory error halves the batch and goes on.
+
+    Returns
+    -------
+    (concatenated outputs, the batch size that worked)
+    """
+    outs, i, bs = [], 0, max(1, int(batch_size))
+    while i < len(items):
+        try:
+            outs.append(fn(items[i:i + bs]))
+            i += bs
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            if bs == 1:
+                raise ModelError("out of GPU memory even with a batch of one patch; use "
+                                 "--device cpu or a smaller model") from None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            bs = max(1, bs // 2)
+            if on_halve:
+                on_halve(bs)
+    return (np.concatenate(outs) if outs else np.zeros((0,))), bs
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference: module in eval mode on its device plus its spec."""
+
+    module: nn.Module
+    spec: ModelSpec
+    device: torch.device
+    is_torchscript: bool = False
+    amp: bool = False
+    batch_size: int = 64
+
+    def preprocess(self, images) -> torch.Tensor:
+        """uint8 NHWC RGB (numpy or tensor) -> normalised float NCHW on the model's device."""
+        x = torch.as_tensor(np.ascontiguousarray(images))
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ModelError(f"images must be (N, H, W, 3) RGB, got shape {tuple(x.shape)}")
+        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        size = self.spec.network_input_size
+        if x.shape[-2:] != (size, size):
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
+                                                align_corners=False, antialias=True)
+        mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def _forward_proba(self, images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = self.preprocess(images)
+            if self.amp and self.device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.float16):
+                    logits = self.module(x)
+            else:
+                logits = self.module(x)
+            if isinstance(logits, tuple | list):  # inception-style (logits, aux)
+                logits = logits[0]
+            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def predict_proba(self, images, *, batch_size: int | None = None) -> np.ndarray:
+        """Class probabilities (N, n_classes) float32 for uint8 NHWC patches.
+
+        A CUDA out-of-memory error halves the batch and goes on; the size that worked is kept.
+        """
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[None]
+        if len(images) == 0:
+            return np.zeros((0, self.spec.num_classes), np.float32)
+
+        def keep(bs):
+            self.batch_size = bs
+
+        out, _ = run_halving_on_oom(self._forward_proba, images,
+                                    batch_size or self.batch_size, on_halve=keep)
+        return out.astype(np.float32, copy=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def provenance(self) -> dict:
+        return {"model": self.spec.name, "architecture": self.spec.architecture,
+                "spec": self.spec.source, "weights": str(self.spec.weights_path() or ""),
+                "class_names": list(self.spec.class_names),
+                "positive_class": self.spec.positive_class, "patch_size": self.spec.patch_size,
+                "mpp": self.spec.mpp, "device": str(self.device)}
+
+
+def load_model(model, *, device=None, amp: bool | None = None,
+               batch_size: int = 64) -> LoadedModel:
+    """Load ``"demo"``, a :class:`ModelSpec`, a spec path or a weights path.
+
+    Parameters
+    ----------
+    model : str, Path, ModelSpec or LoadedModel
+        ``"demo"`` is the bundled classifier.
+    device : str or torch.device, optional
+        Default: CUDA when present, else CPU (``$XHISTO_DEVICE`` overrides).
+    amp : bool, optional
+        Mixed precision for inference; default on for CUDA, off for CPU.
+    batch_size : int
+        Starting batch size (halved on out-of-memory).
+    """
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, str) and model == "demo":
+        from .demo import DEMO_SPEC_PATH
+
+        model = DEMO_SPEC_PATH
+    spec = model if isinstance(model, ModelSpec) else ModelSpec.from_file(model)
+    dev = choose_device(device)
+    wpath = spec.weights_path()
+    if wpath is None:
+        raise ModelError(f"model spec {spec.source or spec.name} names no weights file")
+    if not wpath.exists():
+        raise ModelError(f"weights file {wpath} named by the spec does not exist")
+    scripted = spec.architecture == "torchscript" or _is_torchscript(wpath)
+    if scripted:
+        try:
+            with warnings.catch_warnings():  # TorchScript is deprecated upstream, still supported
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(str(wpath), map_location=dev)
+        except Exception as exc:
+            raise ModelError(f"{wpath.name} is not a loadable TorchScript file: {exc}") from None
+    else:
+        module = build_architecture(spec.architecture, spec.num_classes)
+        load_weights_strict(module, read_state_dict(wpath), architecture=spec.architecture)
+        module = module.to(dev)
+    module.eval()
+    return LoadedModel(module=module, spec=spec, device=dev, is_torchscript=scripted,
+                       amp=(dev.type == "cuda") if amp is None else bool(amp),
+                       batch_size=batch_size)
+
+
+def save_model(module: nn.Module, spec: ModelSpec, spec_path) -> Path:
+    """Write ``module``'s weights as safetensors beside ``spec_path`` and the spec JSON."""
+    from safetensors.torch import save_file
+
+    spec_path = Path(spec_path)
+    wpath = spec_path.with_suffix(".safetensors")
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(wpath))
+    spec.weights = wpath.name
+    spec.save(spec_path)
+    spec.source = str(spec_path.resolve())
+    return spec_path
