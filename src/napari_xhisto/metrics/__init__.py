@@ -1,1 +1,53 @@
-"""metrics."""
+"""Pure metric functions: numpy in, numbers out (no torch, no napari).
+
+- `cells`: cell scores in discs around point annotations, cell-level ROC, baselines, per-tile ROC.
+- `regions`: relevance per annotated region, model A against model B.
+- `localization`: PxAP, confusion over thresholds, Dice/IoU, Hausdorff, weak localisation, area.
+- `bias`: centre-bias profile, class mean heatmaps, hotspot (artefact) scan.
+- `calibration`: ECE, MCE, reliability bins, temperature scaling.
+"""
+
+from .bias import (
+    CentreBiasProfile,
+    Hotspot,
+    centre_bias_profile,
+    class_mean_heatmaps,
+    find_hotspot,
+)
+from .calibration import (
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    maximum_calibration_error,
+    reliability_bins,
+)
+from .cells import RocResult, TileRoc, baseline_aucs, cell_roc, cell_scores, per_tile_roc
+from .localization import (
+    THRESHOLDS,
+    PxapResult,
+    area_ratio,
+    confusion_over_thresholds,
+    dice_iou,
+    hausdorff_distance,
+    localization_at_percentiles,
+    minmax_normalize,
+    pxap,
+    weak_localization,
+)
+from .regions import (
+    RegionComparison,
+    RegionRelevance,
+    compare_region_relevance,
+    region_mask,
+    region_relevance,
+)
+
+__all__ = [
+    "THRESHOLDS", "CentreBiasProfile", "Hotspot", "PxapResult", "RegionComparison",
+    "RegionRelevance", "RocResult", "TileRoc", "apply_temperature", "area_ratio", "baseline_aucs",
+    "cell_roc", "cell_scores", "centre_bias_profile", "class_mean_heatmaps",
+    "compare_region_relevance", "confusion_over_thresholds", "dice_iou",
+    "expected_calibration_error", "find_hotspot", "fit_temperature", "hausdorff_distance",
+    "localization_at_percentiles", "maximum_calibration_error", "minmax_normalize", "per_tile_roc",
+    "pxap", "region_mask", "region_relevance", "reliability_bins", "weak_localization",
+]
