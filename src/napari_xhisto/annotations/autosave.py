@@ -8,14 +8,15 @@ complete. Callers debounce (the widget saves a second after the last change).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from ..errors import AnnotationError
 from .files import (
     atomic_write,
     existing_backups,
-    free_backup_path,
     keep_backup,
+    preserve_path,
     remove_stale_temporaries,
 )
 from .geojson import geojson_text, read_geojson
@@ -61,8 +62,7 @@ class AutosaveStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             if not self._is_ours(self.path):  # someone else's file under our name: never rotate it away
-                free = free_backup_path(self.path)
-                free.write_bytes(self.path.read_bytes())
+                shutil.copyfile(self.path, preserve_path(self.path))
             keep_backup(self.path, keep=self.keep)
         return atomic_write(self.path, text)
 

@@ -79,6 +79,22 @@ def free_backup_path(path: Path) -> Path:
     return backup_path(path, number)
 
 
+def preserve_path(path: Path) -> Path:
+    """A free ``<name>.kept.bak`` (``.kept-2.bak`` ...) for a file we must not rotate away."""
+    number = 1
+    while True:
+        tag = "kept" if number == 1 else f"kept-{number}"
+        candidate = path.with_name(f"{path.name}.{tag}.bak")
+        if not candidate.exists():
+            return candidate
+        number += 1
+
+
+def strip_backup_suffix(name: str) -> str:
+    """``a.geojson.2.bak`` -> ``a.geojson`` (so backups open like the file they copy)."""
+    return re.sub(r"(\.(\d+|kept(-\d+)?))?\.bak$", "", name, flags=re.IGNORECASE)
+
+
 def atomic_write(path, data: str | bytes, *, encoding: str = "utf-8") -> Path:
     """Write ``data`` to ``path`` through a synced temporary file in the same folder + rename.
 

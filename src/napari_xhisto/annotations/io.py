@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import AnnotationError
 from .csv_io import csv_text, read_csv
-from .files import atomic_write, free_backup_path, keep_backup
+from .files import atomic_write, free_backup_path, keep_backup, strip_backup_suffix
 from .geojson import WRITER_TAG, geojson_text, read_geojson
 from .model import AnnotationSet
 
@@ -17,7 +17,7 @@ WRITER_MARK = ('"xhisto":{"writer":"' + WRITER_TAG + '"}').encode()
 
 
 def _format_of(path: Path) -> str:
-    suffix = path.suffix.lower()
+    suffix = Path(strip_backup_suffix(path.name)).suffix.lower()
     if suffix in GEOJSON_SUFFIXES:
         return "geojson"
     if suffix in CSV_SUFFIXES:
@@ -29,7 +29,7 @@ def _format_of(path: Path) -> str:
 
 
 def _is_ours(path: Path) -> bool:
-    if path.suffix.lower() not in GEOJSON_SUFFIXES:
+    if _format_of(path) != "geojson":
         return False
     try:
         with open(path, "rb") as fh:

@@ -1,0 +1,137 @@
+"""Autosave: atomic saves survive SIGKILL at random moments; backups rotate; nothing is lost."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from napari_xhisto.annotations import (
+    AnnotationSet,
+    AutosaveStore,
+    CellPoints,
+    autosave_path,
+    load_latest,
+    read_annotations,
+)
+from napari_xhisto.annotations.files import TMP_PREFIX
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from napari_xhisto.annotations import AnnotationSet, AutosaveStore, CellPoints, RegionShape
+
+    slide, n, first = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    store = AutosaveStore(slide, keep=2)
+    rng = np.random.default_rng(first)
+    cols = rng.uniform(0, 50000, n)
+    classes = rng.choice(["tumour", "lymphocyte", "stroma", "other"], n)
+    ids = np.array([f"c{i}" for i in range(n)])
+    square = np.array([[0.0, 0.0], [0.0, 10.0], [10.0, 10.0], [10.0, 0.0]])
+    version = first
+    while True:
+        # every cell of a version carries the version number: a torn file would mix versions
+        cells = CellPoints(np.full(n, float(version)), cols, classes, ids)
+        regions = [RegionShape("necrosis", square + version, [], "v", f"r{version}")]
+        print(f"saving {version}", flush=True)
+        store.save(AnnotationSet(cells, regions, {}))
+        print(f"saved {version}", flush=True)
+        version += 1
+    """
+)
+
+
+def _version_of(annotations: AnnotationSet, n: int) -> int:
+    rows = annotations.cells.rows
+    assert len(rows) == n, "a saved version lost cells"
+    assert np.all(rows == rows[0]), "a saved version mixes two saves"
+    version = int(rows[0])
+    assert annotations.regions[0].id == f"r{version}"
+    return version
+
+
+def test_sigkill_during_saves_never_corrupts_the_last_good_file(tmp_path):
+    slide = tmp_path / "slide.svs"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    n = 25_000
+    rng = np.random.default_rng(7)
+    store = AutosaveStore(slide)
+    for trial in range(5):
+        first = 1000 * (trial + 1)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(slide), str(n), str(first)],
+            stdout=subprocess.PIPE, text=True,
+        )
+        saved, started = [], []
+        try:
+            # let at least one save of this child complete, then kill inside a later save
+            target = first + 1 + trial % 2
+            for line in proc.stdout:
+                kind, number = line.split()
+                (saved if kind == "saved" else started).append(int(number))
+                if kind == "saving" and int(number) == target:
+                    time.sleep(rng.uniform(0.0, 0.3))
+                    break
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            proc.stdout.close()
+        assert proc.returncode == -signal.SIGKILL
+        # the autosave file parses, is complete, and is the last finished save or the one in flight
+        version = _version_of(read_annotations(store.path), n)
+        assert saved[-1] <= version <= started[-1]
+        # every backup is a complete earlier version too
+        for backup in store.versions()[1:]:
+            assert _version_of(read_annotations(backup), n) < version
+        assert _version_of(store.load_latest(), n) == version
+    # a new store clears temporaries that killed saves left behind, and saves again
+    AutosaveStore(slide).save(AnnotationSet(CellPoints([1.0], [2.0], ["tumour"]), [], {}))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(TMP_PREFIX)]
+
+
+def _set(version: int) -> AnnotationSet:
+    return AnnotationSet(CellPoints([float(version)], [1.0], ["tumour"], [f"id{version}"]), [], {})
+
+
+def test_backups_rotate_and_load_latest_falls_back(tmp_path):
+    slide = tmp_path / "s.svs"
+    assert load_latest(slide) is None
+    store = AutosaveStore(slide, keep=2)
+    for version in range(1, 5):
+        store.save(_set(version))
+    names = [p.name for p in store.versions()]
+    assert names == ["s.svs.annotations.geojson", "s.svs.annotations.geojson.bak",
+                     "s.svs.annotations.geojson.2.bak"]
+    assert [read_annotations(p).cells.rows[0] for p in store.versions()] == [4.0, 3.0, 2.0]
+    store.path.write_text('{"type": "FeatureCollection", "features": [')  # damaged elsewhere
+    assert load_latest(slide).cells.rows[0] == 3.0
+
+
+def test_project_folder_and_foreign_file_kept(tmp_path):
+    slide = tmp_path / "slides" / "a.svs"
+    project = tmp_path / "project"
+    path = autosave_path(slide, folder=project)
+    assert path == project / "a.svs.annotations.geojson"
+    project.mkdir()
+    theirs = {"type": "FeatureCollection", "features": []}
+    path.write_text(json.dumps(theirs))
+    store = AutosaveStore(slide, folder=project, keep=1)
+    store.save(_set(1))
+    store.save(_set(2))
+    kept = [json.loads(p.read_text()) for p in project.glob("*.bak")]
+    assert theirs in kept  # the foreign file survives two saves (keep=1 would rotate it away)
+    assert load_latest(slide, folder=project).cells.ids.tolist() == ["id2"]
+
+
+def test_unreadable_everything_raises(tmp_path):
+    slide = tmp_path / "s.svs"
+    autosave_path(slide).write_text("not json")
+    with pytest.raises(Exception, match="no readable autosave"):
+        load_latest(slide)
