@@ -52,6 +52,32 @@ def _downsample2(a: np.ndarray) -> np.ndarray:
     return np.where(count > 0, out, np.nan).astype(a.dtype)
 
 
+def _first_page_metadata(path: Path, placement: Placement, *, mpp, provenance: dict, dtype: str):
+    """``(ome, kwargs)`` for the first page of a heatmap file: OME-XML or our JSON description."""
+    prov = provenance
+    unit_mpp = float(mpp) if mpp else 1.0
+    unit = "µm" if mpp else "pixel"
+    info = {"placement": placement.to_dict(), "mpp": mpp, "provenance": prov, "kind": prov.get("kind", "heatmap")}
+    metadata = {
+        "axes": "YX",
+        "Name": str(prov.get("name", path.stem)),
+        "PhysicalSizeY": placement.step_row * unit_mpp,
+        "PhysicalSizeYUnit": unit,
+        "PhysicalSizeX": placement.step_col * unit_mpp,
+        "PhysicalSizeXUnit": unit,
+        "Plane": {
+            "PositionY": [placement.origin_row * unit_mpp], "PositionYUnit": [unit],
+            "PositionX": [placement.origin_col * unit_mpp], "PositionXUnit": [unit],
+        },
+        "MapAnnotation": {"Namespace": NAMESPACE, "xhisto": json.dumps(info, default=str)},
+    }
+    # OME-XML has no half-float pixel type: float16 maps are plain pyramidal TIFFs whose
+    # ImageDescription holds the same JSON (read_heatmap understands both).
+    ome = dtype == "float32"
+    first = {"metadata": metadata} if ome else {"metadata": None, "description": json.dumps(info, default=str)}
+    return ome, first
+
+
 def write_heatmap(
     path,
     values: np.ndarray,
@@ -97,28 +123,9 @@ def write_heatmap(
     while max(levels[-1].shape) > min_level_size:
         levels.append(_downsample2(levels[-1]))
 
-    unit_mpp = float(mpp) if mpp else 1.0
-    unit = "µm" if mpp else "pixel"
-    info = {"placement": placement.to_dict(), "mpp": mpp, "provenance": prov, "kind": prov.get("kind", "heatmap")}
-    metadata = {
-        "axes": "YX",
-        "Name": str(prov.get("name", path.stem)),
-        "PhysicalSizeY": placement.step_row * unit_mpp,
-        "PhysicalSizeYUnit": unit,
-        "PhysicalSizeX": placement.step_col * unit_mpp,
-        "PhysicalSizeXUnit": unit,
-        "Plane": {
-            "PositionY": [placement.origin_row * unit_mpp], "PositionYUnit": [unit],
-            "PositionX": [placement.origin_col * unit_mpp], "PositionXUnit": [unit],
-        },
-        "MapAnnotation": {"Namespace": NAMESPACE, "xhisto": json.dumps(info, default=str)},
-    }
+    ome, first = _first_page_metadata(path, placement, mpp=mpp, provenance=prov, dtype=dtype)
     tmp = path.with_name(path.name + ".partial")
     opts = {"tile": (_TILE, _TILE), "compression": "zlib"}
-    # OME-XML has no half-float pixel type: float16 maps are plain pyramidal TIFFs whose
-    # ImageDescription holds the same JSON (read_heatmap understands both).
-    ome = dtype == "float32"
-    first = {"metadata": metadata} if ome else {"metadata": None, "description": json.dumps(info, default=str)}
     try:
         with tifffile.TiffWriter(tmp, bigtiff=True, ome=ome) as tw:
             tw.write(levels[0], subifds=len(levels) - 1, **first, **opts)
