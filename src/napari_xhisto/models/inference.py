@@ -81,26 +81,11 @@ class PatchPlan:
                 self.region.level0_col + j * self.stride + off)
 
 
-def read_padded(slide, top: float, left: float, height: float, width: float,
+def read_window(slide, top: float, left: float, height: float, width: float,
                 out_h: int, out_w: int) -> np.ndarray:
-    """``slide.read_scaled`` of a level-0 window that may stick out of the slide (white there)."""
-    H, W = slide.dimensions
-    r, c = round(top), round(left)
-    h, w = max(1, round(height)), max(1, round(width))
-    if r >= 0 and c >= 0 and r + h <= H and c + w <= W:
-        return slide.read_scaled(Region(r, c, h, w), out_h, out_w)
-    out = np.full((out_h, out_w, 3), 255, np.uint8)
-    r0, c0, r1, c1 = max(0, r), max(0, c), min(H, r + h), min(W, c + w)
-    if r1 <= r0 or c1 <= c0:
-        return out
-    sr, sc = out_h / h, out_w / w
-    o_r0, o_c0 = min(out_h, round((r0 - r) * sr)), min(out_w, round((c0 - c) * sc))
-    o_r1, o_c1 = min(out_h, round((r1 - r) * sr)), min(out_w, round((c1 - c) * sc))
-    if o_r1 <= o_r0 or o_c1 <= o_c0:
-        return out
-    out[o_r0:o_r1, o_c0:o_c1] = slide.read_scaled(Region(r0, c0, r1 - r0, c1 - c0),
-                                                  o_r1 - o_r0, o_c1 - o_c0)
-    return out
+    """``slide.read_scaled`` of a level-0 window (out-of-slide parts come back white)."""
+    region = Region(round(top), round(left), max(1, round(height)), max(1, round(width)))
+    return slide.read_scaled(region, out_h, out_w)
 
 
 def tissue_pixels(rgb: np.ndarray, *, min_saturation: float = 0.07,
@@ -144,7 +129,7 @@ def plan_patches(slide, region: Region | None, spec, *, stride: float | None = N
         mask = np.ones((rows, cols), bool)
     else:
         k = max(1, min(4, 4096 // max(rows, cols)))
-        thumb = read_padded(slide, region.level0_row, region.level0_col, rows * stride,
+        thumb = read_window(slide, region.level0_row, region.level0_col, rows * stride,
                             cols * stride, rows * k, cols * k)
         frac = tissue_pixels(thumb).reshape(rows, k, cols, k).mean(axis=(1, 3))
         mask = frac >= tissue_threshold
@@ -168,7 +153,7 @@ def read_patch_batch(slide, plan: PatchPlan, cells: np.ndarray) -> np.ndarray:
                    and cells[k + n][1] == j + n):
                 n += 1
         top, left = plan.window(i, j)
-        strip = read_padded(slide, top, left, plan.footprint, n * plan.footprint, s, n * s)
+        strip = read_window(slide, top, left, plan.footprint, n * plan.footprint, s, n * s)
         out[k:k + n] = strip.reshape(s, n, s, 3).transpose(1, 0, 2, 3)
         k += n
     return out
