@@ -165,6 +165,7 @@ def iter_write_rgb_overlay(
     alpha: float = 0.6,
     compression: str = "jpeg",
     tile: int = 256,
+    min_level_size: int = 1024,
     overwrite: bool = False,
 ) -> Generator[tuple[int, int], None, Path]:
     """Generator form of :func:`write_rgb_overlay` (yields ``(done, total)`` tiles)."""
@@ -183,7 +184,7 @@ def iter_write_rgb_overlay(
     for key in ("model", "method", "normalize", "target"):
         if key in prov:
             extra[f"Xhisto{key.capitalize()}"] = prov[key]
-    shapes = [(h, w, 3) for h, w in level_shapes(shape, 1024)]
+    shapes = [(h, w, 3) for h, w in level_shapes(shape, min_level_size)]
     codec = None if compression == "none" else compression
     common = {"photometric": "rgb", "compression": codec, "metadata": None, "dtype": np.uint8}
     if compression == "jpeg":
@@ -210,7 +211,7 @@ def iter_write_rgb_overlay(
 def write_rgb_overlay(path, source, *, mpp: float | None, slide=None, full_slide: bool = False,
                       blend_slide: bool = False, vmax: float | None = None, cmap: str = "bwr",
                       alpha: float = 0.6, compression: str = "jpeg", tile: int = 256,
-                      overwrite: bool = False, on_progress=None) -> Path:
+                      min_level_size: int = 1024, overwrite: bool = False, on_progress=None) -> Path:
     """Write a colour-mapped RGB pyramid of a heatmap that OpenSlide and tifffile open.
 
     Parameters
@@ -233,6 +234,8 @@ def write_rgb_overlay(path, source, *, mpp: float | None, slide=None, full_slide
         A diverging matplotlib colormap (value 0 maps to its centre).
     compression : {"jpeg", "zlib", "lzw", "none"}
         JPEG is small and what Aperio writes; the others keep colours exact.
+    min_level_size : int
+        Coarser levels (2x each) are added until no side exceeds this.
     overwrite : bool
         Replace an existing file.
 
@@ -242,7 +245,8 @@ def write_rgb_overlay(path, source, *, mpp: float | None, slide=None, full_slide
     """
     gen = iter_write_rgb_overlay(path, source, mpp=mpp, slide=slide, full_slide=full_slide,
                                  blend_slide=blend_slide, vmax=vmax, cmap=cmap, alpha=alpha,
-                                 compression=compression, tile=tile, overwrite=overwrite)
+                                 compression=compression, tile=tile, min_level_size=min_level_size,
+                                 overwrite=overwrite)
     return run_to_end(gen, on_progress=on_progress)
 
 
