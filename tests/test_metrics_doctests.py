@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["cells", "regions", "localization", "bias", "calibration"]
+MODULES = ["cells", "regions", "localization", "bias", "calibration", "report"]
 
 
 @pytest.mark.parametrize("name", MODULES)
