@@ -1,0 +1,48 @@
+"""The lazy dask pyramid handed to napari: one dask array per level, chunked on the tile grid."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class LevelView:
+    """Array-like view of one level for ``dask.array.from_array`` (basic slicing only).
+
+    Each chunk dask asks for becomes one ``Slide._read_level`` call, which decodes the chunk's
+    tiles in parallel through the shared cache.
+    """
+
+    def __init__(self, slide, level: int):
+        self._slide = slide
+        self._level = level
+        h, w = slide.levels[level].shape
+        self.shape = (h, w, 3)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 3
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        bounds = []
+        for k, n in zip(key[:2], self.shape[:2]):
+            if not isinstance(k, slice) or k.step not in (None, 1):
+                raise IndexError("LevelView supports contiguous slices only")
+            start, stop, _ = k.indices(n)
+            bounds.append((start, max(stop, start)))
+        (r0, r1), (c0, c1) = bounds
+        block = self._slide._read_level(self._level, r0, c0, r1 - r0, c1 - c0)
+        return block[:, :, key[2]]
+
+
+def build_pyramid(slide) -> list:
+    """Dask arrays for every level of ``slide`` (finest first), never rechunked."""
+    import dask.array as da
+
+    arrays = []
+    for i, lv in enumerate(slide.levels):
+        arrays.append(da.from_array(
+            LevelView(slide, i), chunks=(lv.chunk[0], lv.chunk[1], 3), asarray=False,
+            lock=False, fancy=False, inline_array=True,
+            name=f"xhisto-slide-{slide._token}-level{i}", meta=np.empty((0, 0, 0), np.uint8)))
+    return arrays
