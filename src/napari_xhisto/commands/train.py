@@ -1,0 +1,93 @@
+"""``xhisto train``: train a tumour vs non-tumour patch classifier (demo and bias-lab models)."""
+
+from __future__ import annotations
+
+HELP = "train a patch classifier on synthetic tissue or a folder of labelled patches"
+DESCRIPTION = (
+    "Train a small CNN (default) on patches of synthetic H&E tissue, or on a folder with one "
+    "sub-folder of PNG patches per class, and write OUT.json + OUT.safetensors. Bias options "
+    "follow Hägele et al.: --tumour-ratio (mini-batch class ratio), --no-translate, "
+    "--label centre-cell, --exclude necrosis, --corner-square (class-correlated artefact)."
+)
+
+
+def _triple(text):
+    parts = [int(v) for v in str(text).split(",")]
+    if len(parts) != 3 or not all(0 <= v <= 255 for v in parts):
+        raise ValueError(f"expected 'R,G,B' with values 0..255, got {text!r}")
+    return tuple(parts)
+
+
+def _pair(text):
+    parts = [int(v) for v in str(text).split(",")]
+    if len(parts) != 2:
+        raise ValueError(f"expected 'ROW,COL', got {text!r}")
+    return tuple(parts)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("out", help="spec JSON to write (weights go beside it, .safetensors)")
+    parser.add_argument("--data", default="synthetic",
+                        help="'synthetic' or a folder with one sub-folder of PNG patches per class")
+    parser.add_argument("--architecture", default="xhisto_cnn_s")
+    parser.add_argument("--n-train", type=int, default=4000, help="synthetic training patches")
+    parser.add_argument("--n-val", type=int, default=800, help="held-out synthetic patches")
+    parser.add_argument("--patch-size", type=int, default=64, help="patch side in px at --mpp")
+    parser.add_argument("--mpp", type=float, default=1.0, help="µm per pixel of the patches")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--tumour-ratio", type=float, default=None,
+                        help="tumour fraction of every mini-batch, e.g. 0.5 or 0.8")
+    parser.add_argument("--no-translate", action="store_true",
+                        help="patches centred on cells, no random-shift augmentation")
+    parser.add_argument("--label", choices=["tumour-fraction", "centre-cell"],
+                        default="tumour-fraction")
+    parser.add_argument("--exclude", nargs="*", default=[],
+                        help="tissue types (synthetic) or class folders to leave out, e.g. necrosis")
+    parser.add_argument("--corner-square", type=int, default=0, metavar="SIZE",
+                        help="paste a SIZE px square into every patch of --corner-class")
+    parser.add_argument("--corner-class", default="tumour")
+    parser.add_argument("--corner-color", type=_triple, default=(0, 255, 0), metavar="R,G,B")
+    parser.add_argument("--corner-position", type=_pair, default=(0, 0), metavar="ROW,COL")
+    parser.add_argument("--no-flips", action="store_true", help="no flip/rot90 augmentation")
+    parser.add_argument("--positive-class", default=None, help="folder data: the tumour class")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+
+
+def config_from_args(args):
+    from ..models.training import CornerSquare, TrainConfig
+
+    square = None
+    if args.corner_square:
+        square = CornerSquare(cls=args.corner_class, size=args.corner_square,
+                              color=tuple(args.corner_color), position=tuple(args.corner_position))
+    return TrainConfig(source=args.data, architecture=args.architecture, n_train=args.n_train,
+                       n_val=args.n_val, patch_size=args.patch_size, mpp=args.mpp,
+                       seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
+                       lr=args.lr, tumour_ratio=args.tumour_ratio,
+                       translate=not args.no_translate, label=args.label,
+                       exclude=tuple(args.exclude), corner_square=square,
+                       flips=not args.no_flips, positive_class=args.positive_class,
+                       threads=args.threads)
+
+
+def run(args) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from ..models.training import train_model
+    from ..progress import run_to_end, text_progress
+
+    out = Path(args.out)
+    if out.suffix != ".json":
+        out = out.with_suffix(".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = run_to_end(train_model(config_from_args(args), out=out),
+                        on_progress=text_progress("train"))
+    json.dump({"spec": str(out), "weights": str(out.with_suffix(".safetensors")),
+               "metrics": result.metrics, "history": result.history}, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
