@@ -326,7 +326,8 @@ def view_region(center, zoom: float, canvas_size: Sequence[int], *, scale, trans
 # ---- viewer-side helpers (napari objects, no Qt) ---------------------------------------------
 
 def add_or_update_canvas_layer(viewer, canvas: SparseCanvas, *, name: str, mpp: float,
-                               provenance: dict, slide_path=None, opacity: float = 0.6):
+                               provenance: dict, slide_path=None, opacity: float = 0.6,
+                               units=UNITS):
     """Show ``canvas`` as a multiscale layer ``name``; refresh it in place when it exists."""
     meta = heatmap_metadata(kind="heatmap", placement=canvas.placement, mpp=mpp,
                             provenance=provenance, slide_path=slide_path, canvas=True,
@@ -339,7 +340,7 @@ def add_or_update_canvas_layer(viewer, canvas: SparseCanvas, *, name: str, mpp: 
         return layer
     return viewer.add_image(
         canvas.levels(), multiscale=True, name=name, **canvas.placement.layer_transform(mpp),
-        units=UNITS,
+        units=units,
         colormap=HEATMAP_COLORMAP, contrast_limits=(-1.0, 1.0), opacity=opacity,
         blending="translucent", interpolation2d="nearest",
         metadata={"xhisto": meta, "xhisto_canvas": canvas})

@@ -1,0 +1,187 @@
+"""Click-to-explain latency in the napari viewer: from the click to the heatmap layer drawn.
+
+A synthetic slide (0.5 µm/px) is opened in a real viewer with the Explain widget docked; a click
+(through napari's mouse-callback machinery, as the canvas sends it) explains the 1024 x 1024
+level-0 px region (512 x 512 µm) around it with the bundled demo model and LRP
+(``lrp-epsilon-plus``). Timed: click -> layer inserted -> first canvas draw with the layer.
+The first click includes loading the model; later clicks are warm. The same region through
+``explain_region`` directly (no viewer) gives the viewer's overhead.
+
+Writes the "click_latency" section of bench/results/viewer.json. Needs a display: re-runs
+itself under ``xvfb-run`` when there is none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results" / "viewer.json"
+MPP = 0.5
+SLIDE_SIZE = 4096
+REGION_PX = 1024
+METHOD = "lrp-epsilon-plus"
+
+
+def ensure_display() -> None:
+    """Re-execute this script under xvfb-run when no display is available."""
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("XHISTO_BENCH_CHILD"):
+        return
+    xvfb = shutil.which("xvfb-run")
+    if xvfb is None:
+        sys.exit("no display and no xvfb-run: cannot run the viewer benchmark")
+    env = {**os.environ, "XHISTO_BENCH_CHILD": "1"}
+    cmd = [xvfb, "-a", "-s", "-screen 0 1600x1200x24", sys.executable, *sys.argv]
+    sys.exit(subprocess.call(cmd, env=env))
+
+
+def machine() -> dict:
+    import torch
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "device": dev,
+            "gpu": torch.cuda.get_device_name(0) if dev == "cuda" else None}
+
+
+def make_slide(folder: Path, size: int = SLIDE_SIZE) -> Path:
+    from napari_xhisto.synth import write_slide
+
+    slide_path, _ = write_slide(folder / "bench.svs", size=(size, size), seed=7, format="svs", mpp=MPP)
+    return Path(slide_path)
+
+
+def open_viewer(slide_path: Path):
+    """A viewer with the slide and the docked widget (demo model, LRP, canvas off)."""
+    import napari
+
+    from napari_xhisto._reader import slide_layer_data
+    from napari_xhisto._widgets.explain_widget import ExplainWidget
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    data, kwargs, _ = slide_layer_data(str(slide_path))[0]
+    layer = viewer.add_image(data, **kwargs)
+    widget = ExplainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Explain")
+    widget.method_combo.setCurrentText(METHOD)
+    widget.canvas_check.setChecked(False)
+    widget.size_spin.setValue(REGION_PX * MPP)
+    widget.set_explain_mode(True)
+    return viewer, layer, widget
+
+
+def click(viewer, world) -> None:
+    """A left click as napari's canvas delivers it to the viewer's mouse callbacks."""
+    from napari.utils._proxies import ReadOnlyWrapper
+    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+
+    def ev(kind):
+        return ReadOnlyWrapper(SimpleNamespace(type=kind, button=1, modifiers=[], position=tuple(world),
+                                               pos=(0.0, 0.0), is_dragging=False, handled=False))
+
+    mouse_press_callbacks(viewer, ev("mouse_press"))
+    mouse_release_callbacks(viewer, ev("mouse_release"))
+
+
+def pump_until(cond, timeout: float = 600.0) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    t0 = time.perf_counter()
+    while not cond():
+        QApplication.processEvents()
+        time.sleep(0.002)
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError("benchmark step timed out")
+
+
+def timed_click(viewer, layer, widget, row: int, col: int) -> dict:
+    """Seconds from click to layer inserted and to the first draw that includes it."""
+    canvas = viewer.window._qt_viewer.canvas
+    marks: dict = {}
+
+    def inserted(event):
+        marks.setdefault("inserted", time.perf_counter())
+
+    def drawn(event):
+        if "inserted" in marks:
+            marks.setdefault("drawn", time.perf_counter())
+
+    viewer.layers.events.inserted.connect(inserted)
+    canvas._scene_canvas.events.draw.connect(drawn)
+    try:
+        t0 = time.perf_counter()
+        click(viewer, layer.data_to_world((row, col)))
+        pump_until(lambda: "drawn" in marks and widget.worker is None)
+    finally:
+        viewer.layers.events.inserted.disconnect(inserted)
+        canvas._scene_canvas.events.draw.disconnect(drawn)
+    return {"click_to_layer_s": marks["inserted"] - t0, "click_to_drawn_s": marks["drawn"] - t0}
+
+
+def direct_seconds(slide_path: Path, row: int, col: int) -> float:
+    from napari_xhisto._widgets.layers import region_centred_at
+    from napari_xhisto.explain import explain_region
+    from napari_xhisto.models import load_model
+    from napari_xhisto.progress import run_to_end
+    from napari_xhisto.slide import open_slide
+
+    model = load_model("demo")
+    with open_slide(slide_path) as slide:
+        region = region_centred_at(row + 0.5, col + 0.5, REGION_PX, REGION_PX,
+                                   slide_shape=slide.dimensions, snap=model.spec.mpp / MPP)
+        t0 = time.perf_counter()
+        run_to_end(explain_region(slide, region, model, METHOD, target=model.spec.positive_index))
+        return time.perf_counter() - t0
+
+
+def write_section(name: str, payload: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data[name] = payload
+    RESULTS.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def main() -> None:
+    ensure_display()
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        slide_path = make_slide(Path(tmp))
+        viewer, layer, widget = open_viewer(slide_path)
+        pump_until(lambda: True)
+        centres = [(1024, 1024), (2048, 2600), (3000, 1500), (1500, 3000)]
+        runs = [timed_click(viewer, layer, widget, r, c) for r, c in centres]
+        direct = [direct_seconds(slide_path, r, c) for r, c in centres[1:3]]
+        viewer.close()
+    warm = runs[1:]
+    result = {
+        "what": f"click -> {REGION_PX} x {REGION_PX} level-0 px ({REGION_PX * MPP:g} µm) heatmap "
+                f"layer drawn; demo model, {METHOD}, slide {SLIDE_SIZE}^2 px at {MPP} µm/px",
+        "cold_click_s (includes model load)": round(runs[0]["click_to_drawn_s"], 3),
+        "warm_click_to_drawn_s": [round(r["click_to_drawn_s"], 3) for r in warm],
+        "warm_click_to_layer_s": [round(r["click_to_layer_s"], 3) for r in warm],
+        "warm_median_s": round(float(np.median([r["click_to_drawn_s"] for r in warm])), 3),
+        "direct_explain_region_s": [round(d, 3) for d in direct],
+        "viewer_overhead_s": round(float(np.median([r["click_to_drawn_s"] for r in warm])
+                                         - np.median(direct)), 3),
+        "machine": machine(),
+    }
+    write_section("click_latency", result)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
