@@ -58,9 +58,12 @@ def _first_ifd_tags(fh) -> dict[int, int | None]:
         if len(entry) < entry_size:
             break
         tag, typ = struct.unpack(byteorder + "HH", entry[:4])
+        count = struct.unpack(byteorder + ("Q" if big else "I"), entry[4:entry_size - value_size])[0]
         value = entry[entry_size - value_size:]
         size = _TYPE_SIZES.get(typ, 0)
-        if size == 2:
+        if size * count > value_size:  # the field holds an offset to the values
+            tags[tag] = None
+        elif size == 2:
             tags[tag] = struct.unpack(byteorder + "H", value[:2])[0]
         elif size == 4 and typ in (4, 9, 13):
             tags[tag] = struct.unpack(byteorder + "I", value[:4])[0]

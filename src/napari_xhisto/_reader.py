@@ -1,0 +1,109 @@
+"""napari reader: a whole-slide image as one lazy multiscale RGB layer at its µm scale.
+
+``get_reader`` decides from the extension and a few header bytes (no numpy, no torch), so napari
+quickly moves on to other readers for files that are not slides. The layer's metadata carries the
+open ``Slide`` (``metadata["xhisto_slide"]``) so the widgets read through the same tile cache.
+
+A reader cannot reach the viewer, so the scale bar (``viewer.scale_bar.visible``) is switched on
+by the widgets and the demo, not here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .slide.detect import looks_like_slide, slide_suffix
+
+# Extensions that only ever hold slides: a broken file of this kind gets our clear error message
+# instead of napari's "no reader found".
+VENDOR_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide"}
+
+
+def _single_path(path) -> str | None:
+    if isinstance(path, list | tuple):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    if not isinstance(path, str | os.PathLike):
+        return None
+    return os.fspath(path)
+
+
+def get_reader(path):
+    """Return :func:`read_slide` if ``path`` is a whole-slide image, else None.
+
+    Parameters
+    ----------
+    path : str or list of str
+        What napari was asked to open (one file).
+
+    Returns
+    -------
+    callable or None
+    """
+    path = _single_path(path)
+    if path is None:
+        return None
+    if slide_suffix(path) in VENDOR_SUFFIXES and Path(path).is_file():
+        return read_slide
+    return read_slide if looks_like_slide(path) else None
+
+
+def read_slide(path) -> list[tuple]:
+    """napari reader function: layer data for one slide (or each slide in a list)."""
+    paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    return [layer for p in paths for layer in slide_layer_data(p)]
+
+
+def slide_layer_data(path, *, mpp: float | None = None) -> list[tuple]:
+    """One multiscale RGB image layer for the slide at ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The slide file.
+    mpp : float, optional
+        µm per level-0 pixel, overriding the file's metadata.
+
+    Returns
+    -------
+    list of (data, kwargs, "image")
+        ``data`` is the slide's dask pyramid; ``kwargs["scale"]`` is (mpp, mpp) with units µm,
+        or (1, 1) in pixels when µm/px is unknown (``metadata["xhisto"]["scale_note"]`` says so).
+
+    Raises
+    ------
+    napari_xhisto.errors.SlideError
+        When the file cannot be opened, naming the file and the cause.
+    """
+    from .slide import open_slide
+
+    slide = open_slide(path, mpp=mpp)
+    known = slide.mpp is not None
+    step = float(slide.mpp) if known else 1.0
+    unit = "µm" if known else "pixel"
+    xhisto = {
+        "slide_path": slide.path,
+        "mpp": slide.mpp,
+        "mpp_source": slide.mpp_source,
+        "backend": slide.backend,
+        "vendor": slide.vendor,
+        "level_dimensions": slide.level_dimensions,
+        "level_downsamples": slide.level_downsamples,
+        "synthetic_levels": slide.synthetic_level_count,
+        "properties": slide.properties,
+    }
+    if not known:
+        xhisto["scale_note"] = ("µm per pixel unknown (no metadata): layer scale is 1 and units "
+                                "are pixels; reopen with an mpp override to measure in µm")
+    kwargs = {
+        "name": Path(slide.path).name,
+        "rgb": True,
+        "multiscale": True,
+        "scale": (step, step),
+        "units": (unit, unit),
+        "contrast_limits": (0, 255),
+        "metadata": {"xhisto": xhisto, "xhisto_slide": slide},
+    }
+    return [(slide.pyramid(), kwargs, "image")]

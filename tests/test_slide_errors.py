@@ -1,0 +1,160 @@
+"""Bad input (missing, empty, not a slide, truncated, undecodable tiles), tiles failing mid-session,
+and memory staying bounded while a whole slide is scanned at level 0."""
+
+from __future__ import annotations
+
+import gc
+import logging
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_xhisto._reader import get_reader, read_slide
+from napari_xhisto.errors import SlideError
+from napari_xhisto.slide import TileCache, open_slide
+
+try:
+    import conftest_slides as cs
+except ImportError:  # tests collected as a package
+    from . import conftest_slides as cs
+
+
+@pytest.fixture(scope="module")
+def svs_bytes(tmp_path_factory):
+    path = cs.standard_svs(tmp_path_factory.mktemp("src") / "good.svs")
+    return path.read_bytes(), path
+
+
+def tile_span(path, level, tile_row, tile_col):
+    """(offset, bytecount) of one native tile of an SVS level."""
+    with tifffile.TiffFile(path) as tf:
+        page = tf.pages[level]
+        per_row = -(-page.imagewidth // page.tilewidth)
+        index = tile_row * per_row + tile_col
+        return int(page.dataoffsets[index]), int(page.databytecounts[index])
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(SlideError, match="nope.svs: no such file"):
+        open_slide(tmp_path / "nope.svs")
+    empty = tmp_path / "empty.svs"
+    empty.write_bytes(b"")
+    with pytest.raises(SlideError, match=r"empty\.svs: the file is empty \(0 bytes\)"):
+        open_slide(empty)
+    # napari gets our reader for an .svs (so the user sees this message, not "no reader")
+    reader = get_reader(str(empty))
+    assert reader is read_slide
+    with pytest.raises(SlideError, match="empty"):
+        reader(str(empty))
+
+
+def test_not_a_slide(tmp_path):
+    text = tmp_path / "notes.svs"
+    text.write_text("this is not a slide\n" * 20)
+    with pytest.raises(SlideError, match=r"notes\.svs: cannot be opened as a slide"):
+        open_slide(text)
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    assert get_reader(str(other)) is None
+    # an ordinary small striped RGB TIFF, a float heatmap TIFF and a grey TIFF go to other readers
+    tifffile.imwrite(tmp_path / "photo.tif", np.zeros((64, 64, 3), np.uint8), photometric="rgb")
+    tifffile.imwrite(tmp_path / "heat.tif", np.zeros((512, 512), np.float32), tile=(256, 256))
+    tifffile.imwrite(tmp_path / "grey.tif", np.zeros((512, 512), np.uint8), tile=(256, 256))
+    for name in ("photo.tif", "heat.tif", "grey.tif"):
+        assert get_reader(str(tmp_path / name)) is None, name
+    tif_text = tmp_path / "fake.tif"
+    tif_text.write_text("not a tiff")
+    assert get_reader(str(tif_text)) is None
+    assert get_reader([str(other), str(text)]) is None
+
+
+def test_truncated_file(tmp_path, svs_bytes):
+    data, _ = svs_bytes
+    cut = tmp_path / "cut.svs"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    with pytest.raises(SlideError, match=r"cut\.svs: .*truncated"):
+        open_slide(cut)
+
+
+def test_undecodable_tiles_at_open(tmp_path, svs_bytes):
+    data, good = svs_bytes
+    # the tile open_slide decodes to check the file: the middle of level 0
+    offset, count = tile_span(good, 0, (1998 // 2) // 128, (2610 // 2) // 128)
+    broken = bytearray(data)
+    broken[offset:offset + count] = bytes(count)
+    path = tmp_path / "broken.svs"
+    path.write_bytes(bytes(broken))
+    with pytest.raises(SlideError, match=r"broken\.svs: .*cannot be decoded"):
+        open_slide(path)
+
+
+def test_tile_failing_mid_session_is_white_and_reported_once(tmp_path, svs_bytes, caplog):
+    data, good = svs_bytes
+    offset, count = tile_span(good, 0, 1, 2)  # level-0 rows 128..255, cols 256..383
+    broken = bytearray(data)
+    broken[offset:offset + count] = bytes(count)
+    path = tmp_path / "one_bad_tile.svs"
+    path.write_bytes(bytes(broken))
+    reports = []
+    with open_slide(path, cache=TileCache(32 * 2**20)) as slide, open_slide(good) as ref:
+        slide.on_tile_error.append(lambda s, *args: reports.append(args[:3]))
+        with caplog.at_level(logging.WARNING, logger="napari_xhisto.slide"):
+            region = slide.read_region(100, 200, 200, 250)
+            again = slide.pyramid()[0][0:512, 0:512].compute()
+        expected = ref.read_region(100, 200, 200, 250)
+        assert (region[28:156, 56:184] == 255).all()  # the bad tile, blank
+        np.testing.assert_array_equal(region[:28], expected[:28])  # its neighbours intact
+        np.testing.assert_array_equal(region[156:], expected[156:])
+        assert (again[128:256, 256:384] == 255).all()
+        assert reports == [(0, 1, 2)]
+        assert slide.failed_tiles == {(0, 1, 2)}
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "one_bad_tile.svs" in warnings[0].getMessage()
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.mark.slow
+def test_memory_bounded_scanning_whole_level0(tmp_path):
+    """8k x 8k JPEG slide (192 MB decoded) scanned at level 0 through a 24 MB cache."""
+    pytest.importorskip("resource")
+    size, tile = 8192, 256
+    pattern = cs.textured_image(1024, 1024, seed=4)
+
+    def tiles():
+        for i in range(size // tile):
+            for j in range(size // tile):
+                r, c = (i * tile) % 1024, (j * tile) % 1024
+                yield pattern[r:r + tile, c:c + tile]
+
+    path = tmp_path / "big.svs"
+    desc = (f"Aperio Image Library v12.0.15\r\n{size}x{size} [0,0 {size}x{size}] ({tile}x{tile}) "
+            "JPEG/RGB Q=80|AppMag = 40|MPP = 0.2500")
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(tiles(), shape=(size, size, 3), dtype=np.uint8, tile=(tile, tile),
+                 photometric="rgb", compression="jpeg", description=desc, metadata=None)
+    cache = TileCache(24 * 2**20)
+    with open_slide(path, cache=cache) as slide:
+        assert slide.synthetic_level_count == 3
+        step = 1024
+        slide.read_region(0, 0, step, step)  # warm up pools and imports
+        gc.collect()
+        before = _rss_bytes()
+        peak = before
+        checksum = 0
+        for r in range(0, size, step):
+            for c in range(0, size, step):
+                block = slide.read_region(r, c, step, step)
+                checksum += int(block[::97, ::89].sum())
+                peak = max(peak, _rss_bytes())
+        assert cache.nbytes <= cache.max_bytes
+        # the level is 192 MB decoded; growth stays near the cache budget, not the slide size
+        assert peak - before < 100 * 2**20, (peak - before) / 2**20
+        assert checksum > 0
