@@ -1,0 +1,122 @@
+"""npe2 writers: points layers -> QuPath GeoJSON or CSV, shapes layers -> QuPath GeoJSON.
+
+Layer data are napari data coordinates; ``data * scale + translate`` is the world position in
+µm (or pixels when the slide has no µm/px). Level-0 pixels are ``(world - slide translate) /
+mpp`` where mpp comes from the layer's ``metadata["xhisto"]["mpp"]`` (our Annotate layers carry
+it), else from the slide layer of the current viewer, else 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .annotations import (
+    AnnotationSet,
+    CellPoints,
+    merge_annotations,
+    points_data_to_cells,
+    shapes_data_to_regions,
+    write_annotations,
+)
+
+UNCLASSIFIED = "unclassified"
+
+
+def _xhisto(meta: dict) -> dict:
+    return (meta.get("metadata") or {}).get("xhisto") or {}
+
+
+def _slide_frame(meta: dict) -> tuple[float, np.ndarray]:
+    """(mpp, slide translate) that turn world coordinates of this layer into level-0 px."""
+    info = _xhisto(meta)
+    if info.get("mpp"):
+        return float(info["mpp"]), np.asarray(info.get("slide_translate", (0.0, 0.0)), dtype=float)
+    try:
+        import napari
+
+        from ._widgets.annotate import find_slide_layer
+
+        viewer = napari.current_viewer()
+        layer = find_slide_layer(viewer) if viewer is not None else None
+    except Exception:  # no viewer (headless save): fall back to pixels
+        layer = None
+    if layer is not None:
+        return float(layer.scale[-1]), np.asarray(layer.translate[-2:], dtype=float)
+    return 1.0, np.zeros(2)
+
+
+def _to_slide_um(coords, meta: dict, slide_translate) -> np.ndarray:
+    """Layer data (N, D) -> world (N, 2) µm relative to the slide origin."""
+    coords = np.asarray(coords, dtype=np.float64)
+    coords = coords.reshape(-1, coords.shape[-1] if coords.ndim else 2)[:, -2:]
+    scale = np.asarray(meta.get("scale", (1.0, 1.0)), dtype=float)[-2:]
+    translate = np.asarray(meta.get("translate", (0.0, 0.0)), dtype=float)[-2:]
+    return coords * scale + translate - slide_translate
+
+
+def _colors_of(meta: dict, classes: np.ndarray, color_key: str) -> dict:
+    colors = {k: tuple(int(c) for c in v) for k, v in (_xhisto(meta).get("colors") or {}).items()}
+    face = meta.get(color_key)
+    face = None if face is None else np.asarray(face)
+    if face is not None and face.ndim == 2 and len(face) == len(classes):
+        for name in np.unique(classes):
+            if name not in colors:
+                first = int(np.flatnonzero(classes == name)[0])
+                colors[str(name)] = tuple(int(round(v * 255)) for v in face[first][:3])
+    return colors
+
+
+def points_to_annotations(data, meta: dict) -> AnnotationSet:
+    """The cells of one points layer (data + layer state dict) in level-0 px."""
+    mpp, slide_translate = _slide_frame(meta)
+    world = _to_slide_um(data, meta, slide_translate)
+    default = _xhisto(meta).get("class") or UNCLASSIFIED
+    cells = points_data_to_cells(world, meta.get("features"), mpp, default_class=default)
+    return AnnotationSet(cells, [], _colors_of(meta, cells.classes, "face_color"))
+
+
+def shapes_to_annotations(data, meta: dict) -> AnnotationSet:
+    """The regions of one shapes layer (data + layer state dict) in level-0 px."""
+    mpp, slide_translate = _slide_frame(meta)
+    info = _xhisto(meta)
+    world = [_to_slide_um(d, meta, slide_translate) for d in data]
+    holes = {
+        rid: [_to_slide_um(h, meta, slide_translate) for h in rings]
+        for rid, rings in (info.get("holes") or {}).items()
+    }
+    regions = shapes_data_to_regions(
+        world, meta.get("shape_type", "polygon"), meta.get("features"), mpp, holes=holes,
+        default_class=info.get("class") or UNCLASSIFIED,
+    )
+    classes = np.array([r.cls for r in regions], dtype=str)
+    return AnnotationSet(CellPoints.empty(), regions, _colors_of(meta, classes, "face_color"))
+
+
+def write_points(path: str, data, meta: dict) -> list[str]:
+    """npe2 single-layer writer: a points layer as QuPath GeoJSON (``.geojson``) or CSV."""
+    return [str(write_annotations(path, points_to_annotations(data, meta)))]
+
+
+def write_shapes(path: str, data, meta: dict) -> list[str]:
+    """npe2 single-layer writer: a shapes layer as QuPath GeoJSON annotation polygons."""
+    if Path(path).suffix.lower() not in (".geojson", ".json"):
+        path = str(Path(path).with_suffix(".geojson"))
+    return [str(write_annotations(path, shapes_to_annotations(data, meta)))]
+
+
+def write_annotation_layers(path: str, layer_data: list[tuple]) -> list[str]:
+    """npe2 multi-layer writer: points and shapes layers together in one QuPath GeoJSON."""
+    combined = AnnotationSet.empty()
+    for data, meta, layer_type in layer_data:
+        if layer_type == "points":
+            part = points_to_annotations(data, meta)
+        elif layer_type == "shapes":
+            part = shapes_to_annotations(data, meta)
+        else:
+            continue
+        combined = merge_annotations(combined, part)
+    if Path(path).suffix.lower() not in (".geojson", ".json"):
+        path = str(Path(path).with_suffix(".geojson"))
+    return [str(write_annotations(path, combined))]
