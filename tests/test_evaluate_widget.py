@@ -1,0 +1,145 @@
+"""The Evaluate widget in a real viewer: its numbers equal the metrics API; rows select layers."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from napari_xhisto.annotations import CellPoints, RegionShape
+from napari_xhisto.geometry import Placement
+from napari_xhisto.metrics import (
+    cell_roc,
+    cell_scores,
+    centre_bias_profile,
+    compare_region_relevance,
+    region_relevance,
+)
+
+pytestmark = pytest.mark.viewer
+
+MPP = 0.5
+PLACEMENT = Placement(origin_row=64, origin_col=32, step_row=4, step_col=4)
+
+
+def _scene(seed=0):
+    rng = np.random.default_rng(seed)
+    heat = rng.normal(0, 0.3, (96, 128)).astype(np.float32)
+    heat[10:50, 20:80] += 1.0
+    n = 600
+    rows = rng.uniform(64, 64 + 4 * 96, n)
+    cols = rng.uniform(32, 32 + 4 * 128, n)
+    fr, fc = (rows - 64 - 1.5) / 4, (cols - 32 - 1.5) / 4
+    tumour = (fr > 10) & (fr < 50) & (fc > 20) & (fc < 80) & (rng.random(n) < 0.9)
+    classes = np.where(tumour, "tumour", rng.choice(["stroma", "lymphocyte"], n))
+    cells = CellPoints(rows, cols, classes)
+    regions = [
+        RegionShape("necrosis", np.array([[300.0, 300], [300, 420], [380, 420], [380, 300]])),
+        RegionShape("tumour area", np.array([[104.0, 112], [104, 352], [264, 352], [264, 112]])),
+    ]
+    return heat, cells, regions
+
+
+def _add(viewer, heat, cells, regions, *, heat_b=None):
+    from napari_xhisto._widgets.layers import heatmap_layer_data
+    from napari_xhisto.annotations import regions_to_shapes_data
+
+    data, kw, _ = heatmap_layer_data(heat, PLACEMENT, mpp=MPP, provenance={}, name="heat A")
+    viewer.add_image(data, **kw)
+    if heat_b is not None:
+        data, kw, _ = heatmap_layer_data(heat_b, PLACEMENT, mpp=MPP, provenance={}, name="heat B")
+        viewer.add_image(data, **kw)
+    # points in µm at scale 1, as the annotation widgets make them
+    viewer.add_points(np.stack([cells.rows, cells.cols], 1) * MPP, name="cells",
+                      features={"class": cells.classes})
+    shapes_data, shape_types, features, _ = regions_to_shapes_data(regions, MPP)
+    viewer.add_shapes(shapes_data, shape_type=shape_types, features=features, name="regions")
+
+
+def test_widget_auc_equals_metrics_and_rows_select(make_napari_viewer, tmp_path):
+    from napari_xhisto._widgets.evaluate import EvaluateWidget
+
+    viewer = make_napari_viewer()
+    heat, cells, regions = _scene()
+    heat[57:80, 64:100] = -0.3  # model A: necrosis counts against tumour
+    heat_b = heat.copy()
+    heat_b[55:80, 64:100] = 0.8  # model B lights it up
+    _add(viewer, heat, cells, regions, heat_b=heat_b)
+    widget = EvaluateWidget(viewer)
+    assert widget.heatmap_box.currentText() == "heat A"
+    widget.heatmap_b_box.setCurrentText("heat B")
+    assert widget._checked_names(widget.points_list) == ["cells"]  # has a "class" feature
+    assert widget._checked_names(widget.shapes_list) == ["regions"]
+    widget.radius_spin.setValue(3.0)
+    widget.random_spin.setValue(3)
+    widget.patch_spin.setValue(16)
+    result = widget.evaluate()
+
+    scores = cell_scores(heat, cells, radius_um=3.0, mpp=MPP, placement=PLACEMENT)
+    direct = cell_roc(scores, cells.classes, positive="tumour")
+    assert result["roc"]["auc"] == pytest.approx(direct.auc, abs=1e-9)
+    ok = np.isfinite(scores)
+    assert result["roc"]["auc"] == pytest.approx(roc_auc_score(cells.classes[ok] == "tumour", scores[ok]))
+    assert widget.auc_table.item(0, 1).text() == f"{direct.auc:.4g}"
+    assert widget.auc_table.rowCount() == 4
+
+    expected = region_relevance(heat, regions, placement=PLACEMENT)
+    assert [g["mean"] for g in result["regions"]] == pytest.approx([e.mean for e in expected])
+    assert widget.region_table.rowCount() == 2
+
+    cmp = compare_region_relevance(heat, heat_b, regions, placement_a=PLACEMENT, placement_b=PLACEMENT)
+    assert [r.mean for r in widget.comparison.b] == pytest.approx([r.mean for r in cmp.b])
+    assert any(f.startswith("necrosis") for f in widget.comparison.flags)
+    assert "necrosis" in widget.bias_label.text()
+    patches = heat[:96, :128].reshape(6, 16, 8, 16).swapaxes(1, 2).reshape(-1, 16, 16)
+    assert widget.profile.concentration == pytest.approx(centre_bias_profile(patches).concentration)
+
+    # clicking the worst tile row selects exactly that tile's cells
+    widget.tile_table.cellClicked.emit(0, 0)
+    t = widget._tile_rows[0]
+    inside = ((cells.rows >= t["row0"]) & (cells.rows < t["row0"] + t["size"])
+              & (cells.cols >= t["col0"]) & (cells.cols < t["col0"] + t["size"]))
+    assert viewer.layers["cells"].selected_data == set(np.flatnonzero(inside).tolist())
+    assert viewer.layers.selection.active is viewer.layers["cells"]
+    widget.region_table.cellClicked.emit(1, 0)
+    assert viewer.layers["regions"].selected_data == {1}
+
+    # exports read back
+    js = json.loads(widget.export_json(tmp_path / "m.json").read_text())
+    assert js["roc"]["auc"] == pytest.approx(direct.auc)
+    text = widget.export_csv(tmp_path / "m.csv").read_text().splitlines()
+    assert text[0].startswith("table,") and sum(line.startswith("region,") for line in text) == 2
+    pngs = widget.save_plots(tmp_path / "plots")
+    assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+def test_plain_image_layer_uses_scale_and_translate(make_napari_viewer):
+    """An image layer without xhisto metadata: placement from its scale/translate and the mpp box."""
+    from napari_xhisto._widgets.evaluate import EvaluateWidget
+
+    viewer = make_napari_viewer()
+    heat, cells, _ = _scene(seed=1)
+    tr = PLACEMENT.layer_transform(MPP)
+    viewer.add_image(heat, name="plain", scale=tr["scale"], translate=tr["translate"])
+    # one layer per class, the class only in the metadata (as the Annotate widget keeps them)
+    order = []
+    for name in ("tumour", "stroma", "lymphocyte"):
+        m = np.flatnonzero(cells.classes == name)
+        order.append(m)
+        viewer.add_points(np.stack([cells.rows[m], cells.cols[m]], 1) * MPP, name=f"cells: {name}",
+                          metadata={"xhisto": {"kind": "cells", "class": name}})
+    widget = EvaluateWidget(viewer)
+    assert len(widget._checked_names(widget.points_list)) == 3
+    widget.mpp_spin.setValue(MPP)
+    widget.random_spin.setValue(0)
+    result = widget.evaluate()
+    direct = cell_roc(cell_scores(heat, cells, radius_um=8.0, mpp=MPP, placement=PLACEMENT),
+                      cells.classes)
+    assert result["roc"]["auc"] == pytest.approx(direct.auc, abs=1e-9)
+    widget.tile_table.cellClicked.emit(0, 0)
+    t = widget._tile_rows[0]
+    for name, m in zip(("tumour", "stroma", "lymphocyte"), order):
+        r, c = cells.rows[m], cells.cols[m]
+        inside = ((r >= t["row0"]) & (r < t["row0"] + t["size"]) & (c >= t["col0"])
+                  & (c < t["col0"] + t["size"]))
+        assert viewer.layers[f"cells: {name}"].selected_data == set(np.flatnonzero(inside).tolist())
