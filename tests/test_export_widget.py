@@ -1,0 +1,99 @@
+"""The Export widget in a real viewer: each button writes a file that reads back as exported."""
+
+import numpy as np
+import openslide
+import pytest
+from matplotlib.image import imread
+from test_export_rgb import write_test_svs  # tests/ is on sys.path (rootdir conftest)
+
+from napari_xhisto.annotations import read_annotations
+from napari_xhisto.export import read_heatmap
+from napari_xhisto.geometry import Placement
+
+pytestmark = pytest.mark.viewer
+
+MPP = 0.5
+PLACEMENT = Placement(100, 200, 4, 4)
+
+
+@pytest.fixture
+def scene(make_napari_viewer, tmp_path):
+    from napari_xhisto._widgets.export_widget import ExportWidget
+    from napari_xhisto._widgets.layers import heatmap_layer_data
+
+    slide = write_test_svs(tmp_path / "slide.svs", 900, 1300, mpp=MPP)
+    rr, cc = np.mgrid[0:150, 0:200]
+    disc = np.hypot(rr - 75, cc - 100)
+    values = ((disc < 40).astype(np.float32) - 1.5 * (disc < 15)).astype(np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((10, 10)), name="not a heatmap")
+    data, kw, _ = heatmap_layer_data(values, PLACEMENT, mpp=MPP, name="lrp", slide_path=slide,
+                                     provenance={"model": "demo", "method": "lrp-epsilon-plus",
+                                                 "normalize": "global-max"})
+    viewer.add_image(data, **kw)
+    widget = ExportWidget(viewer)
+    return viewer, widget, values, tmp_path, slide
+
+
+def _save_to(widget, monkeypatch, path):
+    monkeypatch.setattr(widget, "ask_save_path", lambda kind: path)
+
+
+def test_layer_choice_and_ome_tiff_with_overwrite_confirmation(scene, qtbot, monkeypatch):
+    viewer, widget, values, tmp, _ = scene
+    assert [widget.layer_combo.itemText(i) for i in range(widget.layer_combo.count())] == ["lrp"]
+    out = tmp / "lrp.ome.tif"
+    _save_to(widget, monkeypatch, out)
+    widget.float16_box.setChecked(True)
+    widget.export("ome-tiff")
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20000)
+    back = read_heatmap(out)
+    assert back.placement == PLACEMENT and back.mpp == MPP
+    assert back.provenance["method"] == "lrp-epsilon-plus" and back.provenance["stored_dtype"] == "float16"
+    np.testing.assert_array_equal(back.values, values)
+
+    out.write_bytes(b"user data")
+    monkeypatch.setattr(widget, "confirm_overwrite", lambda path: False)
+    assert widget.export("ome-tiff") is None
+    assert out.read_bytes() == b"user data"  # declined: nothing replaced
+    monkeypatch.setattr(widget, "confirm_overwrite", lambda path: True)
+    widget.float16_box.setChecked(False)
+    widget.export("ome-tiff")
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20000)
+    np.testing.assert_array_equal(read_heatmap(out).values, values)
+
+
+def test_rgb_png_contours_report(scene, qtbot, monkeypatch):
+    viewer, widget, values, tmp, slide = scene
+    svs = tmp / "overlay.svs"
+    _save_to(widget, monkeypatch, svs)
+    widget.full_slide_box.setChecked(True)
+    widget.export("rgb")
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+    with openslide.OpenSlide(svs) as osr, openslide.OpenSlide(slide) as base:
+        assert osr.dimensions == base.dimensions == (1300, 900)
+        ring = np.asarray(osr.read_region((200 + 4 * 125, 100 + 4 * 75), 0, (1, 1)))[0, 0, :3]
+    assert int(ring[0]) - int(ring[2]) > 100  # +1 -> red
+
+    # the snapshot is the current view: centre the camera on the heatmap
+    viewer.camera.center = (MPP * (100 + 4 * 75), MPP * (200 + 4 * 100))
+    viewer.camera.zoom = 2.0
+    png = tmp / "view.png"
+    layout = widget.export("png", png)
+    expected = widget.view_region(widget.source(), widget.slide())
+    assert layout.region == expected
+    assert imread(png).shape[:2] == layout.size
+    assert "lrp-epsilon-plus" in layout.title
+
+    geo = tmp / "c.geojson"
+    widget.threshold.setValue(0.25)
+    widget.export("contours", geo)
+    regions = read_annotations(geo).regions
+    assert len(regions) == 1 and len(regions[0].holes) == 1
+
+    widget.annotations_edit.setText(str(geo))
+    html = tmp / "r.html"
+    widget.export("report", html)
+    text = html.read_text()
+    assert "data:image/png;base64," in text and "lrp-epsilon-plus" in text and "slide.svs" in text
+    assert "xhisto evidence" in text  # the contour regions counted per class
