@@ -616,6 +616,10 @@ class ExplainWidget(QWidget):
     def closeEvent(self, event):  # noqa: N802 - Qt name
         if self._on_mouse in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self._on_mouse)
+        from napari.utils.key_bindings import coerce_keybinding
+
+        if self.viewer.keymap.get(coerce_keybinding(SHORTCUT)) == self._toggle_mode_key:
+            self.viewer.bind_key(SHORTCUT, None)
         if self.worker is not None:
             self.worker.quit()
         super().closeEvent(event)
