@@ -325,3 +325,22 @@ def test_merge_keeps_everything_and_ids_unique():
     assert len(set(merged.cells.ids.tolist())) == 17
     assert merged.cells.ids[:10].tolist() == a.cells.ids.tolist()
     np.testing.assert_array_equal(merged.cells.rows[10:], b.cells.rows)
+
+
+def test_new_ids_are_random_uuid4_strings_and_concat_renews_repeats():
+    import uuid
+
+    from napari_xhisto.annotations import concat_annotations
+    from napari_xhisto.annotations.model import new_ids, unusable_ids
+
+    ids = new_ids(2000)
+    assert len(set(ids.tolist())) == 2000
+    assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
+    assert unusable_ids(np.array(["a", "", None, "a", float("nan"), "b"], dtype=object)).tolist() == [
+        False, True, True, True, True, False]
+    a, b = make_set(n=5, seed=1), make_set(n=4, seed=2)
+    b.cells.ids[0] = a.cells.ids[0]
+    joined = concat_annotations([a, AnnotationSet(CellPoints([1.0], [2.0], ["x"]), [], {}), b])
+    assert len(joined.cells) == 10 and len(set(joined.cells.ids.tolist())) == 10
+    assert joined.cells.ids[:5].tolist() == a.cells.ids.tolist()  # the first keeps its ids
+    assert joined.cells.ids[6] != a.cells.ids[0] and len(joined.regions) == 6

@@ -15,11 +15,11 @@ import numpy as np
 from .annotations import (
     AnnotationSet,
     CellPoints,
-    merge_annotations,
     points_data_to_cells,
     shapes_data_to_regions,
     write_annotations,
 )
+from .annotations.model import concat_annotations
 
 UNCLASSIFIED = "unclassified"
 
@@ -108,15 +108,13 @@ def write_shapes(path: str, data, meta: dict) -> list[str]:
 
 def write_annotation_layers(path: str, layer_data: list[tuple]) -> list[str]:
     """npe2 multi-layer writer: points and shapes layers together in one QuPath GeoJSON."""
-    combined = AnnotationSet.empty()
+    parts = []
     for data, meta, layer_type in layer_data:
         if layer_type == "points":
-            part = points_to_annotations(data, meta)
+            parts.append(points_to_annotations(data, meta))
         elif layer_type == "shapes":
-            part = shapes_to_annotations(data, meta)
-        else:
-            continue
-        combined = merge_annotations(combined, part)
+            parts.append(shapes_to_annotations(data, meta))
+    combined = concat_annotations(parts)
     if Path(path).suffix.lower() not in (".geojson", ".json"):
         path = str(Path(path).with_suffix(".geojson"))
     return [str(write_annotations(path, combined))]

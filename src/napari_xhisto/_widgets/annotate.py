@@ -8,7 +8,6 @@ overlay the slide layer, whose scale is its µm/px; level-0 pixels come back thr
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +34,11 @@ from ..annotations import (
     AnnotationSet,
     AutosaveStore,
     color_for_class,
-    merge_annotations,
     read_annotations,
     regions_to_shapes_data,
     write_annotations,
 )
+from ..annotations.model import concat_annotations, new_ids, unusable_ids
 from ..errors import XhistoError
 
 REGION_LAYER_CLASSES = ("necrosis", "artefact", "vessel", "tumour area")
@@ -60,18 +59,6 @@ def find_slide_layer(viewer):
 
 def _hex(rgb) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb))
-
-
-def _fill_ids(ids) -> tuple[list[str], bool]:
-    """Ids with blanks and repeats replaced by fresh UUIDs; whether anything changed."""
-    seen, out, changed = set(), [], False
-    for value in ids:
-        text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
-        if not text or text in seen:
-            text, changed = str(uuid.uuid4()), True
-        seen.add(text)
-        out.append(text)
-    return out, changed
 
 
 class AnnotateWidget(QWidget):
@@ -346,9 +333,12 @@ class AnnotateWidget(QWidget):
         n = len(layer.data)
         if len(features) != n:
             return
-        ids, changed = _fill_ids(features["id"] if "id" in features else [None] * n)
-        wrong_class = "class" not in features or (features["class"] != info["class"]).any()
-        if changed or wrong_class:
+        ids = np.asarray(features["id"] if "id" in features else [None] * n, dtype=object)
+        bad = unusable_ids(ids)
+        wrong_class = "class" not in features or bool((features["class"] != info["class"]).any())
+        if bad.any() or wrong_class:
+            ids = ids.copy()
+            ids[bad] = new_ids(int(bad.sum()))
             features = features.copy()
             features["class"] = pd.Series([info["class"]] * n, dtype=object)
             features["id"] = pd.Series(ids, dtype=object)
@@ -415,15 +405,11 @@ class AnnotateWidget(QWidget):
 
     def annotation_set(self) -> AnnotationSet:
         """Everything in the annotation layers, in level-0 pixels."""
-        result = AnnotationSet.empty()
-        for layer in self.cell_layers.values():
-            if len(layer.data):
-                result = merge_annotations(result, points_to_annotations(
-                    layer.data, self._layer_meta(layer, "points")))
-        for layer in self.region_layers.values():
-            if len(layer.data):
-                result = merge_annotations(result, shapes_to_annotations(
-                    layer.data, self._layer_meta(layer, "shapes")))
+        parts = [points_to_annotations(layer.data, self._layer_meta(layer, "points"))
+                 for layer in self.cell_layers.values() if len(layer.data)]
+        parts += [shapes_to_annotations(layer.data, self._layer_meta(layer, "shapes"))
+                  for layer in self.region_layers.values() if len(layer.data)]
+        result = concat_annotations(parts)
         result.colors = {name: self.colors[name] for name in result.classes()}
         return result
 

@@ -15,6 +15,7 @@ from .model import (
     RegionShape,
     canonical_class,
     color_for_class,
+    concat_annotations,
     merge_annotations,
 )
 from .napari_data import (
@@ -37,6 +38,7 @@ __all__ = [
     "canonical_class",
     "cells_to_points_data",
     "color_for_class",
+    "concat_annotations",
     "load_latest",
     "merge_annotations",
     "points_data_to_cells",

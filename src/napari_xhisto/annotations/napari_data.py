@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import AnnotationError
-from .model import CellPoints, RegionShape, new_ids
+from .model import CellPoints, RegionShape, new_ids, unusable_ids
 
 ELLIPSE_VERTICES = 64
 
@@ -38,18 +38,23 @@ def points_data_to_cells(data, features, mpp, *, default_class: str = "unclassif
     data = np.asarray(data, dtype=np.float64).reshape(-1, 2)
     n = len(data)
     classes = _column(features, "class", n)
-    classes = (
-        np.full(n, default_class, dtype=object)
-        if classes is None
-        else np.array([default_class if _missing(c) else str(c) for c in classes], dtype=object)
-    )
+    if classes is None:
+        classes = np.full(n, default_class, dtype=object)
+    else:
+        classes = np.where(_missing_mask(classes), default_class, classes)
     ids = _column(features, "id", n)
     if ids is not None:
-        ids = np.array(["" if _missing(i) else str(i) for i in ids], dtype=object).astype(str)
+        ids = np.where(_missing_mask(ids), "", ids).astype(str)
     cells = CellPoints(data[:, 0] / scale, data[:, 1] / scale, classes.astype(str), ids)
-    if ids is not None and ("" in set(ids.tolist()) or len(set(ids.tolist())) != n):
+    if ids is not None and unusable_ids(ids).any():
         cells = cells.with_ids()
     return cells
+
+
+def _missing_mask(values: np.ndarray) -> np.ndarray:
+    """None, NaN or empty string, element-wise."""
+    missing = np.fromiter((v is None or v != v for v in values), dtype=bool, count=len(values))
+    return missing | (values.astype(str) == "")
 
 
 def _missing(value) -> bool:
@@ -63,7 +68,7 @@ def _column(features, name: str, n: int):
         column = features[name]
     except (KeyError, IndexError, TypeError):
         return None
-    values = np.asarray(list(column), dtype=object)
+    values = np.asarray(column, dtype=object)
     if len(values) != n:
         raise AnnotationError(f"features column {name!r} has {len(values)} values for {n} points")
     return values
