@@ -107,8 +107,9 @@ def cell_scores(heatmap, cells, *, radius_um: float, mpp: float, placement=None,
     values = np.where(valid, np.maximum(h, 0.0) if rectify else h, 0.0)
 
     idx = np.flatnonzero(ok)
-    idx = idx[np.argsort(ci[idx], kind="stable")]
+    idx = idx[np.lexsort((cj[idx], ci[idx]))]  # row-major order keeps the gathers local
     sorted_rows = ci[idx]
+    has_nan = not valid.all()
     block_rows = max(int(block_rows), 1)
     for b0 in range(0, H, block_rows):
         lo, hi = np.searchsorted(sorted_rows, [b0, b0 + block_rows])
@@ -116,24 +117,32 @@ def cell_scores(heatmap, cells, *, radius_um: float, mpp: float, placement=None,
             continue
         sel = idx[lo:hi]
         top, bottom = max(b0 - reach, 0), min(b0 + block_rows + reach, H)
-        csum = np.zeros((bottom - top, W + 1))
-        np.cumsum(values[top:bottom], axis=1, out=csum[:, 1:])
-        ccount = np.zeros((bottom - top, W + 1))
-        np.cumsum(valid[top:bottom], axis=1, out=ccount[:, 1:])
+        csum = _row_cumsum(values[top:bottom])
+        ccount = _row_cumsum(valid[top:bottom]) if has_nan else None
         r0, c0 = ci[sel], cj[sel]
         total = np.zeros(sel.size)
         count = np.zeros(sel.size)
         for dr, w in zip(offsets, half):
             r = r0 + dr
             inside = (r >= 0) & (r < H)
-            rl = np.clip(r, top, bottom - 1) - top
-            left = np.clip(c0 - w, 0, W)
-            right = np.clip(c0 + w + 1, 0, W)
-            total += np.where(inside, csum[rl, right] - csum[rl, left], 0.0)
-            count += np.where(inside, ccount[rl, right] - ccount[rl, left], 0.0)
+            base = (np.clip(r, top, bottom - 1) - top) * (W + 1)
+            left = base + np.clip(c0 - w, 0, W)
+            right = base + np.clip(c0 + w + 1, 0, W)
+            total += inside * (csum[right] - csum[left])
+            if has_nan:
+                count += inside * (ccount[right] - ccount[left])
+            else:
+                count += inside * (right - left)
         with np.errstate(invalid="ignore", divide="ignore"):
             scores[sel] = np.where(count > 0, total / count, np.nan)
     return scores
+
+
+def _row_cumsum(block: np.ndarray) -> np.ndarray:
+    """Flat (rows * (W + 1)) per-row cumulative sums with a leading zero column."""
+    out = np.zeros((block.shape[0], block.shape[1] + 1))
+    np.cumsum(block, axis=1, out=out[:, 1:])
+    return out.ravel()
 
 
 @dataclass

@@ -188,17 +188,21 @@ def hausdorff_distance(prediction, truth, *, spacing=(1.0, 1.0)) -> float:
     return float(max(to_b[a].max(), to_a[b].max()))
 
 
-def _boxes(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+def _boxes(mask: np.ndarray) -> np.ndarray:
+    """(K, 4) boxes (row0, col0, row1, col1), end exclusive, of 8-connected components."""
     labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
-    return [(s[0].start, s[1].start, s[0].stop, s[1].stop) for s in ndimage.find_objects(labels)]
+    boxes = [(s[0].start, s[1].start, s[0].stop, s[1].stop) for s in ndimage.find_objects(labels)]
+    return np.array(boxes, dtype=np.int64).reshape(-1, 4)
 
 
-def _box_iou(p, q) -> float:
-    ih = max(0, min(p[2], q[2]) - max(p[0], q[0]))
-    iw = max(0, min(p[3], q[3]) - max(p[1], q[1]))
+def _box_iou(box, others: np.ndarray) -> np.ndarray:
+    """IoU of one box with each of ``others``."""
+    ih = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
+    iw = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
     inter = ih * iw
-    union = (p[2] - p[0]) * (p[3] - p[1]) + (q[2] - q[0]) * (q[3] - q[1]) - inter
-    return inter / union if union else 0.0
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    union = area + (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1]) - inter
+    return inter / union
 
 
 def weak_localization(prediction, truth, *, iou_threshold: float = 0.5) -> dict:
@@ -221,11 +225,10 @@ def weak_localization(prediction, truth, *, iou_threshold: float = 0.5) -> dict:
     if a.shape != b.shape:
         raise ValueError(f"masks differ in shape: {a.shape} vs {b.shape}")
     pred, true = _boxes(a), _boxes(b)
-    hits = sum(any(_box_iou(t, p) >= iou_threshold for p in pred) for t in true)
+    hits = sum(bool(len(pred)) and bool(np.any(_box_iou(t, pred) >= iou_threshold)) for t in true)
     return {"hits": int(hits), "n_true": len(true), "n_predicted": len(pred),
-            "hit_rate": hits / len(true) if true else float("nan"),
-            "true_boxes": [list(map(int, t)) for t in true],
-            "predicted_boxes": [list(map(int, p)) for p in pred]}
+            "hit_rate": hits / len(true) if len(true) else float("nan"),
+            "true_boxes": true.tolist(), "predicted_boxes": pred.tolist()}
 
 
 def area_ratio(prediction, truth=None) -> dict:
