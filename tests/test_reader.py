@@ -32,11 +32,15 @@ def test_layer_data_for_svs(svs_path):
     assert kwargs["scale"] == (0.25, 0.25) and kwargs["units"] == ("µm", "µm")
     meta = kwargs["metadata"]
     slide = meta["xhisto_slide"]
-    assert isinstance(slide, Slide) and slide.pyramid() is data
+    assert isinstance(slide, Slide) and slide.level_arrays() is data
     assert meta["xhisto"]["slide_path"] == str(svs_path) and meta["xhisto"]["mpp"] == 0.25
     assert meta["xhisto"]["backend"] == "tifffile"
     assert meta["xhisto"]["properties"]["openslide.vendor"] == "aperio"
-    np.testing.assert_array_equal(data[2][:40, :50].compute(), slide.read_region(0, 0, 40, 50, level=2))
+    np.testing.assert_array_equal(data[0][700:1300, 900:1650], slide.read_region(700, 900, 600, 750))
+    np.testing.assert_array_equal(np.asarray(data[2]), slide.read_region(0, 0, 333, 435, level=2))
+    assert data[1][790:900, 1040:2000].shape == (10, 4, 3)  # clipped like numpy
+    (dask_levels, _, _), = slide_layer_data(svs_path, data="dask")
+    np.testing.assert_array_equal(dask_levels[2][:40, :50].compute(), np.asarray(data[2])[:40, :50])
     slide.close()
 
 

@@ -56,7 +56,7 @@ def read_slide(path) -> list[tuple]:
     return [layer for p in paths for layer in slide_layer_data(p)]
 
 
-def slide_layer_data(path, *, mpp: float | None = None) -> list[tuple]:
+def slide_layer_data(path, *, mpp: float | None = None, data: str = "tiles") -> list[tuple]:
     """One multiscale RGB image layer for the slide at ``path``.
 
     Parameters
@@ -65,11 +65,16 @@ def slide_layer_data(path, *, mpp: float | None = None) -> list[tuple]:
         The slide file.
     mpp : float, optional
         µm per level-0 pixel, overriding the file's metadata.
+    data : {"tiles", "dask"}
+        Layer data: ``"tiles"`` (default) gives napari ``slide.level_arrays()``, which read exactly
+        the visible tiles through the slide's bounded cache; ``"dask"`` gives ``slide.pyramid()``,
+        which napari also keeps in its own dask cache (up to 25% of RAM by default), so memory
+        grows while panning (see bench/results/first_frame.json).
 
     Returns
     -------
     list of (data, kwargs, "image")
-        ``data`` is the slide's dask pyramid; ``kwargs["scale"]`` is (mpp, mpp) with units µm,
+        ``data`` is the slide's pyramid, finest level first; ``kwargs["scale"]`` is (mpp, mpp) with units µm,
         or (1, 1) in pixels when µm/px is unknown (``metadata["xhisto"]["scale_note"]`` says so).
 
     Raises
@@ -79,6 +84,8 @@ def slide_layer_data(path, *, mpp: float | None = None) -> list[tuple]:
     """
     from .slide import open_slide
 
+    if data not in ("tiles", "dask"):
+        raise ValueError(f"data must be 'tiles' or 'dask', got {data!r}")
     slide = open_slide(path, mpp=mpp)
     known = slide.mpp is not None
     step = float(slide.mpp) if known else 1.0
@@ -106,4 +113,5 @@ def slide_layer_data(path, *, mpp: float | None = None) -> list[tuple]:
         "contrast_limits": (0, 255),
         "metadata": {"xhisto": xhisto, "xhisto_slide": slide},
     }
-    return [(slide.pyramid(), kwargs, "image")]
+    levels = slide.level_arrays() if data == "tiles" else slide.pyramid()
+    return [(levels, kwargs, "image")]

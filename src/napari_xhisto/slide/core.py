@@ -86,6 +86,7 @@ class Slide:
         self._pool = ThreadPoolExecutor(max_workers or max(2, os.cpu_count() or 2),
                                         thread_name_prefix="xhisto-tiles")
         self._pyramid = None
+        self._level_arrays = None
         self._error_lock = threading.Lock()
         self._closed = False
         self._file_level_count = len(reader.level_dimensions)
@@ -286,6 +287,20 @@ class Slide:
         block = self._read_level(level, r0, c0, r1 - r0, c1 - c0)
         return area_resize(block, (p0r - r0, p1r - r0), (p0c - c0, p1c - c0),
                            (out_height, out_width))
+
+    def level_arrays(self) -> list:
+        """Array-likes (h, w, 3) uint8 per level, finest first, without dask.
+
+        Slicing one reads exactly the requested pixels (tiles decoded in parallel, through the
+        bounded tile cache); ``numpy.asarray`` reads the whole level. The napari reader gives
+        these to the image layer: napari then keeps no second (dask) cache of its own, so memory
+        stays bounded by ``cache.max_bytes`` while panning.
+        """
+        if self._level_arrays is None:
+            from .pyramid import LevelView
+
+            self._level_arrays = [LevelView(self, i) for i in range(len(self.levels))]
+        return self._level_arrays
 
     def pyramid(self) -> list:
         """Lazy dask arrays (h, w, 3) uint8, finest first, synthetic levels included.

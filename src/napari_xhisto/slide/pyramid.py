@@ -6,10 +6,11 @@ import numpy as np
 
 
 class LevelView:
-    """Array-like view of one level for ``dask.array.from_array`` (basic slicing only).
+    """Array-like view of one level (basic slicing only): the napari layer's data, and the source
+    of ``dask.array.from_array`` for the dask pyramid.
 
-    Each chunk dask asks for becomes one ``Slide._read_level`` call, which decodes the chunk's
-    tiles in parallel through the shared cache.
+    Each slice (or dask chunk) becomes one ``Slide._read_level`` call, which decodes the tiles it
+    needs in parallel through the slide's bounded cache.
     """
 
     def __init__(self, slide, level: int):
@@ -19,6 +20,17 @@ class LevelView:
         self.shape = (h, w, 3)
         self.dtype = np.dtype(np.uint8)
         self.ndim = 3
+
+    @property
+    def size(self) -> int:
+        return self.shape[0] * self.shape[1] * 3
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        block = self[:, :]
+        return block if dtype is None else block.astype(dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
 
     def __getitem__(self, key) -> np.ndarray:
         if not isinstance(key, tuple):
