@@ -1,0 +1,48 @@
+"""Open napari on the demo slide with its ground truth and the plugin's widgets docked."""
+
+from __future__ import annotations
+
+
+def build_demo_viewer(viewer=None, *, size: int | None = None, seed: int | None = None):
+    """Put the demo slide, its ground truth and the four widgets into ``viewer`` (new if None)."""
+    import napari
+    from napari.layers import Layer
+
+    from .. import demo
+    from .._reader import slide_layer_data
+    from .._sample_data import cached_synthetic_slide, ground_truth_layer_data
+    from .annotate import AnnotateWidget
+    from .evaluate import EvaluateWidget
+    from .explain_widget import ExplainWidget
+    from .export_widget import ExportWidget
+
+    viewer = viewer or napari.Viewer(title="napari-xhisto demo")
+    slide_path, truth_path = cached_synthetic_slide(size=size or demo.DEMO_SIZE, seed=demo.DEMO_SEED
+                                                    if seed is None else seed)
+    for data, kwargs, kind in slide_layer_data(slide_path):
+        viewer.add_layer(Layer.create(data, kwargs, kind))
+    mpp = viewer.layers[-1].metadata["xhisto"]["mpp"] or 1.0
+    for data, kwargs, kind in ground_truth_layer_data(truth_path, mpp, slide_path=slide_path):
+        kwargs["visible"] = kind == "shapes"
+        viewer.add_layer(Layer.create(data, kwargs, kind))
+    viewer.scale_bar.visible = True
+    viewer.scale_bar.unit = "um"
+    widgets = {
+        "Explain": ExplainWidget(viewer),
+        "Annotate": AnnotateWidget(viewer),
+        "Evaluate": EvaluateWidget(viewer),
+        "Export": ExportWidget(viewer),
+    }
+    docks = [viewer.window.add_dock_widget(w, name=name, area="right") for name, w in widgets.items()]
+    for dock in docks[1:]:
+        viewer.window._qt_window.tabifyDockWidget(docks[0], dock)
+    docks[0].raise_()
+    return viewer, widgets
+
+
+def launch_demo_viewer() -> None:
+    """Open the demo in a window and run the Qt event loop until it is closed."""
+    import napari
+
+    build_demo_viewer()
+    napari.run()

@@ -1,0 +1,72 @@
+"""The demo pipeline end to end (small slide), and the demo viewer with its docked widgets."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_xhisto import cli
+from napari_xhisto.annotations import read_annotations
+from napari_xhisto.demo import fresh_dir, pick_region, run_demo
+from napari_xhisto.export import read_heatmap
+from napari_xhisto.slide import open_slide
+
+
+@pytest.fixture
+def small_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XHISTO_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_fresh_dir_never_reuses_a_folder_with_content(tmp_path):
+    first = fresh_dir(tmp_path / "out")
+    (first / "result.json").write_text("{}")
+    second = fresh_dir(tmp_path / "out")
+    assert second != first and second.name == "out-2"
+    assert (first / "result.json").read_text() == "{}"
+
+
+def test_headless_demo_writes_outputs_that_read_back(tmp_path, small_cache):
+    result = run_demo(tmp_path / "demo", size=2048, seed=3, region_size=512,
+                      methods=("lrp-epsilon-plus", "grad-cam"))
+    files = result.files
+    with open_slide(files["slide"]) as slide:
+        mpp = slide.mpp
+        assert slide.dimensions == (2048, 2048)
+    prob = read_heatmap(files["probability map"])
+    assert prob.provenance["kind"] == "probability"
+    assert np.nanmin(prob.values) >= 0 and np.nanmax(prob.values) <= 1
+    heat = read_heatmap(files["heatmap lrp-epsilon-plus"])
+    assert heat.mpp == pytest.approx(mpp)
+    assert heat.provenance["method"] == "lrp-epsilon-plus"
+    # the heatmap lies inside the region the demo picked on a tumour edge
+    truth = read_annotations(files["ground truth"])
+    region = pick_region(truth, size=512, slide_shape=(2048, 2048))
+    assert heat.placement.origin_row == pytest.approx(region.level0_row, abs=heat.placement.step_row)
+    metrics = json.loads(files["metrics"].read_text())
+    assert set(metrics) == {"lrp-epsilon-plus", "grad-cam"}
+    assert 0.0 <= result.figures["cell AUC lrp-epsilon-plus"] <= 1.0
+    html = files["report"].read_text()
+    assert html.count("data:image/png;base64,") >= 2
+    assert files["snapshot grad-cam"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_demo_headless(tmp_path, small_cache, monkeypatch, capsys):
+    monkeypatch.setattr("napari_xhisto.demo.DEMO_SIZE", 2048)
+    assert cli.main(["demo", "--headless", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "demo outputs written to" in out and "report" in out
+
+
+@pytest.mark.viewer
+def test_demo_viewer_docks_the_widgets(make_napari_viewer, small_cache):
+    from napari_xhisto._widgets.launch import build_demo_viewer
+
+    viewer = make_napari_viewer()
+    viewer, widgets = build_demo_viewer(viewer, size=2048, seed=3)
+    assert set(widgets) == {"Explain", "Annotate", "Evaluate", "Export"}
+    slide_layer = viewer.layers[0]
+    assert slide_layer.multiscale and slide_layer.rgb
+    assert slide_layer.scale[-1] == pytest.approx(slide_layer.metadata["xhisto"]["mpp"])
+    names = [layer.name for layer in viewer.layers]
+    assert "ground truth cells" in names and viewer.scale_bar.visible
