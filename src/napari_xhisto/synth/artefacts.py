@@ -80,9 +80,14 @@ def artefact_ring(art) -> np.ndarray:
     return ellipse_ring(c[0], c[1], art["radii"][0], art["radii"][1], art["angle"], n=64)
 
 
-def _line_distance(line, rr, cc):
+def _line_distance(line, rr, cc, reach=np.inf):
+    """Distance of grid points to a polyline (segments farther than ``reach`` are skipped)."""
     best = np.full(np.broadcast(rr, cc).shape, np.inf, np.float32)
+    r_lo, r_hi, c_lo, c_hi = rr.min() - reach, rr.max() + reach, cc.min() - reach, cc.max() + reach
     for p, q in zip(line[:-1], line[1:]):
+        if (max(p[0], q[0]) < r_lo or min(p[0], q[0]) > r_hi or max(p[1], q[1]) < c_lo
+                or min(p[1], q[1]) > c_hi):
+            continue
         d = q - p
         L2 = float(d @ d) + 1e-12
         t = np.clip(((rr - p[0]) * d[0] + (cc - p[1]) * d[1]) / L2, 0, 1)
@@ -106,8 +111,8 @@ def apply_artefact(art, world, h_od, e_od, codes, extra, R0, C0, H, W) -> None:
     tissue = (hs + es) > 0.1
     kind = art["kind"]
     if kind in ("fold", "pen"):
-        dist = _line_distance(art["line"], rr, cc)
         half = art["width"] / 2
+        dist = _line_distance(art["line"], rr, cc, reach=half + 8 * um)
         inside = np.clip(half - dist + 0.5, 0, 1)
         if kind == "fold":
             edge = np.exp(-((dist - half) / (1.5 * um)) ** 2) * tissue

@@ -8,6 +8,7 @@ sides.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,15 +74,21 @@ class CellField:
     def __init__(self, lay: Layout, tex, seed: int, *, cache_size: int = 512):
         self.lay, self.tex, self.seed = lay, tex, int(seed)
         self._cache: dict = {}
+        self._lock = threading.Lock()
         self._cache_size = cache_size
 
     def block(self, bi: int, bj: int) -> CellBlock:
         key = (bi, bj)
-        if key not in self._cache:
-            if len(self._cache) >= self._cache_size:
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        made = self._make_block(bi, bj)  # deterministic: a race only does the work twice
+        with self._lock:
+            while len(self._cache) >= self._cache_size:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = self._make_block(bi, bj)
-        return self._cache[key]
+            self._cache[key] = made
+        return made
 
     def cells_in(self, r0: float, c0: float, h: float, w: float, margin: float = 0) -> CellBlock:
         """Cells whose centre lies in the window grown by ``margin`` pixels."""

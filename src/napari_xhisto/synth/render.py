@@ -34,6 +34,24 @@ def _soft(d, width=1.5):
     return np.clip(out, 0, 1, out=out)
 
 
+class blas_one_thread:
+    """Limit BLAS to one thread: the small interpolation products run ~8x slower when BLAS
+    threads contend (2 shared cores); parallelism comes from our own block threads instead."""
+
+    def __enter__(self):
+        try:
+            from threadpoolctl import threadpool_limits
+
+            self._limits = threadpool_limits(limits=1, user_api="blas")
+        except ImportError:  # pragma: no cover
+            self._limits = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+
+
 @functools.lru_cache(maxsize=4)
 def _banks(seed: int, mpp: float) -> tuple[TextureBank, StampBank]:
     return TextureBank(seed, mpp), StampBank(seed, mpp)
@@ -69,11 +87,12 @@ class SynthWorld:
         """RGB (h, w, 3) uint8 and tissue codes (h, w) uint8 of a level-0 window."""
         rgb = np.empty((h, w, 3), np.uint8)
         codes = np.empty((h, w), np.uint8)
-        for a in range(0, h, RENDER_BLOCK):
-            for b in range(0, w, RENDER_BLOCK):
-                bh, bw = min(RENDER_BLOCK, h - a), min(RENDER_BLOCK, w - b)
-                rgb[a:a + bh, b:b + bw], codes[a:a + bh, b:b + bw] = self._render_block(
-                    r0 + a, c0 + b, bh, bw)
+        with blas_one_thread():
+            for a in range(0, h, RENDER_BLOCK):
+                for b in range(0, w, RENDER_BLOCK):
+                    bh, bw = min(RENDER_BLOCK, h - a), min(RENDER_BLOCK, w - b)
+                    rgb[a:a + bh, b:b + bw], codes[a:a + bh, b:b + bw] = self._render_block(
+                        r0 + a, c0 + b, bh, bw)
         return rgb, codes
 
     def _render_block(self, r0, c0, h, w, want_codes=True):
