@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -41,6 +42,11 @@ class Level:
     chunk: tuple[int, int]
     downsample: tuple[float, float]
     parent: int | None = None
+
+
+def _release(pool, reader) -> None:
+    pool.shutdown(wait=True)
+    reader.close()
 
 
 def _chunk_for(tile: int) -> int:
@@ -89,6 +95,9 @@ class Slide:
         self._level_arrays = None
         self._error_lock = threading.Lock()
         self._closed = False
+        # a slide dropped without close() (e.g. its napari layer deleted) still frees its file
+        # and threads
+        self._finalizer = weakref.finalize(self, _release, self._pool, reader)
         self._file_level_count = len(reader.level_dimensions)
         h0, w0 = reader.level_dimensions[0]
         self.levels: list[Level] = []
@@ -320,10 +329,9 @@ class Slide:
         if self._closed:
             return
         self._closed = True
-        self._pool.shutdown(wait=True)
         token = self._token
         self.cache.discard(lambda key: key[0] == token)
-        self._reader.close()
+        self._finalizer()
 
     def __enter__(self) -> Slide:
         return self
