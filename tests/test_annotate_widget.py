@@ -86,6 +86,8 @@ def test_export_reads_back_in_level0_pixels(viewer_with_slide, tmp_path):
     widget.add_points([[1.0, 2.0]], "Plasma cell", ids=["p1"])
     widget.set_class_color("tumour", (1, 2, 3))
     widget.region_layers["necrosis"].add_rectangles(np.array([[0.0, 0.0], [5.0, 10.0]]))
+    widget.set_class_color("necrosis", (9, 8, 7))
+    np.testing.assert_allclose(widget.region_layers["necrosis"].edge_color[0][:3] * 255, (9, 8, 7))
     path = widget.export_file(tmp_path / "out.geojson")
     back = read_annotations(path)
     order = np.argsort(back.cells.ids)
@@ -93,7 +95,7 @@ def test_export_reads_back_in_level0_pixels(viewer_with_slide, tmp_path):
     np.testing.assert_allclose(back.cells.rows[order], [2.0, 20.0, 61.0], atol=1e-6)  # µm / 0.5
     np.testing.assert_allclose(back.cells.cols[order], [4.0, 40.0, 80.5], atol=1e-6)
     assert back.cells.classes[order].tolist() == ["Plasma cell", "tumour", "tumour"]
-    assert back.colors["tumour"] == (1, 2, 3)
+    assert back.colors["tumour"] == (1, 2, 3) and back.colors["necrosis"] == (9, 8, 7)
     (region,) = back.regions
     assert region.cls == "necrosis"
     assert sorted(map(tuple, region.exterior)) == [(0, 0), (0, 20), (10, 0), (10, 20)]
@@ -176,3 +178,19 @@ def test_writer_functions_for_our_layers_and_plain_layers(viewer_with_slide, tmp
     (written,) = write_annotation_layers(str(tmp_path / "both.geojson"), layers)
     both = read_annotations(written)
     assert len(both.cells) == 1 and len(both.regions) == 1
+
+
+def test_real_slide_layer_gives_the_scale(make_napari_viewer, cmu1_path, tmp_path):
+    from napari.layers import Layer
+
+    from napari_xhisto._reader import slide_layer_data
+
+    viewer = make_napari_viewer()
+    (data, kwargs, kind), = slide_layer_data(cmu1_path)
+    viewer.add_layer(Layer.create(data, kwargs, kind))
+    widget = make_widget(viewer)
+    mpp, _, slide = widget.slide_frame()
+    assert slide is not None and mpp == pytest.approx(kwargs["scale"][0])
+    widget.add_points([[100.0 * mpp, 200.0 * mpp]], "tumour", ids=["c"])
+    back = read_annotations(widget.export_file(tmp_path / "cmu.geojson"))
+    np.testing.assert_allclose([back.cells.rows[0], back.cells.cols[0]], [100.0, 200.0], atol=1e-6)

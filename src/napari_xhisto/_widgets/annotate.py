@@ -162,12 +162,15 @@ class AnnotateWidget(QWidget):
             self.new_class.clear()
 
     def _pick_colour(self):
-        row = self.cell_list.currentRow()
-        names = list(self.cell_layers)
-        if 0 <= row < len(names):
-            colour = QColorDialog.getColor(QColor(_hex(self.colors[names[row]])), self)
-            if colour.isValid():
-                self.set_class_color(names[row], (colour.red(), colour.green(), colour.blue()))
+        """Colour of the class last chosen in either list (the active layer's class)."""
+        active = self.viewer.layers.selection.active
+        info = getattr(active, "metadata", {}).get("xhisto", {}) if active is not None else {}
+        name = info.get("class") if info.get("kind") in ("cells", "regions") else None
+        if name is None:
+            return
+        colour = QColorDialog.getColor(QColor(_hex(self.colors[name])), self)
+        if colour.isValid():
+            self.set_class_color(name, (colour.red(), colour.green(), colour.blue()))
 
     def _on_cell_row(self, row: int):
         names = list(self.cell_layers)
@@ -282,9 +285,9 @@ class AnnotateWidget(QWidget):
                 layer.face_color = hex_colour
         if name in self.region_layers:
             layer = self.region_layers[name]
-            layer.current_edge_color = hex_colour
+            layer.current_edge_color, layer.current_face_color = hex_colour, hex_colour + "40"
             if len(layer.data):
-                layer.edge_color = hex_colour
+                layer.edge_color, layer.face_color = hex_colour, hex_colour + "40"
         self._refresh_lists()
         self._schedule_autosave()
 
