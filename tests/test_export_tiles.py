@@ -131,3 +131,12 @@ def test_cancel_and_errors_leave_no_partial_file(tmp_path):
         write_heatmap_tiles(tmp_path / "bad.ome.tif", (300, 300), lambda r, c, h, w: np.zeros((2, 2)),
                             Placement(), mpp=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tile_reader_reads_plain_stripped_tiffs(tmp_path):
+    values = np.arange(300 * 70, dtype=np.float32).reshape(300, 70)
+    tifffile.imwrite(tmp_path / "strips.tif", values, rowsperstrip=64, compression="zlib")
+    with HeatmapTileReader(tmp_path / "strips.tif") as reader:
+        assert reader.placement == Placement() and reader.mpp is None
+        np.testing.assert_array_equal(reader.read(50, 10, 200, 50), values[50:250, 10:60])
+        np.testing.assert_array_equal(reader.read(0, 0, 300, 70), values)
