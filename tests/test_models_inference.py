@@ -1,5 +1,7 @@
 """Probability maps on slides: placement, tissue mask, batching, prefetch, the CLI."""
 
+import json
+
 import numpy as np
 import pytest
 import tifffile
@@ -148,3 +150,24 @@ def test_slide_without_mpp_is_refused(tmp_path, colour_model):
             pytest.skip("this file reports a µm/px")
         with pytest.raises(ModelError, match="µm/px"):
             run_to_end(predict_region(slide, None, colour_model))
+
+
+def test_predict_cli_writes_a_map_that_reads_back(half_slide, colour_model, tmp_path, capsys):
+    from napari_xhisto.cli import main
+    from napari_xhisto.export.heatmap_io import read_heatmap
+
+    out = tmp_path / "prob.ome.tif"
+    rc = main(["predict", str(half_slide.path), "--model", colour_model.spec.source,
+               "--region", "10,10,480,620", "--out", str(out), "--mpp", "0.5",
+               "--device", "cpu"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["shape"] == [8, 10] and summary["class"] == "tumour"
+    back = read_heatmap(out)
+    assert back.placement.to_dict() == {"origin_row": 10.0, "origin_col": 10.0,
+                                        "step_row": 64.0, "step_col": 64.0}
+    assert back.mpp == pytest.approx(0.5)
+    assert np.isnan(back.values[7]).all() and np.isfinite(back.values[:7]).all()
+    pmap = run_to_end(predict_region(half_slide, Region(10, 10, 480, 620), colour_model))
+    np.testing.assert_allclose(back.values[:7], pmap.positive[:7], rtol=1e-6)
+    assert back.provenance["model"] == "colour" and back.provenance["kind"] == "probability"

@@ -18,6 +18,7 @@ from napari_xhisto.models import (
     load_model,
     run_halving_on_oom,
     save_model,
+    target_layer_name,
 )
 
 torch.set_num_threads(2)
@@ -102,12 +103,24 @@ def test_wsinfer_unknown_architecture_is_named(tmp_path):
         load_model(spec, device="cpu")
 
 
-@pytest.mark.parametrize("name", list_architectures())
+ARCHITECTURES = ["googlenet", "resnet18", "resnet34", "resnet50", "vgg16", "vgg16_bn",
+                 "densenet121", "mobilenet_v2", "mobilenet_v3", "mobilenet_v3_large",
+                 "mobilenet_v3_small", "alexnet", "inception_v3", "xhisto_cnn_s", "xhisto_cnn_xs"]
+
+
+def test_registry_lists_the_papers_architectures():
+    assert set(ARCHITECTURES) <= set(list_architectures())
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
 def test_every_architecture_builds_runs_and_has_a_cam_layer(name):
     module = build_architecture(name, 3)
     assert not module.training
     size = 80 if name == "inception_v3" else 64
-    lname, layer = default_target_layer(module, name)
+    lname = target_layer_name(module, name)
+    layer = default_target_layer(module, name)
+    assert layer is module.get_submodule(lname)
+    assert target_layer_name(module) == lname  # found from the class/layout alone
     seen = []
     handle = layer.register_forward_hook(lambda m, i, o: seen.append(o))
     with torch.no_grad():
@@ -119,7 +132,7 @@ def test_every_architecture_builds_runs_and_has_a_cam_layer(name):
 
 def test_target_layer_override_and_unknown_name():
     module = build_architecture("resnet18", 2)
-    assert default_target_layer(module, "resnet18", override="layer3")[1] is module.layer3
+    assert default_target_layer(module, "resnet18", override="layer3") is module.layer3
     with pytest.raises(ModelError, match="no layer 'layer9'"):
         default_target_layer(module, "resnet18", override="layer9")
     with pytest.raises(ModelError, match="cannot build architecture 'resnet1000'"):
@@ -265,3 +278,14 @@ def test_predict_proba_survives_injected_oom(tmp_path):
     got = model.predict_proba(imgs, batch_size=64)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert model.batch_size == 4
+
+
+def test_torchscript_model_says_it_has_no_hooks(tmp_path):
+    ref = build_architecture("xhisto_cnn_xs", 2).eval()
+    torch.jit.trace(ref, torch.rand(1, 3, 32, 32)).save(str(tmp_path / "traced.pt"))
+    _spec(weights="traced.pt").save(tmp_path / "t.json")
+    model = load_model(tmp_path / "t.json", device="cpu")
+    with pytest.raises(ModelError, match="LRP needs module hooks.*TorchScript"):
+        model.require_module("LRP")
+    plain = load_model(save_model(ref, _spec(), tmp_path / "p.json"), device="cpu")
+    assert plain.require_module("LRP") is plain.module

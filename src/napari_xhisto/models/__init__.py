@@ -12,6 +12,7 @@ from .architectures import (
     default_target_layer,
     list_architectures,
     register_architecture,
+    target_layer_name,
 )
 from .inference import (
     PatchPlan,
@@ -50,4 +51,5 @@ __all__ = [
     "register_architecture",
     "run_halving_on_oom",
     "save_model",
+    "target_layer_name",
 ]

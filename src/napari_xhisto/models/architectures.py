@@ -148,41 +148,50 @@ def get_submodule(module: nn.Module, dotted: str) -> nn.Module:
         raise ModelError(f"the model has no layer {dotted!r}; top-level layers: {top}") from None
 
 
-def default_target_layer(module: nn.Module, architecture: str | None = None, *,
-                         override: str | None = None) -> tuple[str, nn.Module]:
-    """Name and module of the layer CAM methods hook by default (the last conv block).
+# torchvision class name -> the dotted name of its last conv block, when no registry name is given
+_BY_CLASS = {"ResNet": "layer4", "DenseNet": "features.norm5", "GoogLeNet": "inception5b",
+             "Inception3": "Mixed_7c"}
+
+
+def target_layer_name(module: nn.Module, architecture: str | None = None, *,
+                      override: str | None = None) -> str:
+    """Dotted name of the layer CAM methods hook by default (the last conv block).
 
     Parameters
     ----------
     module : nn.Module
         A module-based model (TorchScript has no hooks: raises :class:`ModelError`).
     architecture : str, optional
-        Registry name; the per-architecture default is used when known.
+        Registry name; without it the default is found from the module's class or layout.
     override : str, optional
         A dotted module name that wins over the default.
-
-    Returns
-    -------
-    (name, layer)
     """
     if isinstance(module, torch.jit.ScriptModule):
         raise ModelError("CAM and LRP methods need module hooks; this model is TorchScript. "
                          "Use a safetensors/state-dict model, or a gradient-free method")
     if override:
-        return override, get_submodule(module, override)
+        get_submodule(module, override)
+        return override
     if architecture in _TARGET_LAYERS:
-        name = _TARGET_LAYERS[architecture]
-        return name, get_submodule(module, name)
-    if isinstance(module, SmallCNN) or (
-            hasattr(module, "features") and isinstance(module.features, nn.Sequential)
-            and any(isinstance(m, nn.ReLU) for m in module.features)):
-        name = _last_relu_name(module)
-        return name, get_submodule(module, name)
-    # fallback: the last module that holds a Conv2d
+        return _TARGET_LAYERS[architecture]
+    cls = type(module).__name__
+    if cls in _BY_CLASS:
+        return _BY_CLASS[cls]
+    features = getattr(module, "features", None)
+    if isinstance(features, nn.Sequential):
+        if any(isinstance(m, nn.ReLU) for m in features):  # VGG, AlexNet, SmallCNN
+            return _last_relu_name(module)
+        return f"features.{len(features) - 1}"  # MobileNets: last Conv-BN-activation block
     last = None
     for name, m in module.named_modules():
         if isinstance(m, nn.Conv2d):
             last = name
     if last is None:
         raise ModelError("no convolutional layer found for CAM; name one with target_layer")
-    return last, get_submodule(module, last)
+    return last
+
+
+def default_target_layer(module: nn.Module, architecture: str | None = None, *,
+                         override: str | None = None) -> nn.Module:
+    """The layer CAM methods hook by default (see :func:`target_layer_name`)."""
+    return get_submodule(module, target_layer_name(module, architecture, override=override))

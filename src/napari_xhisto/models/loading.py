@@ -201,6 +201,14 @@ class LoadedModel:
     def name(self) -> str:
         return self.spec.name
 
+    def require_module(self, what: str = "this method") -> nn.Module:
+        """The ``nn.Module``, or a ModelError saying that ``what`` needs module hooks."""
+        if self.is_torchscript:
+            raise ModelError(f"{what} needs module hooks or gradients through named layers; "
+                             f"{self.spec.name} is a TorchScript file. Use a safetensors model, "
+                             "or a gradient-free method (occlusion, LIME)")
+        return self.module
+
     def provenance(self) -> dict:
         return {"model": self.spec.name, "architecture": self.spec.architecture,
                 "spec": self.spec.source, "weights": str(self.spec.weights_path() or ""),

@@ -89,8 +89,11 @@ def synthetic_patches(n: int, cfg: TrainConfig, *, seed: int, biased: bool = Tru
     """Patches from ``napari_xhisto.synth.sample_patches`` (tumour = 1, non-tumour = 0)."""
     try:
         from ..synth import sample_patches
-    except ImportError as exc:
-        raise ModelError(f"synthetic training data needs napari_xhisto.synth ({exc})") from None
+    except ImportError:
+        try:
+            from ..synth.patches import sample_patches
+        except ImportError as exc:
+            raise ModelError(f"synthetic training data needs napari_xhisto.synth ({exc})") from None
     ps = sample_patches(n, patch_size=cfg.patch_size, mpp=cfg.mpp, seed=seed,
                         label=cfg.label if biased else "tumour-fraction",
                         translate=cfg.translate if biased else True,
@@ -285,7 +288,7 @@ def train_model(cfg: TrainConfig, *, out=None, train_data: PatchData | None = No
                 loss.backward()
                 opt.step()
                 sched.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
                 step += 1
                 yield step, total
             entry = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
