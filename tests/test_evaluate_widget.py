@@ -143,3 +143,39 @@ def test_plain_image_layer_uses_scale_and_translate(make_napari_viewer):
         inside = ((r >= t["row0"]) & (r < t["row0"] + t["size"]) & (c >= t["col0"])
                   & (c < t["col0"] + t["size"]))
         assert viewer.layers[f"cells: {name}"].selected_data == set(np.flatnonzero(inside).tolist())
+
+
+def test_bias_tab_finds_class_correlated_artefact(make_napari_viewer):
+    """Tumour patches (per a probability layer) carry a 3x3 square at their top-left corner."""
+    from napari_xhisto._widgets.evaluate import EvaluateWidget
+    from napari_xhisto._widgets.layers import heatmap_layer_data, probability_layer_data
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(4)
+    size = 16
+    heat = rng.normal(0, 0.2, (96, 128)).astype(np.float32)
+    probs = np.where(rng.random((6, 8)) < 0.5, 0.9, 0.1).astype(np.float32)
+    for i, j in zip(*np.nonzero(probs > 0.5)):
+        heat[i * size + 0:i * size + 3, j * size + 0:j * size + 3] = 2.0
+    data, kw, _ = heatmap_layer_data(heat, PLACEMENT, mpp=MPP, provenance={}, name="heat")
+    viewer.add_image(data, **kw)
+    prob_place = Placement(PLACEMENT.origin_row, PLACEMENT.origin_col, 4 * size, 4 * size)
+    data, kw, _ = probability_layer_data(probs, prob_place, class_index=1,
+                                         class_names=["non-tumour", "tumour"], mpp=MPP,
+                                         provenance={}, name="p(tumour)")
+    viewer.add_image(data, **kw)
+    _, cells, regions = _scene()
+    viewer.add_points(np.stack([cells.rows, cells.cols], 1) * MPP, name="cells",
+                      features={"class": cells.classes})
+    widget = EvaluateWidget(viewer)
+    assert widget.prob_box.currentText() == "p(tumour)"
+    widget.patch_spin.setValue(size)
+    widget.random_spin.setValue(0)
+    result = widget.evaluate()
+    assert widget.class_means["tumour"]["count"] == int((probs > 0.5).sum())
+    assert widget.class_means["not tumour"]["count"] == int((probs <= 0.5).sum())
+    spot = widget.hotspots["tumour"]
+    assert (spot.row, spot.col, spot.size, spot.sign) == (0, 0, 3, "positive")
+    assert spot.flag() is not None and "class 'tumour'" in widget.bias_label.text()
+    assert widget.hotspots["not tumour"].flag() is None
+    assert result["bias"]["classes"]["tumour"]["hotspot"]["enrichment"] == pytest.approx(spot.enrichment)

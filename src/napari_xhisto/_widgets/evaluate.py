@@ -38,7 +38,13 @@ from qtpy.QtWidgets import (
 from ..annotations import CellPoints, points_data_to_cells, shapes_data_to_regions
 from ..errors import XhistoError
 from ..geometry import Placement
-from ..metrics import centre_bias_profile, compare_region_relevance, find_hotspot
+from ..metrics import (
+    centre_bias_profile,
+    class_mean_heatmaps,
+    compare_region_relevance,
+    find_hotspot,
+)
+from ..metrics._common import level0_to_map, map_to_level0
 from ..metrics.report import evaluate_heatmap, jsonable
 
 NONE = "(none)"
@@ -125,18 +131,43 @@ def regions_from_layers(layers, mpp: float):
     return regions, source
 
 
-def patches_of(values, size: int) -> np.ndarray:
-    """Non-overlapping ``size`` x ``size`` patches that are finite and not all zero."""
-    H, W = values.shape
-    n_r, n_c = H // size, W // size
+def patches_of(values, size: int, *, offset=(0, 0)):
+    """Non-overlapping ``size`` x ``size`` patches that are finite and not all zero.
+
+    ``offset`` is the grid index of ``values[0, 0]`` in the full layer, so patches stay aligned
+    with multiples of ``size`` there (the model's patch grid). Returns the patches (K, s, s) and
+    their top-left indices in ``values`` (K, 2).
+    """
+    skip_r, skip_c = (-int(offset[0])) % size, (-int(offset[1])) % size
+    v = values[skip_r:, skip_c:]
+    n_r, n_c = v.shape[0] // size, v.shape[1] // size
     if n_r == 0 or n_c == 0:
-        raise XhistoError(f"the heatmap ({H} x {W}) is smaller than one {size} px patch")
-    p = values[:n_r * size, :n_c * size].reshape(n_r, size, n_c, size).swapaxes(1, 2)
+        raise XhistoError(f"the heatmap ({values.shape[0]} x {values.shape[1]}) holds no whole "
+                          f"{size} px patch: lower the patch size")
+    p = v[:n_r * size, :n_c * size].reshape(n_r, size, n_c, size).swapaxes(1, 2)
     p = p.reshape(-1, size, size)
+    corners = np.stack(np.meshgrid(np.arange(n_r) * size + skip_r, np.arange(n_c) * size + skip_c,
+                                   indexing="ij"), -1).reshape(-1, 2)
     keep = np.isfinite(p).all(axis=(1, 2)) & (np.abs(p).sum(axis=(1, 2)) > 0)
     if not keep.any():
         raise XhistoError("no complete patch with relevance: lower the patch size")
-    return p[keep]
+    return p[keep], corners[keep]
+
+
+def patch_classes(corners, size: int, placement: Placement, prob_layer, mpp: float) -> np.ndarray:
+    """Predicted class of each patch: the probability layer's value at the patch centre >= 0.5."""
+    data, p_place, _ = heatmap_from_layer(prob_layer, mpp=mpp)
+    meta = prob_layer.metadata.get("xhisto", {}) if isinstance(prob_layer.metadata, dict) else {}
+    name = str(meta.get("class_name") or prob_layer.name)
+    r, c = map_to_level0(corners[:, 0] + (size - 1) / 2, corners[:, 1] + (size - 1) / 2, placement)
+    i, j = level0_to_map(r, c, p_place)
+    i, j = np.floor(i + 0.5).astype(int), np.floor(j + 0.5).astype(int)
+    ok = (i >= 0) & (i < data.shape[-2]) & (j >= 0) & (j < data.shape[-1])
+    prob = np.full(len(corners), np.nan)
+    if ok.any():
+        block = np.asarray(data[i[ok].min():i[ok].max() + 1, j[ok].min():j[ok].max() + 1])
+        prob[ok] = block[i[ok] - i[ok].min(), j[ok] - j[ok].min()]
+    return np.where(np.isnan(prob), "unknown", np.where(prob >= 0.5, name, f"not {name}"))
 
 
 # ---- the widget ------------------------------------------------------------------------------
@@ -172,7 +203,9 @@ class EvaluateWidget(QWidget):
         self._region_source: list = []
 
         form = QFormLayout()
-        self.heatmap_box, self.heatmap_b_box = QComboBox(), QComboBox()
+        self.heatmap_box, self.heatmap_b_box, self.prob_box = QComboBox(), QComboBox(), QComboBox()
+        self.class_means: dict = {}
+        self.hotspots: dict = {}
         self.points_list, self.shapes_list = QListWidget(), QListWidget()
         for w in (self.points_list, self.shapes_list):
             w.setMaximumHeight(90)
@@ -192,7 +225,8 @@ class EvaluateWidget(QWidget):
                          ("tile size", self.tile_spin), ("random runs", self.random_spin),
                          ("µm/px if no metadata", self.mpp_spin),
                          ("heatmap B (compare)", self.heatmap_b_box),
-                         ("bias patch size (px)", self.patch_spin)):
+                         ("bias patch size (px)", self.patch_spin),
+                         ("predicted class from", self.prob_box)):
             form.addRow(label, w)
         self.run_button = QPushButton("Evaluate")
         self.run_button.clicked.connect(self._on_run)
@@ -254,9 +288,12 @@ class EvaluateWidget(QWidget):
                 layers.sort(key=lambda lyr: not first(lyr))
             return [lyr.name for lyr in layers]
 
-        def is_heat(lyr):
+        def xkind(lyr):
             meta = lyr.metadata.get("xhisto", {}) if isinstance(lyr.metadata, dict) else {}
-            return meta.get("kind") == "heatmap"
+            return meta.get("kind")
+
+        def is_heat(lyr):
+            return xkind(lyr) == "heatmap"
 
         def annotated(lyr):
             meta = lyr.metadata.get("xhisto", {}) if isinstance(lyr.metadata, dict) else {}
@@ -272,7 +309,9 @@ class EvaluateWidget(QWidget):
                 item.setCheckState(Qt.Checked if on else Qt.Unchecked)
                 lst.addItem(item)
         for box, items in ((self.heatmap_box, names(Image, is_heat)),
-                           (self.heatmap_b_box, [NONE, *names(Image, is_heat)])):
+                           (self.heatmap_b_box, [NONE, *names(Image, is_heat)]),
+                           (self.prob_box, [NONE, *[n for n in names(Image)
+                                                    if xkind(self.viewer.layers[n]) == "probability"]])):
             current = box.currentText()
             box.blockSignals(True)
             box.clear()
@@ -281,6 +320,8 @@ class EvaluateWidget(QWidget):
                 box.setCurrentText(current)
             elif box is self.heatmap_b_box and len(items) > 2:
                 box.setCurrentIndex(2)  # second heatmap, if any
+            elif box is self.prob_box and len(items) > 1:
+                box.setCurrentIndex(1)
             box.blockSignals(False)
 
     @staticmethod
@@ -325,6 +366,7 @@ class EvaluateWidget(QWidget):
         rows = np.concatenate([cells.rows if cells is not None else []] + [r.exterior[:, 0] for r in regions])
         cols = np.concatenate([cells.cols if cells is not None else []] + [r.exterior[:, 1] for r in regions])
         radius_px = self.radius_spin.value() / mpp
+        base = placement
         values, placement = crop_to(data, placement, rows, cols, margin=radius_px)
         positive = tuple(c.strip() for c in self.positive_edit.text().split(",") if c.strip())
         self._cells = cells
@@ -336,7 +378,9 @@ class EvaluateWidget(QWidget):
                                  "shapes": [lyr.name for lyr in shapes]}
         self._show_roc()
         self._show_regions()
-        self._show_bias(values, placement, regions)
+        offset = (round((placement.origin_row - base.origin_row) / base.step_row),
+                  round((placement.origin_col - base.origin_col) / base.step_col))
+        self._show_bias(values, placement, regions, offset)
         return self.result
 
     def _show_roc(self):
@@ -367,33 +411,44 @@ class EvaluateWidget(QWidget):
                                    g["total"], g["mean_positive"]]
                                   for g in self.result.get("regions", [])])
 
-    def _show_bias(self, values, placement, regions):
+    def _show_bias(self, values, placement, regions, offset):
         fig = self.bias_figure
         fig.clear()
-        flags = []
+        flags, size = [], self.patch_spin.value()
         try:
-            patches = patches_of(values, self.patch_spin.value())
+            patches, corners = patches_of(values, size, offset=offset)
             self.profile = centre_bias_profile(patches)
-            spot = find_hotspot(patches.mean(axis=0))
         except (XhistoError, ValueError) as exc:
-            self.profile, spot = None, None
+            self.profile = None
             flags.append(f"centre bias not computed: {exc}")
+        self.class_means, self.hotspots = {}, {}
         if self.profile is not None:
-            ax = fig.add_subplot(121)
+            prob_layer = self._layer(self.prob_box)
+            labels = (np.full(len(patches), "all patches") if prob_layer is None else
+                      patch_classes(corners, size, placement, prob_layer, self.result["heatmap"]["mpp"]))
+            self.class_means = class_mean_heatmaps(patches, labels)
+            n = 1 + len(self.class_means)
+            ax = fig.add_subplot(1, n, 1)
             ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8, label="uniform")
             ax.plot(self.profile.area_share, self.profile.relevance_share, color="C3",
                     label=f"{self.profile.n_patches} patches")
             ax.set(xlabel="area share of centred square", ylabel="share of mean |R|")
             ax.legend(fontsize=7)
-            ax2 = fig.add_subplot(122)
-            mean = patches.mean(axis=0)
-            m = float(np.abs(mean).max()) or 1.0
-            ax2.imshow(mean, cmap="bwr", vmin=-m, vmax=m)
-            ax2.add_patch(Rectangle((spot.col - 0.5, spot.row - 0.5), spot.size, spot.size,
-                                    fill=False, ec="k"))
-            ax2.set_title("mean patch heatmap", fontsize=8)
-            self.result["bias"] = {"centre_bias": self.profile.to_dict(), "hotspot": spot.to_dict()}
-            flags += [f for f in (self.profile.flag(), spot.flag()) if f]
+            flags += [f for f in [self.profile.flag()] if f]
+            for k, (name, entry) in enumerate(self.class_means.items()):
+                spot = self.hotspots[name] = find_hotspot(entry["mean"], label=name)
+                ax = fig.add_subplot(1, n, k + 2)
+                m = float(np.nanmax(np.abs(entry["mean"]))) or 1.0
+                ax.imshow(entry["mean"], cmap="bwr", vmin=-m, vmax=m)
+                ax.add_patch(Rectangle((spot.col - 0.5, spot.row - 0.5), spot.size, spot.size,
+                                       fill=False, ec="k"))
+                ax.set_title(f"{name} ({entry['count']})", fontsize=8)
+                ax.set_axis_off()
+                flags += [f for f in [spot.flag()] if f]
+            self.result["bias"] = {
+                "patch_size": size, "centre_bias": self.profile.to_dict(),
+                "classes": {k: {"count": v["count"], "hotspot": self.hotspots[k].to_dict()}
+                            for k, v in self.class_means.items()}}
         fig.tight_layout()
         fig.canvas.draw_idle()
         self.comparison = None
