@@ -179,3 +179,20 @@ def test_bias_tab_finds_class_correlated_artefact(make_napari_viewer):
     assert spot.flag() is not None and "class 'tumour'" in widget.bias_label.text()
     assert widget.hotspots["not tumour"].flag() is None
     assert result["bias"]["classes"]["tumour"]["hotspot"]["enrichment"] == pytest.approx(spot.enrichment)
+
+
+def test_evaluate_button_runs_in_a_worker(make_napari_viewer, qtbot):
+    from napari_xhisto._widgets.evaluate import EvaluateWidget
+
+    viewer = make_napari_viewer()
+    heat, cells, regions = _scene(seed=2)
+    _add(viewer, heat, cells, regions)
+    widget = EvaluateWidget(viewer)
+    widget.random_spin.setValue(2)
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: widget.result is not None and widget.run_button.isEnabled(), timeout=60000)
+    direct = cell_roc(cell_scores(heat, cells, radius_um=8.0, mpp=MPP, placement=PLACEMENT),
+                      cells.classes)
+    assert widget.result["roc"]["auc"] == pytest.approx(direct.auc, abs=1e-9)
+    assert len(widget.result["baselines"]["random_aucs"]) == 2
+    assert widget.region_table.rowCount() == len(regions)

@@ -45,7 +45,8 @@ from ..metrics import (
     find_hotspot,
 )
 from ..metrics._common import level0_to_map, map_to_level0
-from ..metrics.report import evaluate_heatmap, jsonable
+from ..metrics.report import iter_evaluate_heatmap, jsonable
+from ..progress import run_to_end
 
 NONE = "(none)"
 
@@ -343,44 +344,59 @@ class EvaluateWidget(QWidget):
 
     # -- compute --
     def _on_run(self):
-        from napari.utils.notifications import show_error
+        """Evaluate in a worker thread (progress in the activity dock); fill the tabs at the end."""
+        from ._workers import notify_error, start_generator
 
         try:
-            self.evaluate()
+            job = self._prepare()
         except (XhistoError, ValueError) as exc:
-            show_error(str(exc))
+            notify_error(exc)
+            return
+        self.run_button.setEnabled(False)
+        self._worker = start_generator(
+            lambda: iter_evaluate_heatmap(job["values"], **job["options"]), label="Evaluate",
+            on_result=lambda result: self._show(job, result),
+            on_finished=lambda _cancelled: self.run_button.setEnabled(True))
 
     def evaluate(self) -> dict:
         """Compute everything for the chosen layers and fill the tabs; returns the metrics dict."""
+        job = self._prepare()
+        return self._show(job, run_to_end(iter_evaluate_heatmap(job["values"], **job["options"])))
+
+    def _prepare(self) -> dict:
+        """Read the chosen layers (GUI thread): heatmap crop, cells, regions, options."""
         heat_layer = self._layer(self.heatmap_box)
         if heat_layer is None:
             raise XhistoError("pick a heatmap image layer first")
-        data, placement, mpp = heatmap_from_layer(heat_layer, mpp=self.mpp_spin.value())
+        data, base, mpp = heatmap_from_layer(heat_layer, mpp=self.mpp_spin.value())
         points, shapes = self._checked_layers(self.points_list), self._checked_layers(self.shapes_list)
-        cells, self._cell_source = cells_from_layers(points, mpp)
-        regions, self._region_source = regions_from_layers(shapes, mpp)
+        cells, cell_source = cells_from_layers(points, mpp)
+        regions, region_source = regions_from_layers(shapes, mpp)
         if cells is not None and len(cells.rows) == 0:
             cells = None
         if cells is None and not regions:
-            raise XhistoError("pick a Points layer (cells) or a Shapes layer (regions) with a 'class' feature")
+            raise XhistoError("check a Points layer (cells) or a Shapes layer (regions) with classes")
         rows = np.concatenate([cells.rows if cells is not None else []] + [r.exterior[:, 0] for r in regions])
         cols = np.concatenate([cells.cols if cells is not None else []] + [r.exterior[:, 1] for r in regions])
-        radius_px = self.radius_spin.value() / mpp
-        base = placement
-        values, placement = crop_to(data, placement, rows, cols, margin=radius_px)
+        values, placement = crop_to(data, base, rows, cols, margin=self.radius_spin.value() / mpp)
         positive = tuple(c.strip() for c in self.positive_edit.text().split(",") if c.strip())
-        self._cells = cells
-        self.result = evaluate_heatmap(
-            values, placement=placement, mpp=mpp, cells=cells, regions=regions,
-            radius_um=self.radius_spin.value(), positive=positive or ("tumour",),
-            tile_um=self.tile_spin.value(), n_random=self.random_spin.value())
-        self.result["layers"] = {"heatmap": heat_layer.name, "points": [lyr.name for lyr in points],
-                                 "shapes": [lyr.name for lyr in shapes]}
+        return {"values": values, "cells": cells, "regions": regions, "cell_source": cell_source,
+                "region_source": region_source,
+                "offset": (round((placement.origin_row - base.origin_row) / base.step_row),
+                           round((placement.origin_col - base.origin_col) / base.step_col)),
+                "layers": {"heatmap": heat_layer.name, "points": [lyr.name for lyr in points],
+                           "shapes": [lyr.name for lyr in shapes]},
+                "options": dict(placement=placement, mpp=mpp, cells=cells, regions=regions,
+                                radius_um=self.radius_spin.value(), positive=positive or ("tumour",),
+                                tile_um=self.tile_spin.value(), n_random=self.random_spin.value())}
+
+    def _show(self, job: dict, result: dict) -> dict:
+        self.result, self._cells = result, job["cells"]
+        self._cell_source, self._region_source = job["cell_source"], job["region_source"]
+        self.result["layers"] = job["layers"]
         self._show_roc()
         self._show_regions()
-        offset = (round((placement.origin_row - base.origin_row) / base.step_row),
-                  round((placement.origin_col - base.origin_col) / base.step_col))
-        self._show_bias(values, placement, regions, offset)
+        self._show_bias(job["values"], job["options"]["placement"], job["regions"], job["offset"])
         return self.result
 
     def _show_roc(self):

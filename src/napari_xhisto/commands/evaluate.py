@@ -47,7 +47,8 @@ def run(args) -> int:
     from ..annotations import read_annotations
     from ..errors import XhistoError
     from ..export.heatmap_io import read_heatmap
-    from ..metrics.report import evaluate_heatmap, jsonable
+    from ..metrics.report import iter_evaluate_heatmap, jsonable
+    from ..progress import run_to_end, text_progress
 
     if not args.cells and not args.regions:
         raise XhistoError("nothing to evaluate against: give --cells and/or --regions")
@@ -67,12 +68,12 @@ def run(args) -> int:
     if cells is None and not regions:
         raise XhistoError("the annotation files hold no cells and no regions")
     try:
-        result = evaluate_heatmap(
+        result = run_to_end(iter_evaluate_heatmap(
             heat.values, placement=heat.placement, mpp=mpp, cells=cells, regions=regions,
             radius_um=args.radius_um, positive=tuple(args.positive or ("tumour",)),
             negative=None if args.negative is None else tuple(args.negative),
             tile_um=args.tile_um, n_random=args.random_runs, localize=args.localize,
-            curves=not args.no_curves)
+            curves=not args.no_curves), on_progress=text_progress("evaluate"))
     except ValueError as exc:
         raise XhistoError(str(exc)) from exc
     result["inputs"] = {"heatmap": str(args.heatmap), "cells": args.cells,

@@ -16,7 +16,7 @@ from .cells import baseline_aucs, cell_roc, cell_scores, per_tile_roc
 from .localization import confusion_over_thresholds, localization_at_percentiles, pxap
 from .regions import region_mask, region_relevance
 
-__all__ = ["evaluate_heatmap", "jsonable", "truth_mask"]
+__all__ = ["evaluate_heatmap", "iter_evaluate_heatmap", "jsonable", "truth_mask"]
 
 
 def jsonable(obj):
@@ -43,11 +43,18 @@ def truth_mask(regions, shape, *, placement=None, classes) -> np.ndarray:
     return mask
 
 
-def evaluate_heatmap(heatmap, *, placement=None, mpp: float, cells=None, regions=(),
+def evaluate_heatmap(heatmap, **options) -> dict:
+    """All metrics at once: `iter_evaluate_heatmap` run to its end (same options)."""
+    from ..progress import run_to_end
+
+    return run_to_end(iter_evaluate_heatmap(heatmap, **options))
+
+
+def iter_evaluate_heatmap(heatmap, *, placement=None, mpp: float, cells=None, regions=(),
                      radius_um: float, positive=("tumour",), negative=None,
                      tile_um: float = 256.0, n_random: int = 20, seed: int = 0,
                      localize=None, percentiles=(50, 75, 90), iou_threshold: float = 0.5,
-                     curves: bool = True) -> dict:
+                     curves: bool = True):
     """Cell ROC with baselines, per-tile ROC, region relevance and localisation of one heatmap.
 
     Parameters
@@ -75,6 +82,11 @@ def evaluate_heatmap(heatmap, *, placement=None, mpp: float, cells=None, regions
         None means ``("tumour area",)`` when such regions exist.
     curves : bool
         Include full ROC / threshold curves.
+
+    Yields
+    ------
+    (done, total)
+        Progress, one step per stage and per random baseline run.
 
     Returns
     -------
@@ -104,6 +116,13 @@ def evaluate_heatmap(heatmap, *, placement=None, mpp: float, cells=None, regions
                           "negative": None if negative is None else list(np.atleast_1d(negative)),
                           "tile_um": tile_um, "n_random": n_random, "seed": seed}}
     rows, cols, classes = cell_arrays(cells) if cells is not None else (np.empty(0),) * 2 + (None,)
+    regions = list(regions or ())
+    targets = ("tumour area",) if localize is None else tuple(localize)
+    present = {getattr(r, "cls", None) for r in regions}
+    targets = [t for t in targets if t in present]
+    total = (3 + n_random if rows.size else 0) + (1 + len(targets) if regions else 0)
+    done = 0
+    yield done, total
     if rows.size:
         if classes is None:
             raise ValueError("cells need classes for a cell ROC")
@@ -112,21 +131,38 @@ def evaluate_heatmap(heatmap, *, placement=None, mpp: float, cells=None, regions
                         "classes": dict(Counter(classes.tolist())), "scores": scores}
         roc = cell_roc(scores, classes, positive=positive, negative=negative)
         out["roc"] = roc.to_dict(curve=curves)
-        out["baselines"] = baseline_aucs(h.shape, cells, radius_um=radius_um, mpp=mpp,
-                                         placement=p, positive=positive, negative=negative,
-                                         n_random=n_random, seed=seed)
+        done += 1
+        yield done, total
+        base = baseline_aucs(h.shape, cells, radius_um=radius_um, mpp=mpp, placement=p,
+                             positive=positive, negative=negative, n_random=0)
+        rng = np.random.default_rng(seed)
+        aucs = []
+        for _ in range(int(n_random)):
+            random_scores = cell_scores(rng.random(h.shape), cells, radius_um=radius_um,
+                                        mpp=mpp, placement=p)
+            aucs.append(cell_roc(random_scores, classes, positive=positive, negative=negative).auc)
+            done += 1
+            yield done, total
+        base.update(random_aucs=aucs, random_mean=float(np.mean(aucs)) if aucs else float("nan"),
+                    random_std=float(np.std(aucs)) if aucs else float("nan"))
+        out["baselines"] = base
+        done += 1
+        yield done, total
         tiles = per_tile_roc(scores, cells, tile_size=tile_um / mpp, positive=positive,
                              negative=negative, origin=(p.origin_row, p.origin_col))
         out["per_tile"] = [t.to_dict() for t in tiles]
-    regions = list(regions or ())
+        done += 1
+        yield done, total
     if regions:
         out["regions"] = [r.to_dict() for r in region_relevance(h, regions, placement=p)]
-        present = {getattr(r, "cls", None) for r in regions}
-        targets = ("tumour area",) if localize is None else tuple(localize)
+        done += 1
+        yield done, total
         out["localization"] = {}
         filled = np.where(np.isfinite(h), h, np.nanmin(h) if np.isfinite(h).any() else 0.0)
-        for name in (t for t in targets if t in present):
+        for name in targets:
             truth = truth_mask(regions, h.shape, placement=p, classes=(name,))
+            done += 1
+            yield done, total
             if not truth.any():
                 continue
             px = pxap(filled, truth)
