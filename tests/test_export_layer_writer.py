@@ -40,3 +40,35 @@ def test_multiscale_canvas_and_plain_image_layers(tmp_path):
     assert read_heatmap(out).placement == Placement(10, 20, 2, 2)
     with pytest.raises(XhistoError, match="2-D"):
         write_heatmap_layer(str(tmp_path / "rgb.ome.tif"), np.zeros((4, 4, 3), np.uint8), {"name": "rgb"})
+
+
+def test_heatmap_files_come_back_as_lined_up_lazy_layers(tmp_path):
+    import tifffile
+
+    from napari_xhisto.export import write_heatmap
+    from napari_xhisto.export.layer_reader import heatmap_file_layer_data, is_heatmap_file
+
+    values = np.random.default_rng(1).normal(size=(1200, 700)).astype(np.float32)
+    placement = Placement(64, 32, 4, 4)
+    path = write_heatmap(tmp_path / "h.ome.tif", values, placement, mpp=0.25,
+                         provenance={"method": "gradient", "name": "grad"})
+    assert is_heatmap_file(path)
+    tifffile.imwrite(tmp_path / "plain.tif", values)
+    assert not is_heatmap_file(tmp_path / "plain.tif") and not is_heatmap_file(tmp_path / "nope.tif")
+    ((data, kwargs, kind),) = heatmap_file_layer_data(path)
+    assert kind == "image" and kwargs["multiscale"] and kwargs["name"] == "grad"
+    assert [lvl.shape for lvl in data] == [(1200, 700), (600, 350), (300, 175)]
+    expected = placement.layer_transform(0.25)
+    assert kwargs["scale"] == expected["scale"] and kwargs["translate"] == expected["translate"]
+    np.testing.assert_array_equal(data[0][100:130, 40:90], values[100:130, 40:90])
+    np.testing.assert_array_equal(data[0][5, ::7], values[5, ::7])
+    np.testing.assert_allclose(data[1][10, 20], values[20:22, 40:42].mean(), rtol=1e-6)
+    meta = kwargs["metadata"]["xhisto"]
+    assert meta["kind"] == "heatmap" and Placement.from_dict(meta["placement"]) == placement
+    assert meta["mpp"] == 0.25 and meta["provenance"]["method"] == "gradient"
+    lo, hi = kwargs["contrast_limits"]
+    assert hi > 0 and lo == -hi
+    # the writer reads it straight back out: same file content
+    (again,) = write_heatmap_layer(str(tmp_path / "again.ome.tif"), data, kwargs)
+    np.testing.assert_array_equal(read_heatmap(again).values, values)
+    assert read_heatmap(again).placement == placement

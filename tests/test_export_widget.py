@@ -97,3 +97,20 @@ def test_rgb_png_contours_report(scene, qtbot, monkeypatch):
     text = html.read_text()
     assert "data:image/png;base64," in text and "lrp-epsilon-plus" in text and "slide.svs" in text
     assert "xhisto evidence" in text  # the contour regions counted per class
+
+
+def test_exported_file_reopens_in_the_viewer_on_top_of_its_layer(scene, qtbot, monkeypatch):
+    from napari_xhisto.export.layer_reader import heatmap_file_layer_data
+
+    viewer, widget, values, tmp, _ = scene
+    out = tmp / "again.ome.tif"
+    widget.export("ome-tiff", out)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20000)
+    ((data, kwargs, _),) = heatmap_file_layer_data(out)
+    reopened = viewer.add_image(data, **kwargs)
+    original = viewer.layers["lrp"]
+    np.testing.assert_allclose(reopened.extent.world, original.extent.world)
+    np.testing.assert_array_equal(np.asarray(reopened.data), values)
+    # the reopened layer is exportable again (it carries the same metadata)
+    assert "lrp" in [widget.layer_combo.itemText(i) for i in range(widget.layer_combo.count())]
+    assert reopened.name in [widget.layer_combo.itemText(i) for i in range(widget.layer_combo.count())]
