@@ -7,8 +7,8 @@ from .layer_reader import heatmap_file_layer_data, is_heatmap_file
 from .layer_writer import write_heatmap_layer
 from .report import build_report, write_report
 from .rgb import colorize, write_rgb_overlay
-from .tiled_writer import iter_write_heatmap_tiles, write_heatmap_tiles
 from .snapshot import SnapshotLayout, render_snapshot, write_snapshot
+from .tiled_writer import iter_write_heatmap_tiles, write_heatmap_tiles
 from .tiles import ArrayTiles, HeatmapTileReader, full_slide_canvas
 
 __all__ = [
