@@ -344,3 +344,17 @@ def test_new_ids_are_random_uuid4_strings_and_concat_renews_repeats():
     assert len(joined.cells) == 10 and len(set(joined.cells.ids.tolist())) == 10
     assert joined.cells.ids[:5].tolist() == a.cells.ids.tolist()  # the first keeps its ids
     assert joined.cells.ids[6] != a.cells.ids[0] and len(joined.regions) == 6
+
+
+def test_later_points_with_bad_classification_still_fail():
+    good = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 2]},
+            "properties": {"objectType": "detection",
+                           "classification": {"name": "tumour", "color": [1, 2, 3]}}}
+    bad_color = copy.deepcopy(good)
+    bad_color["properties"]["classification"]["color"] = [[1], 2, 3]
+    bad_coords = copy.deepcopy(good)
+    bad_coords["geometry"]["coordinates"] = [1, "2"]
+    for bad, message in [(bad_color, "feature 1: classification color"),
+                         (bad_coords, r"feature 1: a position must be")]:
+        with pytest.raises(AnnotationError, match=message):
+            geojson_to_annotations({"type": "FeatureCollection", "features": [good, bad, good]})

@@ -1,4 +1,5 @@
-"""QuPath-compatible GeoJSON: cells as ``detection`` Points, regions as ``annotation`` Polygons.
+"""Reading QuPath-compatible GeoJSON: cells as ``detection`` Points, regions as ``annotation``
+Polygons (writing: :mod:`.geojson_write`).
 
 Layout (REFERENCES.md "QuPath GeoJSON"): a FeatureCollection; ``objectType`` inside
 ``properties``; ``classification`` = ``{"name": ..., "color": [r, g, b]}``; coordinates are
@@ -10,138 +11,21 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import AnnotationError
+from .geojson_write import WRITER_TAG, annotations_to_geojson, geojson_text
 from .model import AnnotationSet, CellPoints, RegionShape, canonical_class, color_for_class
+
+__all__ = ["WRITER_TAG", "annotations_to_geojson", "geojson_text", "geojson_to_annotations",
+           "read_geojson"]
 
 UNCLASSIFIED = "unclassified"
 _CELL_TYPES = {"detection", "cell"}
 _POINT_GEOMETRIES = {"Point", "MultiPoint"}
 _POLYGON_GEOMETRIES = {"Polygon", "MultiPolygon"}
-# a foreign member (allowed by RFC 7946, ignored by QuPath) that marks files we wrote
-WRITER_TAG = "napari-xhisto"
-
-
-# ----------------------------------------------------------------------------- writing
-def _ring_xy(ring_rc: np.ndarray, origin: tuple[float, float]) -> list[list[float]]:
-    xy = np.empty_like(ring_rc)
-    xy[:, 0] = ring_rc[:, 1] - origin[1]
-    xy[:, 1] = ring_rc[:, 0] - origin[0]
-    coords = xy.tolist()
-    coords.append(coords[0])  # GeoJSON rings are closed
-    return coords
-
-
-def annotations_to_geojson(annotations: AnnotationSet, *, origin=(0.0, 0.0)) -> dict:
-    """A QuPath-layout FeatureCollection (plain dicts and lists) for ``annotations``.
-
-    Parameters
-    ----------
-    annotations : AnnotationSet
-        Cells become ``detection`` Points, regions ``annotation`` Polygons.
-    origin : (row, col)
-        Subtracted from every coordinate (use openslide's ``bounds-y``, ``bounds-x`` for QuPath).
-    """
-    colors = annotations.complete_colors()
-    classification = {
-        name: {"name": name, "color": [int(c) for c in rgb]} for name, rgb in colors.items()
-    }
-    cells = annotations.cells
-    xs = (cells.cols - origin[1]).tolist()
-    ys = (cells.rows - origin[0]).tolist()
-    classes = cells.classes.tolist()
-    features: list[dict] = []
-    append = features.append
-    if cells.ids is None:
-        for x, y, c in zip(xs, ys, classes):
-            append({
-                "type": "Feature",
-                "geometry": {"type": "Point", "coordinates": [x, y]},
-                "properties": {"objectType": "detection", "classification": classification[c]},
-            })
-    else:
-        for x, y, c, i in zip(xs, ys, classes, cells.ids.tolist()):
-            append({
-                "type": "Feature",
-                "id": i,
-                "geometry": {"type": "Point", "coordinates": [x, y]},
-                "properties": {"objectType": "detection", "classification": classification[c]},
-            })
-    for index, region in enumerate(annotations.regions):
-        rings = [region.exterior, *region.holes]
-        for ring in rings:
-            if ring.shape[0] < 3 or not np.isfinite(ring).all():
-                raise AnnotationError(
-                    f"region {index} ({region.cls!r}) has a ring of {ring.shape[0]} vertices or "
-                    "non-finite coordinates; a polygon needs at least 3 finite vertices"
-                )
-        properties = {"objectType": "annotation", "classification": classification[region.cls]}
-        if region.name is not None:
-            properties["name"] = region.name
-        feature = {
-            "type": "Feature",
-            "geometry": {"type": "Polygon", "coordinates": [_ring_xy(r, origin) for r in rings]},
-            "properties": properties,
-        }
-        if region.id is not None:
-            feature["id"] = region.id
-        append(feature)
-    return {"type": "FeatureCollection", "features": features, "xhisto": {"writer": WRITER_TAG}}
-
-
-_SIMPLE_ID = re.compile(r"[A-Za-z0-9_.:-]*")
-
-
-def _json_strings(values: list[str]) -> list[str]:
-    if all(_SIMPLE_ID.fullmatch(v) for v in values):
-        return [f'"{v}"' for v in values]
-    return [json.dumps(v, ensure_ascii=False) for v in values]
-
-
-def geojson_text(annotations: AnnotationSet, *, origin=(0.0, 0.0)) -> str:
-    """The GeoJSON file content for ``annotations``: one feature per line.
-
-    Same content as ``json.dumps(annotations_to_geojson(...))``; cells are formatted directly
-    (``repr`` of floats, as ``json`` does) because building 100k dicts costs more than writing.
-    """
-    colors = annotations.complete_colors()
-    cells = annotations.cells
-    class_json = {
-        name: json.dumps({"name": name, "color": [int(c) for c in colors[name]]},
-                         separators=(",", ":"), ensure_ascii=False)
-        for name in dict.fromkeys(np.unique(cells.classes).tolist())
-    }
-    xs = (cells.cols - origin[1]).tolist()
-    ys = (cells.rows - origin[0]).tolist()
-    if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
-        raise AnnotationError("cell coordinates must be finite numbers; found NaN or infinity")
-    classes = [class_json[c] for c in cells.classes.tolist()]
-    head = '{"type":"Feature",'
-    geom = '"geometry":{"type":"Point","coordinates":['
-    props = ']},"properties":{"objectType":"detection","classification":'
-    if cells.ids is None:
-        lines = [f"{head}{geom}{x!r},{y!r}{props}{c}}}}}" for x, y, c in zip(xs, ys, classes)]
-    else:
-        ids = _json_strings(cells.ids.tolist())
-        lines = [
-            f'{head}"id":{i},{geom}{x!r},{y!r}{props}{c}}}}}'
-            for x, y, c, i in zip(xs, ys, classes, ids)
-        ]
-    regions_only = AnnotationSet(CellPoints.empty(), annotations.regions, colors)
-    region_features = annotations_to_geojson(regions_only, origin=origin)["features"]
-    lines.extend(
-        json.dumps(f, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        for f in region_features
-    )
-    return (
-        '{"type":"FeatureCollection","xhisto":{"writer":"' + WRITER_TAG + '"},"features":[\n'
-        + ",\n".join(lines)
-        + "\n]}\n"
-    )
 
 
 # ----------------------------------------------------------------------------- reading
@@ -290,7 +174,26 @@ def geojson_to_annotations(obj, *, origin=(0.0, 0.0), skip_unsupported: bool = F
     colors: dict[str, tuple[int, int, int]] = {}
     classify = _Classifier()
     cell_class_of: dict = {}
+    fast: dict = {}  # (name, *color) of a classification object already seen -> cell class
     for index, feature in enumerate(_features_of(obj)):
+        # fast path: a Point whose classification object was validated on an earlier feature
+        if type(feature) is dict:
+            geometry = feature.get("geometry")
+            if type(geometry) is dict and geometry.get("type") == "Point":
+                properties = feature.get("properties")
+                value = properties.get("classification") if type(properties) is dict else None
+                if type(value) is dict and type(value.get("color")) is list:
+                    try:
+                        cls = fast.get((value.get("name"), *value["color"]))
+                    except TypeError:  # unhashable junk: the general path reports it
+                        cls = None
+                    if cls is not None and "colorRGB" not in value:
+                        points.append(geometry.get("coordinates"))
+                        point_feature.append(index)
+                        cell_classes.append(cls)
+                        fid = feature.get("id")
+                        cell_ids.append(fid if fid is None or type(fid) is str else str(fid))
+                        continue
         if type(feature) is not dict:
             _fail(index, f"a feature must be an object, got {type(feature).__name__}")
         geometry = feature.get("geometry")
@@ -309,6 +212,9 @@ def geojson_to_annotations(obj, *, origin=(0.0, 0.0), skip_unsupported: bool = F
             if raw_name not in cell_class_of:
                 cell_class_of[raw_name] = UNCLASSIFIED if raw_name is None else canonical_class(raw_name)
             cls = cell_class_of[raw_name]
+            value = properties.get("classification")
+            if type(value) is dict and type(value.get("color")) is list and color is not None:
+                fast[(value.get("name"), *value["color"])] = cls
             points.append(coords)
             point_feature.append(index)
             cell_classes.append(cls)
@@ -431,8 +337,3 @@ def read_geojson(path, *, origin=(0.0, 0.0), skip_unsupported: bool = False) -> 
         return geojson_to_annotations(obj, origin=origin, skip_unsupported=skip_unsupported)
     except AnnotationError as err:
         raise AnnotationError(f"{path.name}: {err}") from None
-
-
-def is_written_by_us(obj) -> bool:
-    """True when a parsed GeoJSON object carries our writer tag."""
-    return isinstance(obj, dict) and (obj.get("xhisto") or {}).get("writer") == WRITER_TAG
