@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from napari_xhisto.metrics import centre_bias_profile, class_mean_heatmaps, find_hotspot
+from napari_xhisto.metrics import (
+    centre_bias_profile,
+    class_mean_heatmaps,
+    find_hotspot,
+    window_enrichment,
+)
 
 
 def _patches(n, size, seed, *, centre_sigma=None):
@@ -75,3 +80,17 @@ def test_hotspot_on_noise_does_not_flag():
     maps = rng.normal(0, 1, (50, 64, 64))
     spot = find_hotspot(maps.mean(0))
     assert spot.flag() is None
+
+
+def test_window_enrichment_direct():
+    rng = np.random.default_rng(6)
+    heat = rng.normal(size=(50, 60))
+    out = window_enrichment(heat, row=3, col=40, height=5, width=7)
+    pos = np.maximum(heat, 0)
+    share = pos[3:8, 40:47].sum() / pos.sum()
+    assert out["share"] == pytest.approx(share)
+    assert out["enrichment"] == pytest.approx(share / (35 / 3000))
+    neg = window_enrichment(heat, row=3, col=40, height=5, width=7, sign="negative")
+    assert neg["share"] == pytest.approx(np.maximum(-heat, 0)[3:8, 40:47].sum() / np.maximum(-heat, 0).sum())
+    with pytest.raises(ValueError, match="outside"):
+        window_enrichment(heat, row=60, col=0, height=5)

@@ -5,6 +5,7 @@
 - `localization`: PxAP, confusion over thresholds, Dice/IoU, Hausdorff, weak localisation, area.
 - `bias`: centre-bias profile, class mean heatmaps, hotspot (artefact) scan.
 - `calibration`: ECE, MCE, reliability bins, temperature scaling.
+- `report`: everything for one heatmap at once (what ``xhisto evaluate`` and the widget run).
 """
 
 from .bias import (
@@ -13,6 +14,7 @@ from .bias import (
     centre_bias_profile,
     class_mean_heatmaps,
     find_hotspot,
+    window_enrichment,
 )
 from .calibration import (
     apply_temperature,
@@ -41,6 +43,7 @@ from .regions import (
     region_mask,
     region_relevance,
 )
+from .report import evaluate_heatmap, iter_evaluate_heatmap
 
 __all__ = [
     "THRESHOLDS", "CentreBiasProfile", "Hotspot", "PxapResult", "RegionComparison",
@@ -50,4 +53,5 @@ __all__ = [
     "expected_calibration_error", "find_hotspot", "fit_temperature", "hausdorff_distance",
     "localization_at_percentiles", "maximum_calibration_error", "minmax_normalize", "per_tile_roc",
     "pxap", "region_mask", "region_relevance", "reliability_bins", "weak_localization",
+    "window_enrichment", "evaluate_heatmap", "iter_evaluate_heatmap",
 ]

@@ -18,7 +18,7 @@ from scipy.special import xlogy
 from ._common import as_map, as_stack
 
 __all__ = ["CentreBiasProfile", "Hotspot", "centre_bias_profile", "class_mean_heatmaps",
-           "find_hotspot"]
+           "find_hotspot", "window_enrichment"]
 
 
 def _summed_area(a: np.ndarray) -> np.ndarray:
@@ -248,3 +248,33 @@ def find_hotspot(heatmap, *, sign: str = "both", sizes=None, label: str | None =
     if best is None:
         raise ValueError("the heatmap has no relevance of the requested sign")
     return best
+
+
+def window_enrichment(heatmap, *, row: int, col: int, height: int, width: int | None = None,
+                      sign: str = "positive") -> dict:
+    """Share of a map's positive (or negative) relevance inside a known window, over its area share.
+
+    The check of seed 000's class-correlated bias when the artefact's place is known (e.g. the
+    5x5 square in the top-left corner): an unbiased map gives about 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> heat = np.full((20, 20), 0.1); heat[:5, :5] = 1.0
+    >>> out = window_enrichment(heat, row=0, col=0, height=5)
+    >>> round(out["share"], 3), out["area_share"], round(out["enrichment"], 2)
+    (0.4, 0.0625, 6.4)
+    """
+    h = as_map(heatmap)
+    width = height if width is None else width
+    H, W = h.shape
+    if not (0 <= row < H and 0 <= col < W and height > 0 and width > 0):
+        raise ValueError(f"window ({row}, {col}, {height} x {width}) is outside the {H} x {W} map")
+    if sign not in ("positive", "negative"):
+        raise ValueError(f"sign must be 'positive' or 'negative', got {sign!r}")
+    part = np.maximum(np.where(np.isfinite(h), h if sign == "positive" else -h, 0.0), 0.0)
+    total = part.sum()
+    window = part[row:row + height, col:col + width]
+    share = float(window.sum() / total) if total > 0 else float("nan")
+    area = window.size / h.size
+    return {"share": share, "area_share": area, "enrichment": share / area}
