@@ -91,12 +91,16 @@ def symmetric_limit(source, *, tile: int = 1024) -> float:
 
 
 def _downsample2_rgb(block: np.ndarray) -> np.ndarray:
-    """2x2 mean of an RGB block; odd edges average the pixels they have."""
+    """2x2 mean of an RGB block (rounded half up); odd edges average the pixels they have."""
     h, w = block.shape[:2]
     if h % 2 or w % 2:
         block = np.pad(block, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    b = block.reshape(block.shape[0] // 2, 2, block.shape[1] // 2, 2, 3).astype(np.float32)
-    return np.rint(b.mean(axis=(1, 3))).astype(np.uint8)
+    # four strided views summed in uint16: several times faster than a mean over reshaped axes
+    total = block[0::2, 0::2].astype(np.uint16)
+    total += block[1::2, 0::2]
+    total += block[0::2, 1::2]
+    total += block[1::2, 1::2]
+    return ((total + 2) // 4).astype(np.uint8)
 
 
 def overlay_geometry(source, *, slide_shape=None, full_slide: bool = False):
