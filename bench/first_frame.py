@@ -138,10 +138,11 @@ def main(argv=None) -> int:
     pan = pans["ours"]
 
     goals = {}
-    for label in slides:
-        ours, peer = results[f"{label}/ours"]["best_s"], results[f"{label}/napari-wsi"]["best_s"]
+    for label in slides:  # medians of interleaved runs (min is shown too, in first_frame)
+        ours = results[f"{label}/ours"]["median_s"]
+        peer = results[f"{label}/napari-wsi"]["median_s"]
         if ours is not None and peer is not None:
-            goals[f"{label}_ours_s"], goals[f"{label}_napari_wsi_s"] = ours, peer
+            goals[f"{label}_ours_median_s"], goals[f"{label}_napari_wsi_median_s"] = ours, peer
             goals[f"{label}_met_(ours<=napari-wsi)"] = ours <= peer
     if "peak_rss_during_pan_mb" in pan:
         goals["pan_100k_peak_rss_mb"] = pan["peak_rss_during_pan_mb"]

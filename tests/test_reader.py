@@ -39,6 +39,8 @@ def test_layer_data_for_svs(svs_path):
     np.testing.assert_array_equal(data[0][700:1300, 900:1650], slide.read_region(700, 900, 600, 750))
     np.testing.assert_array_equal(np.asarray(data[2]), slide.read_region(0, 0, 333, 435, level=2))
     assert data[1][790:900, 1040:2000].shape == (10, 4, 3)  # clipped like numpy
+    np.testing.assert_array_equal(data[0][-1, 5:9], slide.read_region(1997, 5, 1, 4)[0])
+    np.testing.assert_array_equal(data[0][3, 7, 1], slide.read_region(3, 7, 1, 1)[0, 0, 1])
     (dask_levels, _, _), = slide_layer_data(svs_path, data="dask")
     np.testing.assert_array_equal(dask_levels[2][:40, :50].compute(), np.asarray(data[2])[:40, :50])
     slide.close()

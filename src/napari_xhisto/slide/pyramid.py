@@ -36,15 +36,22 @@ class LevelView:
         if not isinstance(key, tuple):
             key = (key,)
         key = key + (slice(None),) * (3 - len(key))
-        bounds = []
-        for k, n in zip(key[:2], self.shape[:2]):
+        bounds, drop = [], []
+        for axis, (k, n) in enumerate(zip(key[:2], self.shape[:2])):
+            if isinstance(k, int | np.integer):
+                index = int(k) + n if k < 0 else int(k)
+                if not 0 <= index < n:
+                    raise IndexError(f"index {k} is out of bounds for axis {axis} with size {n}")
+                k = slice(index, index + 1)
+                drop.append(axis)
             if not isinstance(k, slice) or k.step not in (None, 1):
-                raise IndexError("LevelView supports contiguous slices only")
+                raise IndexError("LevelView supports integers and contiguous slices only")
             start, stop, _ = k.indices(n)
             bounds.append((start, max(stop, start)))
         (r0, r1), (c0, c1) = bounds
         block = self._slide._read_level(self._level, r0, c0, r1 - r0, c1 - c0)
-        return block[:, :, key[2]]
+        index = tuple(0 if axis in drop else slice(None) for axis in range(2)) + (key[2],)
+        return block[index]
 
 
 def build_pyramid(slide) -> list:
