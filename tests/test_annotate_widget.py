@@ -26,6 +26,12 @@ def viewer_with_slide(make_napari_viewer, tmp_path):
     return viewer
 
 
+def find_slide_layer(viewer):
+    from napari_xhisto._widgets.annotate import find_slide_layer
+
+    return find_slide_layer(viewer)
+
+
 def make_widget(viewer, **kwargs):
     from napari_xhisto._widgets.annotate import AnnotateWidget
 
@@ -146,6 +152,7 @@ def test_autosave_writes_and_reopening_restores(make_napari_viewer, viewer_with_
     viewer2.add_image(np.zeros((8, 8), dtype=np.uint8), scale=(MPP, MPP),
                       metadata={"xhisto": {"slide_path": str(slide_path), "mpp": MPP}})
     assert widget2.counts()["tumour"] == 1
+    qtbot.waitUntil(lambda: viewer2.layers.index(find_slide_layer(viewer2)) == 0, timeout=2000)
     assert widget2.cell_layers["tumour"].metadata["xhisto"]["mpp"] == MPP
     np.testing.assert_allclose(widget2.cell_layers["tumour"].data, [[3.0, 4.0]])
 
@@ -194,3 +201,18 @@ def test_real_slide_layer_gives_the_scale(make_napari_viewer, cmu1_path, tmp_pat
     widget.add_points([[100.0 * mpp, 200.0 * mpp]], "tumour", ids=["c"])
     back = read_annotations(widget.export_file(tmp_path / "cmu.geojson"))
     np.testing.assert_allclose([back.cells.rows[0], back.cells.cols[0]], [100.0, 200.0], atol=1e-6)
+
+
+def test_a_new_widget_adopts_the_layers_of_a_closed_one(viewer_with_slide):
+    first = make_widget(viewer_with_slide)
+    first.add_points([[1.0, 2.0]], "tumour", ids=["kept"])
+    first.close()
+    n_layers = len(viewer_with_slide.layers)
+    second = make_widget(viewer_with_slide)
+    assert len(viewer_with_slide.layers) == n_layers
+    assert second.cell_layers["tumour"] is first.cell_layers["tumour"]
+    second.add_points([[3.0, 4.0]], "tumour")
+    assert second.counts()["tumour"] == 2
+    # the closed widget no longer listens: its list still shows the old count
+    assert first.cell_list.item(0).text() == "1  tumour  (1)"
+    assert second.cell_list.item(0).text() == "1  tumour  (2)"

@@ -8,6 +8,7 @@ overlay the slide layer, whose scale is its µm/px; level-0 pixels come back thr
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,15 @@ def _hex(rgb) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb))
 
 
+def _disconnect_all(connections: list) -> None:
+    while connections:
+        emitter, callback = connections.pop()
+        try:
+            emitter.disconnect(callback)
+        except (RuntimeError, ValueError, TypeError):
+            pass
+
+
 class AnnotateWidget(QWidget):
     """Cell points (one layer per class, keys 1-9 switch class), regions, import/export, autosave.
 
@@ -88,6 +98,7 @@ class AnnotateWidget(QWidget):
         self.store: AutosaveStore | None = None
         self.autosave_folder: Path | None = None
         self._updating = False
+        self._connections: list = []
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(int(autosave_delay_ms))
@@ -97,9 +108,22 @@ class AnnotateWidget(QWidget):
             self.add_cell_class(name)
         for name in region_classes:
             self.add_region_class(name)
-        self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
-        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self._connect(self.viewer.layers.events.inserted, self._on_layer_inserted)
+        self._connect(self.viewer.layers.events.removed, self._on_layer_removed)
+        # napari may delete a closed dock widget: its layer callbacks must go with it
+        self.destroyed.connect(partial(_disconnect_all, self._connections))
         self.autosave_box.setChecked(autosave)
+
+    def _connect(self, emitter, callback):
+        emitter.connect(callback)
+        self._connections.append((emitter, callback))
+
+    def closeEvent(self, event):  # noqa: N802 (Qt name)
+        """Save what is pending, then stop listening to the layers (they stay in the viewer)."""
+        if self._timer.isActive():
+            self.save_now()
+        _disconnect_all(self._connections)
+        super().closeEvent(event)
 
     # ---------------------------------------------------------------- user interface
     def _build_ui(self):
@@ -223,6 +247,14 @@ class AnnotateWidget(QWidget):
         info["mpp"] = mpp if slide is not None else None
         info["slide_translate"] = [float(t) for t in translate]
 
+    def _existing_layer(self, kind: str, name: str):
+        """A layer of ours left in the viewer (e.g. by a closed Annotate widget): adopt it."""
+        for layer in self.viewer.layers:
+            info = layer.metadata.get("xhisto")
+            if isinstance(info, dict) and info.get("kind") == kind and info.get("class") == name:
+                return layer
+        return None
+
     def add_cell_class(self, name: str, color=None):
         """A points layer for cell class ``name`` (returned; existing layer if already there)."""
         name = str(name).strip()
@@ -233,7 +265,7 @@ class AnnotateWidget(QWidget):
         self.colors[name] = tuple(color) if color is not None else self.colors.get(
             name, color_for_class(name))
         mpp, _, slide = self.slide_frame()
-        layer = self.viewer.add_points(
+        layer = self._existing_layer("cells", name) or self.viewer.add_points(
             np.zeros((0, 2)), name=CELL_PREFIX + name, ndim=2,
             size=POINT_SIZE_UM if slide is not None and mpp != 1.0 else 2 * POINT_SIZE_UM,
             features=pd.DataFrame({"class": pd.Series([], dtype=object),
@@ -243,7 +275,7 @@ class AnnotateWidget(QWidget):
             metadata=self._metadata("cells", name),
         )
         layer.current_face_color = _hex(self.colors[name])
-        layer.events.data.connect(lambda event, layer=layer: self._on_layer_data(event, layer))
+        self._connect(layer.events.data, lambda event, layer=layer: self._on_layer_data(event, layer))
         self.cell_layers[name] = layer
         self._bind_class_keys()
         self._refresh_lists()
@@ -259,7 +291,7 @@ class AnnotateWidget(QWidget):
         self.colors[name] = tuple(color) if color is not None else self.colors.get(
             name, color_for_class(name))
         hex_colour = _hex(self.colors[name])
-        layer = self.viewer.add_shapes(
+        layer = self._existing_layer("regions", name) or self.viewer.add_shapes(
             None, ndim=2, name=REGION_PREFIX + name, edge_color=hex_colour,
             face_color=hex_colour + "40", edge_width=2,
             features=pd.DataFrame({"class": pd.Series([], dtype=object),
@@ -269,7 +301,7 @@ class AnnotateWidget(QWidget):
             metadata=self._metadata("regions", name),
         )
         layer.current_edge_color, layer.current_face_color = hex_colour, hex_colour + "40"
-        layer.events.data.connect(lambda event, layer=layer: self._on_layer_data(event, layer))
+        self._connect(layer.events.data, lambda event, layer=layer: self._on_layer_data(event, layer))
         self.region_layers[name] = layer
         self._refresh_lists()
         return layer
@@ -560,10 +592,19 @@ class AnnotateWidget(QWidget):
     def _on_layer_inserted(self, event):
         info = event.value.metadata.get("xhisto") if hasattr(event.value, "metadata") else None
         if isinstance(info, dict) and "kind" not in info:
+            index = self.viewer.layers.index(event.value)
+            if index > 0:  # the opaque slide goes under the annotation layers
+                from qtpy.QtCore import QTimer
+
+                QTimer.singleShot(0, lambda: self._move_to_bottom(event.value))
             for layer in [*self.cell_layers.values(), *self.region_layers.values()]:
                 self._record_frame(layer.metadata["xhisto"])
             if self.autosave_box.isChecked():
                 self._guard(self.set_autosave, True)
+
+    def _move_to_bottom(self, layer):
+        if layer in self.viewer.layers:
+            self.viewer.layers.move(self.viewer.layers.index(layer), 0)
 
     def _on_layer_removed(self, event):
         for layers in (self.cell_layers, self.region_layers):
