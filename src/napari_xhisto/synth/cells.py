@@ -117,7 +117,7 @@ class CellField:
                                    rng.integers(0, n_stamps, len(rows)).astype(np.int32)))
 
         # tumour nests, with infiltrating lymphocytes
-        r, c = _jittered(rng, r0, c0, CELL_BLOCK, 16.5 * um)
+        r, c = _jittered(rng, r0, c0, CELL_BLOCK, 15.0 * um)
         code = classify_points(lay, tex, r, c)
         lym = lay.fields_points(r, c, ["lymph"])["lymph"]
         t = code == CODE["tumour"]
@@ -192,13 +192,15 @@ def vessel_cells(v: np.ndarray, rng, um: float) -> list[CellBlock]:
         return rows, cols, o
 
     parts = []
-    rows, cols, o = place(la + 0.5 * um, lb + 0.5 * um, 13 * um)
+    rows, cols, o = place(la + 0.5 * um, lb + 0.5 * um, 19 * um)
     parts.append(CellBlock(rows, cols, np.full(len(rows), 3, np.uint8),
                            (KIND["endothelial0"] + o).astype(np.uint8),
                            rng.integers(0, 1 << 16, len(rows)).astype(np.int32)))
     if v[5] > 0:
         mid = 0.5 * (1 + (1 - v[5]))
-        rows, cols, o = place(v[2] * mid, v[3] * mid, 11 * um)
+        rows, cols, o = place(v[2] * mid, v[3] * mid, 16 * um)
+        jit = 1 + rng.uniform(-0.5, 0.5, len(rows)) * v[5] * 0.8
+        rows, cols = v[0] + (rows - v[0]) * jit, v[1] + (cols - v[1]) * jit
         parts.append(CellBlock(rows, cols, np.full(len(rows), 2, np.uint8),
                                (KIND["spindle0"] + o).astype(np.uint8),
                                rng.integers(0, 1 << 16, len(rows)).astype(np.int32)))

@@ -19,6 +19,7 @@ LAYOUTS = ("mixed", "slide")
 
 GRID_UM = 12.0        # coarse grid spacing, µm
 NECROSIS_RIM_UM = 35  # viable tumour around necrosis
+TUMOUR_AREA_MARGIN_UM = 20  # the tumour-area polygon is drawn this far out, around the nests
 
 
 @dataclass
@@ -36,9 +37,10 @@ class Layout:
     step : float
         Pixels between coarse grid nodes; node (i, j) sits on pixel (i * step, j * step).
     fields : dict of str -> ndarray (ni, nj) float32
-        ``tissue``, ``tumour``, ``nest``, ``necrosis``: signed-distance-like, pixels, > 0 inside;
-        ``lymph``: lymphocyte density 0..1; ``orient_c``/``orient_s``: cos/sin of twice the
-        collagen fibre angle.
+        ``tissue``, ``tumour``, ``nest``, ``necrosis``: signed-distance-like, pixels, > 0 inside
+        (nests may reach ``TUMOUR_AREA_MARGIN_UM`` beyond the tumour-area field's zero level);
+        ``lymph``: lymphocyte density 0..1; ``orient_c``/``orient_s``: a smooth vector field
+        whose angle is twice the collagen fibre angle (length about 1, small near defects).
     vessels : ndarray (V, 7) float64
         row, col, semi-axis a, semi-axis b, angle, wall fraction, lumen filling with erythrocytes.
     artefacts : list of dict
@@ -187,6 +189,8 @@ def make_layout(height: int, width: int, *, seed: int, mpp: float, kind: str = "
     in_tum = inside & (tum > 0)
     ref = nest[in_tum] if in_tum.any() else nest.ravel()
     nest = _as_distance(nest - np.quantile(ref, 0.35), step)
+    # Nests fade out beyond the tumour-area border instead of being cut along it.
+    nest = (nest - 2.0 * np.maximum(-tum, 0)).astype(np.float32)
     nec = _smooth_noise(rng, shape, sig(70.0))
     deep = inside & (tum > 45 * um)
     ref = nec[deep] if deep.sum() > 10 else nec[inside]
@@ -196,7 +200,7 @@ def make_layout(height: int, width: int, *, seed: int, mpp: float, kind: str = "
     z = _smooth_noise(rng, shape, sig(45.0))
     lymph = 0.03 + 0.45 * np.clip(z - 1.0, 0, 1.2) + 0.12 * np.exp(-(tum / (50 * um)) ** 2)
     oc, os_ = _smooth_noise(rng, shape, sig(120.0)), _smooth_noise(rng, shape, sig(120.0))
-    norm = np.hypot(oc, os_) + 1e-6
+    norm = np.sqrt(np.mean(oc ** 2 + os_ ** 2))  # one global scale: no jumps at defects
     fields = {"tissue": tissue.astype(np.float32), "tumour": tum, "nest": nest,
               "necrosis": necrosis.astype(np.float32),
               "lymph": np.clip(lymph, 0, 0.8).astype(np.float32),
@@ -219,7 +223,7 @@ def _place_vessels(lay: Layout, rng) -> np.ndarray:
     b = np.exp(rng.uniform(np.log(6), np.log(45), n)) * um
     a = b * rng.uniform(1.0, 2.0, n)
     f = lay.fields_points(rows, cols, ["tissue", "tumour"])
-    ok = (f["tissue"] > a + 10 * um) & (f["tumour"] < -a - 15 * um)
+    ok = (f["tissue"] > a + 10 * um) & (f["tumour"] < -a - 40 * um)
     big = b > 14 * um
     ok &= big | (rng.random(n) < 0.6)
     k = int(ok.sum())
@@ -267,7 +271,6 @@ def soft_distances(lay: Layout, f: dict, e, e2):
     d_nec += f["necrosis"]
     d_nest = e * np.float32(3 * um)
     d_nest += f["nest"]
-    np.minimum(d_nest, f["tumour"], out=d_nest)
     np.maximum(d_nest, d_nec + np.float32(NECROSIS_RIM_UM * um), out=d_nest)
     return d_tis, d_nest, d_nec
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.measure import approximate_polygon, find_contours, points_in_poly
 
-from .layout import Layout
+from .layout import TUMOUR_AREA_MARGIN_UM, Layout
 
 _OUTSIDE = -1e9
 
@@ -58,8 +58,8 @@ def field_regions(lay: Layout, r0: int, c0: int, h: int, w: int) -> list[tuple[s
     f = {k: v.reshape(rg.shape) for k, v in f.items()}
     um = 1.0 / lay.mpp
     defs = {
-        "tumour area": np.minimum(f["tumour"], f["tissue"]),
-        "stroma": np.minimum(-f["tumour"], f["tissue"]),
+        "tumour area": np.minimum(f["tumour"] + TUMOUR_AREA_MARGIN_UM * um, f["tissue"]),
+        "stroma": np.minimum(-f["tumour"] - TUMOUR_AREA_MARGIN_UM * um, f["tissue"]),
         "necrosis": f["necrosis"],
     }
     out = []

@@ -122,16 +122,16 @@ class SynthWorld:
             h_od += w_str * np.float32(0.07)
             del collagen
         if not _is_zero(w_nest):
-            e_od += w_nest * (np.float32(0.40) + np.float32(0.05) * gran)
-            h_od += w_nest * (np.float32(0.20) + np.float32(0.04) * gran)
+            e_od += w_nest * (np.float32(0.42) + np.float32(0.025) * gran)
+            h_od += w_nest * (np.float32(0.19) + np.float32(0.02) * gran)
         if not _is_zero(w_nec):
             smudge = tex.window("smudge", R0, C0, H, W)
-            e_od += w_nec * (np.float32(0.70) + np.float32(0.14) * smudge)
-            h_od += w_nec * (np.float32(0.16) + np.float32(0.08) * smudge)
+            e_od += w_nec * (np.float32(0.72) + np.float32(0.10) * smudge)
+            h_od += w_nec * (np.float32(0.09) + np.float32(0.04) * smudge)
         if not np.isscalar(w_tis):
             e_od *= w_tis
             h_od *= w_tis
-        e_od += np.float32(0.012)
+        e_od += np.float32(0.006)
         del w_str, w_nest, w_nec, w_tis
 
         vmask = self._draw_vessels(h_od, e_od, R0, C0, H, W, um)
@@ -149,7 +149,7 @@ class SynthWorld:
         uneven += np.float32(1)
         h_od *= uneven
         e_od *= uneven
-        e_od += np.float32(0.01) * tex.window("grain", R0, C0, H, W)
+        e_od += np.float32(0.006) * tex.window("grain", R0, C0, H, W)
         rgb = od_to_rgb(h_od, e_od, self.stain, extra=extra)
         return rgb[mr:mr + h, mc:mc + w], (None if codes is None else codes[mr:mr + h, mc:mc + w])
 
@@ -165,16 +165,21 @@ class SynthWorld:
         for k in range(n_o):
             ang = np.pi * k / n_o
             wk = np.clip(g["orient_c"] * np.cos(2 * ang) + g["orient_s"] * np.sin(2 * ang), 0, None)
-            wks.append(wk ** 3)
-        wsum = sum(wks) + 1e-6
+            # the constant keeps the blend smooth near orientation defects (field length ~ 0)
+            wks.append(wk ** 2 + 0.05)
+        wsum = sum(wks)
         fibre = np.zeros((H // SMOOTH, SMOOTH, W // SMOOTH, SMOOTH), np.float32)
         for k in range(n_o):
             t = tex.window(f"fibre{k}", R0, C0, H, W).reshape(fibre.shape)
             fibre += t * (wks[k] / wsum).astype(np.float32)[:, None, :, None]
         fibre = fibre.reshape(H, W)
-        collagen = fibre * np.float32(0.30)
-        collagen += np.float32(0.62)
-        collagen[fibre < -1.05] *= np.float32(0.15)  # clefts between bundles
+        loose = tex.window("loose", R0, C0, H, W)
+        collagen = fibre * np.float32(0.22)
+        collagen += np.float32(0.60)
+        collagen -= np.float32(0.12) * loose
+        # clefts between bundles, more of them where the stroma is loose
+        cleft = np.clip((fibre + 0.9 - 0.35 * loose) * np.float32(-2.0), 0, 0.85)
+        collagen *= 1 - cleft
         return collagen
 
     def _tissue_weights(self, R0, C0, H, W, want_codes):
@@ -190,14 +195,14 @@ class SynthWorld:
         if hi_t < -pad_t:
             return None
         _, hi_n = lay.field_range("necrosis", R0, C0, H, W)
-        _, hi_u = lay.field_range("tumour", R0, C0, H, W)
+        _, hi_u = lay.field_range("nest", R0, C0, H, W)
         nec_max = hi_n + 5 * um * ae
         need_tis = lo_t <= pad_t
         need_nec = nec_max > -3
         need_rim = nec_max + NECROSIS_RIM_UM * um > -2
-        need_nest = hi_u > -2 or need_rim
+        need_nest = hi_u + 3 * um * ae > -2 or need_rim
         names = [n for n, need in (("tissue", need_tis), ("necrosis", need_nec or need_rim),
-                                   ("nest", need_nest), ("tumour", need_nest)) if need]
+                                   ("nest", need_nest)) if need]
         f = lay.fields_grid(R0, C0, H, W, names) if names else {}
         e = tex.window("edge", R0, C0, H, W)
         d_tis = d_nec = d_nest = None
@@ -214,7 +219,6 @@ class SynthWorld:
         if need_nest:
             d_nest = e * np.float32(3 * um)
             d_nest += f["nest"]
-            np.minimum(d_nest, f["tumour"], out=d_nest)
             if need_rim:
                 np.maximum(d_nest, d_nec + np.float32(NECROSIS_RIM_UM * um), out=d_nest)
             w_nest = _soft(d_nest)
@@ -232,8 +236,8 @@ class SynthWorld:
 
     def _render_glass(self, R0, C0, H, W, mr, mc, h, w, want_codes):
         h_od = np.zeros((H, W), np.float32)
-        e_od = self.tex.window("grain", R0, C0, H, W) * np.float32(0.01)
-        e_od += np.float32(0.012)
+        e_od = self.tex.window("grain", R0, C0, H, W) * np.float32(0.006)
+        e_od += np.float32(0.006)
         extra = []
         codes = np.zeros((H, W), np.uint8) if want_codes else None
         for art in self.layout.artefacts:
@@ -264,7 +268,8 @@ class SynthWorld:
             w_lum = np.clip(0.5 + (lum - rho) * scale / 1.5, 0, 1)
             wall = w_out - w_lum
             hs, es = h_od[ra:rb, ca:cb], e_od[ra:rb, ca:cb]
-            wall_e = 0.85 if v[5] > 0 else 0.45
+            wall_e = (0.8 if v[5] > 0 else 0.45) * (
+                1 + 0.15 * self.tex.window("smudge", R0 + ra, C0 + ca, rb - ra, cb - ca))
             es[...] = es * (1 - w_out) + wall * wall_e + w_lum * 0.02
             hs[...] = hs * (1 - w_out) + wall * 0.07
             inside_any[ra:rb, ca:cb] |= rho < 1

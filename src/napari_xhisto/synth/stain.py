@@ -59,7 +59,7 @@ class StainParams:
         th, te = rng.uniform(0.2, 0.6), rng.uniform(0.55, 0.85)
         h = _unit((1 - th) * RUIFROK_H + th * MACENKO_H + rng.normal(0, 0.02, 3))
         e = _unit((1 - te) * RUIFROK_E + te * MACENKO_E + rng.normal(0, 0.02, 3))
-        white = np.array([244.0, 242.0, 245.0]) + rng.normal(0, 2.0, 3)
+        white = np.array([243.0, 243.0, 244.0]) + rng.normal(0, 1.5, 3)
         return cls(h, e, float(rng.uniform(0.85, 1.15)), float(rng.uniform(0.85, 1.15)),
                    np.clip(white, 225, 252))
 

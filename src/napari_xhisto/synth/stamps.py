@@ -55,12 +55,15 @@ def _texture(rng, shape, sigma):
 
 
 def tumour_stamp(rng, um):
-    radius = rng.uniform(3.8, 6.8) * um
-    half, y, x = _grid(radius * 1.9)
-    alpha, dist = _blob(rng, y, x, radius, rng.uniform(1.0, 1.45), rng.uniform(0, np.pi), 0.16)
-    vesicular = rng.random() < 0.35
+    radius = rng.uniform(4.3, 7.6) * um
+    half, y, x = _grid(radius * 1.35 * 1.9)
+    if rng.random() < 0.08:  # occasional giant, bizarre nucleus
+        radius *= 1.35
+    alpha, dist = _blob(rng, y, x, radius, rng.uniform(1.05, 1.5), rng.uniform(0, np.pi), 0.09)
+    vesicular = rng.random() < 0.4
     base = rng.uniform(0.8, 1.1) if vesicular else rng.uniform(1.3, 1.9)
-    chrom = 1 + (0.45 if vesicular else 0.3) * _texture(rng, y.shape, 0.7 * um)
+    fine = 0.6 * _texture(rng, y.shape, 0.45 * um) + 0.4 * _texture(rng, y.shape, 1.0 * um)
+    chrom = 1 + (0.35 if vesicular else 0.2) * fine
     rim = np.exp(-((dist - 0.4 * um) / (0.6 * um)) ** 2) * (0.55 if vesicular else 0.25)
     h = alpha * (base * np.clip(chrom, 0.3, None)) + alpha * rim
     e = -0.12 * alpha

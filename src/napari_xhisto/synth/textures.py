@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft as sfft
+from scipy.ndimage import map_coordinates
 
 PERIOD = 1024          # texture period in pixels
 MAX_WINDOW = 1024 + 80  # largest window a renderer asks for (block, margins, alignment)
@@ -57,11 +58,18 @@ class TextureBank:
         t["smudge"] = periodic_noise(rng, PERIOD, 5.0 * um)      # necrosis blotches
         t["uneven"] = periodic_noise(rng, PERIOD, 60.0 * um)     # staining unevenness
         t["grain"] = periodic_noise(rng, PERIOD, 0.6)            # sensor noise
+        t["loose"] = periodic_noise(rng, PERIOD, 18.0 * um)      # loose vs dense stroma
         for k in range(self.N_FIBRE_ORIENTATIONS):
             ang = np.pi * k / self.N_FIBRE_ORIENTATIONS
-            a = periodic_noise(rng, PERIOD, 14.0 * um, max(0.8, 1.2 * um), ang)
-            b = periodic_noise(rng, PERIOD, 30.0 * um, 4.0 * um, ang)
-            t[f"fibre{k}"] = (0.75 * a + 0.55 * b).astype(np.float32)
+            a = periodic_noise(rng, PERIOD, 9.0 * um, max(0.8, 1.0 * um), ang)
+            b = periodic_noise(rng, PERIOD, 22.0 * um, 3.5 * um, ang)
+            fib = 0.7 * a + 0.6 * b
+            # wavy collagen: warp the straight fibres by a smooth periodic displacement
+            dr = periodic_noise(rng, PERIOD, 10.0 * um) * (3.5 * um)
+            dc = periodic_noise(rng, PERIOD, 10.0 * um) * (3.5 * um)
+            rr, cc = np.mgrid[0:PERIOD, 0:PERIOD].astype(np.float32)
+            fib = map_coordinates(fib, [rr + dr, cc + dc], order=1, mode="grid-wrap")
+            t[f"fibre{k}"] = (fib / fib.std()).astype(np.float32)
         self._tex = t
         self._max_abs = {k: float(np.abs(v).max()) for k, v in t.items()}
         # Store each texture padded by wrap, so any window is a plain slice (no copy).
