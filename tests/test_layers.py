@@ -64,6 +64,10 @@ def test_canvas_pastes_read_back_normalised_by_global_max():
                                   dense[5:50, 25:99])
     # only touched tiles are stored
     assert canvas.nbytes < dense.nbytes / 20
+    # a peak given by the caller (e.g. the largest patch map before stitching) sets the scale
+    canvas.paste(np.ones((2, 2), np.float32), Placement(0, 0, 2, 2), peak=2 * gmax)
+    assert canvas.scale_value == pytest.approx(2 * gmax)
+    assert canvas.read(slice(0, 2), slice(0, 2)) == pytest.approx(0.5 / gmax)
     # overlapping paste overwrites
     canvas.paste(np.full((4, 4), 0.5, np.float32), Placement(20, 60, 2, 2))
     assert canvas.read(slice(10, 14), slice(30, 34), normalised=False) == pytest.approx(0.5)

@@ -43,7 +43,6 @@ from ._workers import notify_error, start_generator
 SHORTCUT = "Shift-E"
 DEMO = "demo (bundled)"
 MAX_VIEW_PATCH_COST = 1500.0  # patches x method cost; above it "Explain view" refuses
-NORMALISATIONS = ("global-max", "local", "none")
 
 
 # ---- small parts ---------------------------------------------------------------------------
@@ -126,6 +125,7 @@ class ExplainWidget(QWidget):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         from ..explain import get_explainer, list_explainers
+        from ..explain.tiling import NORMALIZE_MODES
 
         self.viewer = napari_viewer
         self.worker = None
@@ -138,6 +138,7 @@ class ExplainWidget(QWidget):
         self._spec_path = None
         self._explainers = {m["name"]: get_explainer(m["name"]) for m in list_explainers()}
         self._forms: dict[str, ParamForm] = {}
+        self._normalisations = tuple(NORMALIZE_MODES)
         self._build()
         self._load_spec(None)
         self._refresh_slides()
@@ -186,7 +187,9 @@ class ExplainWidget(QWidget):
         self.overlap_spin.setValue(0.1)
         form.addRow("Overlap", self.overlap_spin)
         self.norm_combo = QComboBox()
-        self.norm_combo.addItems(list(NORMALISATIONS))
+        self.norm_combo.addItems(list(self._normalisations))
+        self.norm_combo.setToolTip("global-max: divide by the largest |relevance| over all patches "
+                                   "(seed 000); per-patch: each patch by its own (display only)")
         form.addRow("Normalisation", self.norm_combo)
         self.canvas_check = QCheckBox("keep clicks on one slide-wide canvas per method")
         self.canvas_check.setChecked(True)
@@ -306,6 +309,13 @@ class ExplainWidget(QWidget):
             self.model_combo.setCurrentIndex(1)
         self._update_px_label()
 
+    def _heat_step(self, mpp: float) -> float:
+        """Level-0 px per heatmap px: the model's pixel grid on this slide."""
+        spec = self._spec
+        if spec is None:
+            return 1.0
+        return spec.patch_size * spec.mpp / mpp / spec.network_input_size
+
     def _model(self):
         """The loaded model (cached); called in the worker thread."""
         from ..models import load_model
@@ -402,7 +412,7 @@ class ExplainWidget(QWidget):
             self.status.setText("the click is outside the slide")
             return None
         side = max(1, round(self.size_spin.value() / mpp))
-        snap = self._spec.mpp / mpp if self._spec is not None else 1.0
+        snap = self._heat_step(mpp)
         region = L.region_centred_at(row, col, side, side, slide_shape=shape, snap=snap)
         return self.explain_region(region)
 
@@ -471,8 +481,7 @@ class ExplainWidget(QWidget):
         target = self.target_combo.currentText()
         normalize = self.norm_combo.currentText()
         use_canvas = self.canvas_check.isChecked() and normalize == "global-max"
-        settings = {"target": target, "overlap": self.overlap_spin.value(),
-                    "normalize": "none" if use_canvas else normalize}
+        settings = {"target": target, "overlap": self.overlap_spin.value(), "normalize": normalize}
 
         def run():
             from ..explain import explain_region
@@ -554,8 +563,11 @@ class ExplainWidget(QWidget):
         _, _, _, shape = self._slide_info()
         if canvas is None:
             canvas = self._canvases[key] = L.SparseCanvas(shape, step=heat.placement.step_row)
-        canvas.paste(heat.values, heat.placement, provenance=heat.provenance)
-        prov = {**heat.provenance, "normalisation": "global-max over all clicks on this canvas"}
+        # back to raw relevance; the canvas divides by the largest patch maximum of all clicks
+        scale = float(heat.provenance.get("normalization_scale") or 1.0)
+        canvas.paste(heat.values * scale, heat.placement, provenance=heat.provenance, peak=scale)
+        prov = {**heat.provenance, "normalize": "global-max over all clicks on this canvas",
+                "normalization_scale": canvas.scale_value}
         name = f"{method} {settings['target']} (canvas)"
         L.add_or_update_canvas_layer(self.viewer, canvas, name=name, mpp=mpp, provenance=prov,
                                      slide_path=path, opacity=self._opacity(), units=layer.units)

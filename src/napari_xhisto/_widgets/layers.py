@@ -145,8 +145,13 @@ class SparseCanvas:
                              f"the canvas grid (multiples of {self.step} px)")
         return int(round(r)), int(round(c))
 
-    def paste(self, values, placement: Placement, *, provenance: dict | None = None) -> None:
-        """Write ``values`` (raw, unnormalised) where ``placement`` puts them."""
+    def paste(self, values, placement: Placement, *, provenance: dict | None = None,
+              peak: float | None = None) -> None:
+        """Write ``values`` (raw, unnormalised) where ``placement`` puts them.
+
+        ``peak`` is the largest |relevance| behind them (e.g. over the patch maps before
+        stitching); default the largest |value| pasted.
+        """
         values = np.asarray(values, dtype=np.float32)
         r0, c0 = self.offset_of(placement)
         # cut to the canvas
@@ -166,9 +171,10 @@ class SparseCanvas:
                 ar1, ac1 = min(bottom, (tr + 1) * t), min(right, (tc + 1) * t)
                 tile[ar0 - tr * t:ar1 - tr * t, ac0 - tc * t:ac1 - tc * t] = \
                     values[ar0 - top:ar1 - top, ac0 - left:ac1 - left]
-        finite = values[np.isfinite(values)]
-        if finite.size:
-            self.scale_value = max(self.scale_value, float(np.abs(finite).max()))
+        if peak is None:
+            finite = values[np.isfinite(values)]
+            peak = float(np.abs(finite).max()) if finite.size else 0.0
+        self.scale_value = max(self.scale_value, float(peak))
         self.pastes.append({"placement": placement.to_dict(), "provenance": dict(provenance or {})})
 
     def read(self, rows: slice, cols: slice, *, normalised: bool = True) -> np.ndarray:
