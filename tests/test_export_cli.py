@@ -78,3 +78,19 @@ def test_rgb_png_contours_report(files):
     text = report.read_text()
     assert "0.8125" in text and text.count("data:image/png;base64,") == 2
     assert "slide.svs" in text and "tumour area" in text
+
+
+def test_snapshots_of_large_regions_read_a_coarse_level(tmp_path):
+    from napari_xhisto.commands.export import _display_level
+    from napari_xhisto.export.tiles import HeatmapTileReader
+    from napari_xhisto.geometry import Region
+
+    path = write_heatmap(tmp_path / "h.ome.tif", np.zeros((1200, 700), np.float32), Placement(0, 0, 4, 4),
+                         mpp=0.5)
+    with HeatmapTileReader(path) as source:
+        assert source.levels == 3
+        whole = Region(0, 0, 4800, 2800)
+        assert _display_level(source, whole, 600) == 1  # 8 level-0 px per picture px = 2 map px
+        assert _display_level(source, whole, 4800 // 4) == 0
+        assert _display_level(source, whole, 50) == 2  # never past the coarsest level
+        assert _display_level(source, Region(0, 0, 400, 400), 1200) == 0

@@ -108,6 +108,17 @@ def _region(args, source, slide):
         raise XhistoError(str(exc)) from exc
 
 
+def _display_level(source, region, max_size: int) -> int:
+    """The coarsest pyramid level still at least as fine as a ``max_size`` picture of ``region``."""
+    import math
+
+    shrink = max(region.height, region.width) / max_size
+    finest = min(source.placement.step_row, source.placement.step_col)
+    if shrink <= finest:
+        return 0
+    return max(0, min(source.levels - 1, int(math.floor(math.log2(shrink / finest)))))
+
+
 def run(args) -> int:
     from ..errors import XhistoError
     from ..export.tiles import HeatmapTileReader
@@ -147,9 +158,11 @@ def run(args) -> int:
                 from ..export.snapshot import write_snapshot
 
                 region = _region(args, source, slide)
-                layout = write_snapshot(args.out, region, source, mpp=mpp, slide=slide, vmax=args.vmax,
-                                        cmap=args.cmap, alpha=args.alpha, max_size=args.max_size,
-                                        overwrite=args.overwrite)
+                # a picture of a large region reads a coarse pyramid level, not the whole map
+                with HeatmapTileReader(heat_path, level=_display_level(source, region, args.max_size)) as view:
+                    layout = write_snapshot(args.out, region, view, mpp=mpp, slide=slide, vmax=args.vmax,
+                                            cmap=args.cmap, alpha=args.alpha, max_size=args.max_size,
+                                            overwrite=args.overwrite)
                 print(f"{args.out}: {layout.size[1]} x {layout.size[0]} px PNG of {region}")
             elif kind == "contours":
                 import numpy as np
@@ -182,7 +195,8 @@ def run(args) -> int:
 
                     annotations = read_annotations(args.cells)
                 region = _region(args, source, slide)
-                snap = render_snapshot(region, source, mpp=mpp, slide=slide)
+                with HeatmapTileReader(heat_path, level=_display_level(source, region, 1024)) as view:
+                    snap = render_snapshot(region, view, mpp=mpp, slide=slide)
                 out = write_report(args.out, title=args.title, slide=slide, heatmap=source,
                                    snapshots=[(f"heatmap over {region}", snap)], metrics=metrics,
                                    annotations=annotations, overwrite=args.overwrite)
