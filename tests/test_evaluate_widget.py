@@ -196,3 +196,25 @@ def test_evaluate_button_runs_in_a_worker(make_napari_viewer, qtbot):
     assert widget.result["roc"]["auc"] == pytest.approx(direct.auc, abs=1e-9)
     assert len(widget.result["baselines"]["random_aucs"]) == 2
     assert widget.region_table.rowCount() == len(regions)
+
+
+def test_canvas_layer_scores_only_explained_area(make_napari_viewer):
+    """A slide-wide canvas holds 0 outside pasted regions: those cells must be left out."""
+    from napari_xhisto._widgets.evaluate import EvaluateWidget
+    from napari_xhisto._widgets.layers import SparseCanvas, add_or_update_canvas_layer
+
+    viewer = make_napari_viewer()
+    heat, cells, _ = _scene(seed=3)
+    part = heat[:48, :64]  # only the top-left quarter was explained
+    canvas = SparseCanvas((2000, 2000), step=4)
+    region = [PLACEMENT.origin_row, PLACEMENT.origin_col, 48 * 4, 64 * 4]
+    canvas.paste(part, PLACEMENT, provenance={"region": region})
+    add_or_update_canvas_layer(viewer, canvas, name="canvas", mpp=MPP, provenance={})
+    viewer.add_points(np.stack([cells.rows, cells.cols], 1) * MPP, name="cells",
+                      features={"class": cells.classes})
+    widget = EvaluateWidget(viewer)
+    widget.random_spin.setValue(0)
+    result = widget.evaluate()
+    scores = cell_scores(part, cells, radius_um=8.0, mpp=MPP, placement=PLACEMENT)
+    assert result["cells"]["n_off_heatmap"] == int(np.isnan(scores).sum())
+    assert result["roc"]["auc"] == pytest.approx(cell_roc(scores, cells.classes).auc, abs=1e-9)

@@ -20,7 +20,7 @@ def slow_cell_scores(heat, rows, cols, *, radius_um, mpp, placement, rectify=Tru
         fi = (r - p.origin_row - (p.step_row - 1) / 2) / p.step_row
         fj = (c - p.origin_col - (p.step_col - 1) / 2) / p.step_col
         i, j = int(np.floor(fi + 0.5)), int(np.floor(fj + 0.5))
-        if not (0 <= i < H and 0 <= j < W):
+        if not (0 <= i < H and 0 <= j < W) or np.isnan(heat[i, j]):
             out.append(np.nan)
             continue
         vals = []
@@ -45,6 +45,7 @@ def test_cell_scores_match_slow_loop(placement, radius_um, rectify):
     rng = np.random.default_rng(1)
     heat = rng.normal(size=(23, 31))
     heat[3, 4] = np.nan
+    heat[10:12, 20:23] = np.nan
     p = placement
     rows = p.origin_row + rng.uniform(-10, 23 * p.step_row + 10, 60)
     cols = p.origin_col + rng.uniform(-10, 31 * p.step_col + 10, 60)
@@ -60,6 +61,10 @@ def test_cell_scores_match_slow_loop(placement, radius_um, rectify):
 def test_cell_scores_array_input_and_errors():
     heat = np.arange(25, dtype=float).reshape(5, 5)
     assert cell_scores(heat, np.array([[2.0, 2.0]]), radius_um=0, mpp=1)[0] == 12.0
+    holed = heat.copy()
+    holed[2, 2] = np.nan  # not computed at the cell itself: no score, even if neighbours are
+    both = cell_scores(holed, np.array([[2.0, 2.0], [2.0, 3.0]]), radius_um=1, mpp=1)
+    assert np.isnan(both[0]) and both[1] == np.mean([8.0, 14.0, 18.0, 13.0])
     with pytest.raises(ValueError, match="2-D"):
         cell_scores(np.zeros(5), np.array([[0.0, 0.0]]), radius_um=1, mpp=1)
     with pytest.raises(ValueError, match=r"\(N, 2\)"):

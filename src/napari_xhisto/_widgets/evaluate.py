@@ -99,6 +99,22 @@ def _layer_class(layer) -> str:
     return str(meta.get("class") or layer.name)
 
 
+def mask_uncovered(values, placement: Placement, pastes) -> np.ndarray:
+    """NaN where no explained region was pasted (slide-wide canvas layers hold 0 there).
+
+    ``pastes`` is ``metadata["xhisto"]["pastes"]``: each provenance carries its level-0
+    ``region`` (row, col, height, width). Unchanged when a region is missing.
+    """
+    boxes = [(p.get("provenance") or {}).get("region") for p in pastes or ()]
+    if not boxes or any(b is None for b in boxes):
+        return values
+    r, c = map_to_level0(np.arange(values.shape[0]), np.arange(values.shape[1]), placement)
+    covered = np.zeros(values.shape, dtype=bool)
+    for r0, c0, h, w in boxes:
+        covered |= ((r >= r0) & (r < r0 + h))[:, None] & ((c >= c0) & (c < c0 + w))[None, :]
+    return np.where(covered, values, np.nan)
+
+
 def cells_from_layers(layers, mpp: float):
     """Cells (level-0 px) of Points layers, and ``(layer, index)`` of each cell.
 
@@ -379,6 +395,9 @@ class EvaluateWidget(QWidget):
         rows = np.concatenate([cells.rows if cells is not None else []] + [r.exterior[:, 0] for r in regions])
         cols = np.concatenate([cells.cols if cells is not None else []] + [r.exterior[:, 1] for r in regions])
         values, placement = crop_to(data, base, rows, cols, margin=self.radius_spin.value() / mpp)
+        meta = heat_layer.metadata.get("xhisto", {}) if isinstance(heat_layer.metadata, dict) else {}
+        if meta.get("canvas"):
+            values = mask_uncovered(values, placement, meta.get("pastes"))
         positive = tuple(c.strip() for c in self.positive_edit.text().split(",") if c.strip())
         return {"values": values, "cells": cells, "regions": regions, "cell_source": cell_source,
                 "region_source": region_source,

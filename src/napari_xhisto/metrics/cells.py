@@ -65,7 +65,7 @@ def cell_scores(heatmap, cells, *, radius_um: float, mpp: float, placement=None,
     -------
     (N,) float64
         The score of each cell; NaN for cells whose nearest heatmap pixel lies outside the
-        heatmap (or whose disc holds only NaN pixels).
+        heatmap or is NaN (not computed there).
 
     Notes
     -----
@@ -100,6 +100,7 @@ def cell_scores(heatmap, cells, *, radius_um: float, mpp: float, placement=None,
     ci[ok] = np.floor(fr[ok] + 0.5).astype(np.int64)
     cj[ok] = np.floor(fc[ok] + 0.5).astype(np.int64)
     ok &= (ci >= 0) & (ci < H) & (cj >= 0) & (cj < W)
+    ok[ok] = np.isfinite(h[ci[ok], cj[ok]])  # no score where the heatmap was not computed
 
     offsets, half = disc_half_widths(radius_um / mpp / p.step_row, radius_um / mpp / p.step_col)
     reach = int(offsets[-1])
