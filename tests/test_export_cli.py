@@ -94,3 +94,24 @@ def test_snapshots_of_large_regions_read_a_coarse_level(tmp_path):
         assert _display_level(source, whole, 4800 // 4) == 0
         assert _display_level(source, whole, 50) == 2  # never past the coarsest level
         assert _display_level(source, Region(0, 0, 400, 400), 1200) == 0
+
+
+def test_report_computes_metrics_from_cells_when_asked(files):
+    from napari_xhisto.annotations import AnnotationSet, CellPoints, write_annotations
+    from napari_xhisto.metrics.report import evaluate_heatmap
+
+    tmp, slide, heat, values = files
+    rng = np.random.default_rng(3)
+    rows, cols = rng.uniform(100, 700, 80), rng.uniform(200, 1000, 80)
+    inside = np.hypot((rows - 100) / 4 - 75, (cols - 200) / 4 - 100) < 40
+    classes = np.where(inside & (rng.random(80) < 0.9), "tumour", "stroma")
+    cells_path = write_annotations(tmp / "cells.geojson", AnnotationSet(CellPoints(rows, cols, classes), [], {}))
+    report = tmp / "r.html"
+    assert main(["export", "report", "--heatmap", str(heat), "--cells", str(cells_path), "--radius-um", "3",
+                 "--out", str(report)]) == 0
+    back = read_heatmap(heat)
+    expected = evaluate_heatmap(back.values, placement=back.placement, mpp=0.5,
+                                cells=read_annotations(cells_path).cells, regions=[], radius_um=3)
+    text = report.read_text()
+    assert f"<td>{expected['roc']['auc']:.4g}</td>" in text
+    assert text.count("data:image/png;base64,") == 2  # snapshot + ROC curve

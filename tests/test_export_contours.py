@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.draw import polygon as raster_polygon
 
-from napari_xhisto.annotations import read_annotations
+from napari_xhisto.annotations import read_annotations, validate_qupath_geojson
 from napari_xhisto.errors import XhistoError
 from napari_xhisto.export.contours import (
     export_contours,
@@ -108,6 +108,7 @@ def test_negative_evidence_and_geojson_round_trip(tmp_path):
                                     above=False, cls="necrosis")
     doc = json.loads(path.read_text())
     assert len(doc["features"]) == len(regions) == 5
+    assert validate_qupath_geojson(doc) == []  # QuPath's rules (closed rings, classification ...)
     assert all(f["properties"]["objectType"] == "annotation" for f in doc["features"])
     back = read_annotations(path)
     assert len(back.regions) == 5

@@ -66,6 +66,8 @@ def add_arguments(parser) -> None:
     p.add_argument("--heatmap", required=True, help="heatmap file")
     p.add_argument("--metrics", help="metrics JSON from `xhisto evaluate`")
     p.add_argument("--cells", help="annotations (.geojson/.csv) to count per class")
+    p.add_argument("--radius-um", type=float, default=None,
+                   help="with --cells and no --metrics: compute the metrics here (cell disc radius in µm)")
     p.add_argument("--region", help="level-0 region of the snapshot (default: the heatmap's extent)")
     p.add_argument("--title", default="napari-xhisto report")
 
@@ -117,6 +119,25 @@ def _display_level(source, region, max_size: int) -> int:
     if shrink <= finest:
         return 0
     return max(0, min(source.levels - 1, int(math.floor(math.log2(shrink / finest)))))
+
+
+def _evaluate(source, annotations, *, mpp, radius_um) -> dict:
+    """The metrics ``xhisto evaluate`` would write, for the report (cell ROC, regions ...)."""
+    from ..errors import XhistoError
+    from ..metrics.report import evaluate_heatmap, jsonable
+
+    cells = annotations.cells if len(annotations.cells.rows) else None
+    if cells is None and not annotations.regions:
+        raise XhistoError("the --cells file holds no cells and no regions to evaluate against")
+    if not mpp:
+        raise XhistoError("metrics need µm per pixel: pass --mpp")
+    try:
+        result = evaluate_heatmap(source.read(0, 0, *source.shape), placement=source.placement, mpp=mpp,
+                                  cells=cells, regions=list(annotations.regions), radius_um=radius_um)
+    except ValueError as exc:
+        raise XhistoError(str(exc)) from exc
+    result.get("cells", {}).pop("scores", None)
+    return jsonable(result)
 
 
 def run(args) -> int:
@@ -194,6 +215,8 @@ def run(args) -> int:
                     from ..annotations import read_annotations
 
                     annotations = read_annotations(args.cells)
+                    if metrics is None and args.radius_um:
+                        metrics = _evaluate(source, annotations, mpp=mpp, radius_um=args.radius_um)
                 region = _region(args, source, slide)
                 with HeatmapTileReader(heat_path, level=_display_level(source, region, 1024)) as view:
                     snap = render_snapshot(region, view, mpp=mpp, slide=slide)
