@@ -216,3 +216,23 @@ def test_a_new_widget_adopts_the_layers_of_a_closed_one(viewer_with_slide):
     # the closed widget no longer listens: its list still shows the old count
     assert first.cell_list.item(0).text() == "1  tumour  (1)"
     assert second.cell_list.item(0).text() == "1  tumour  (2)"
+
+
+def test_bounded_slide_files_use_qupath_origin(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    props = {"openslide.bounds-x": "1000", "openslide.bounds-y": "400"}
+    viewer.add_image(np.zeros((8, 8), dtype=np.uint8), scale=(MPP, MPP), metadata={
+        "xhisto": {"slide_path": str(tmp_path / "b.mrxs"), "mpp": MPP, "properties": props}})
+    widget = make_widget(viewer)
+    widget.add_points([[1000.0, 2000.0]], "tumour", ids=["b1"])  # level-0 (2000, 4000)
+    path = widget.export_file(tmp_path / "b.geojson")
+    assert read_annotations(path).cells.rows.tolist() == [1600.0]  # as QuPath counts
+    assert read_annotations(path).cells.cols.tolist() == [3000.0]
+    widget.clear()
+    widget.import_file(path)
+    np.testing.assert_allclose(widget.cell_layers["tumour"].data, [[1000.0, 2000.0]])
+    from napari_xhisto._writer import write_points
+
+    data, meta, _ = widget.cell_layers["tumour"].as_layer_data_tuple()
+    (written,) = write_points(str(tmp_path / "w.geojson"), data, meta)
+    assert read_annotations(written).cells.cols.tolist() == [3000.0]

@@ -358,3 +358,12 @@ def test_later_points_with_bad_classification_still_fail():
                          (bad_coords, r"feature 1: a position must be")]:
         with pytest.raises(AnnotationError, match=message):
             geojson_to_annotations({"type": "FeatureCollection", "features": [good, bad, good]})
+
+
+def test_doctests_of_the_model():
+    import doctest
+
+    import napari_xhisto.annotations.model as model
+
+    result = doctest.testmod(model)
+    assert result.attempted >= 3 and result.failed == 0

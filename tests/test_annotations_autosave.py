@@ -136,3 +136,14 @@ def test_unreadable_everything_raises(tmp_path):
     autosave_path(slide).write_text("not json")
     with pytest.raises(Exception, match="no readable autosave"):
         load_latest(slide)
+
+
+def test_autosave_in_qupath_coordinates_for_bounded_slides(tmp_path):
+    from napari_xhisto.annotations import qupath_origin
+
+    origin = qupath_origin({"openslide.bounds-x": "300", "openslide.bounds-y": "100"})
+    store = AutosaveStore(tmp_path / "b.mrxs", origin=origin)
+    store.save(_set(500))
+    feature = json.loads(store.path.read_text())["features"][0]
+    assert feature["geometry"]["coordinates"] == [1.0 - 300, 500.0 - 100]
+    assert load_latest(tmp_path / "b.mrxs", origin=origin).cells.rows.tolist() == [500.0]

@@ -16,6 +16,7 @@ from .annotations import (
     AnnotationSet,
     CellPoints,
     points_data_to_cells,
+    qupath_origin,
     shapes_data_to_regions,
     write_annotations,
 )
@@ -28,11 +29,14 @@ def _xhisto(meta: dict) -> dict:
     return (meta.get("metadata") or {}).get("xhisto") or {}
 
 
-def _slide_frame(meta: dict) -> tuple[float, np.ndarray]:
-    """(mpp, slide translate) that turn world coordinates of this layer into level-0 px."""
+def _slide_frame(meta: dict) -> tuple[float, np.ndarray, tuple[float, float]]:
+    """(mpp, slide translate, QuPath origin) turning this layer's world coordinates into the
+    level-0 px of the file."""
     info = _xhisto(meta)
     if info.get("mpp"):
-        return float(info["mpp"]), np.asarray(info.get("slide_translate", (0.0, 0.0)), dtype=float)
+        origin = tuple(info.get("qupath_origin", (0.0, 0.0)))
+        return (float(info["mpp"]), np.asarray(info.get("slide_translate", (0.0, 0.0)), dtype=float),
+                origin)
     try:
         import napari
 
@@ -43,8 +47,9 @@ def _slide_frame(meta: dict) -> tuple[float, np.ndarray]:
     except Exception:  # no viewer (headless save): fall back to pixels
         layer = None
     if layer is not None:
-        return float(layer.scale[-1]), np.asarray(layer.translate[-2:], dtype=float)
-    return 1.0, np.zeros(2)
+        origin = qupath_origin(layer.metadata["xhisto"].get("properties"))
+        return float(layer.scale[-1]), np.asarray(layer.translate[-2:], dtype=float), origin
+    return 1.0, np.zeros(2), (0.0, 0.0)
 
 
 def _to_slide_um(coords, meta: dict, slide_translate) -> np.ndarray:
@@ -70,7 +75,7 @@ def _colors_of(meta: dict, classes: np.ndarray, color_key: str) -> dict:
 
 def points_to_annotations(data, meta: dict) -> AnnotationSet:
     """The cells of one points layer (data + layer state dict) in level-0 px."""
-    mpp, slide_translate = _slide_frame(meta)
+    mpp, slide_translate, _ = _slide_frame(meta)
     world = _to_slide_um(data, meta, slide_translate)
     default = _xhisto(meta).get("class") or UNCLASSIFIED
     cells = points_data_to_cells(world, meta.get("features"), mpp, default_class=default)
@@ -79,7 +84,7 @@ def points_to_annotations(data, meta: dict) -> AnnotationSet:
 
 def shapes_to_annotations(data, meta: dict) -> AnnotationSet:
     """The regions of one shapes layer (data + layer state dict) in level-0 px."""
-    mpp, slide_translate = _slide_frame(meta)
+    mpp, slide_translate, _ = _slide_frame(meta)
     info = _xhisto(meta)
     world = [_to_slide_um(d, meta, slide_translate) for d in data]
     holes = {
@@ -96,14 +101,16 @@ def shapes_to_annotations(data, meta: dict) -> AnnotationSet:
 
 def write_points(path: str, data, meta: dict) -> list[str]:
     """npe2 single-layer writer: a points layer as QuPath GeoJSON (``.geojson``) or CSV."""
-    return [str(write_annotations(path, points_to_annotations(data, meta)))]
+    origin = _slide_frame(meta)[2]
+    return [str(write_annotations(path, points_to_annotations(data, meta), origin=origin))]
 
 
 def write_shapes(path: str, data, meta: dict) -> list[str]:
     """npe2 single-layer writer: a shapes layer as QuPath GeoJSON annotation polygons."""
     if Path(path).suffix.lower() not in (".geojson", ".json"):
         path = str(Path(path).with_suffix(".geojson"))
-    return [str(write_annotations(path, shapes_to_annotations(data, meta)))]
+    origin = _slide_frame(meta)[2]
+    return [str(write_annotations(path, shapes_to_annotations(data, meta), origin=origin))]
 
 
 def write_annotation_layers(path: str, layer_data: list[tuple]) -> list[str]:
@@ -117,4 +124,5 @@ def write_annotation_layers(path: str, layer_data: list[tuple]) -> list[str]:
     combined = concat_annotations(parts)
     if Path(path).suffix.lower() not in (".geojson", ".json"):
         path = str(Path(path).with_suffix(".geojson"))
-    return [str(write_annotations(path, combined))]
+    origin = _slide_frame(layer_data[0][1])[2] if layer_data else (0.0, 0.0)
+    return [str(write_annotations(path, combined, origin=origin))]

@@ -35,6 +35,7 @@ from ..annotations import (
     AnnotationSet,
     AutosaveStore,
     color_for_class,
+    qupath_origin,
     read_annotations,
     regions_to_shapes_data,
     write_annotations,
@@ -246,6 +247,14 @@ class AnnotateWidget(QWidget):
         mpp, translate, slide = self.slide_frame()
         info["mpp"] = mpp if slide is not None else None
         info["slide_translate"] = [float(t) for t in translate]
+        info["qupath_origin"] = list(self.file_origin())
+
+    def file_origin(self) -> tuple[float, float]:
+        """Level-0 (row, col) of QuPath's (0, 0) for the open slide (openslide bounds)."""
+        _, _, slide = self.slide_frame()
+        if slide is None:
+            return (0.0, 0.0)
+        return qupath_origin(slide.metadata["xhisto"].get("properties"))
 
     def _existing_layer(self, kind: str, name: str):
         """A layer of ours left in the viewer (e.g. by a closed Annotate widget): adopt it."""
@@ -504,7 +513,7 @@ class AnnotateWidget(QWidget):
 
     def import_file(self, path, *, mode: str = "merge"):
         """Read a GeoJSON/CSV file and show it (see :meth:`load`)."""
-        annotations = read_annotations(path)
+        annotations = read_annotations(path, origin=self.file_origin())
         self.load(annotations, mode=mode)
         self.status.setText(f"imported {len(annotations.cells)} cells, "
                             f"{len(annotations.regions)} regions from {Path(path).name}")
@@ -514,7 +523,8 @@ class AnnotateWidget(QWidget):
         """Write all annotations: GeoJSON (cells and regions) or CSV (cells only)."""
         annotations = self.annotation_set()
         csv = Path(path).suffix.lower() in (".csv", ".tsv")
-        written = write_annotations(path, annotations, drop_regions=csv)
+        written = write_annotations(path, annotations, drop_regions=csv,
+                                    origin=self.file_origin())
         self.status.setText(f"exported {len(annotations.cells)} cells"
                             + ("" if csv else f", {len(annotations.regions)} regions")
                             + f" to {written.name}")
@@ -576,7 +586,7 @@ class AnnotateWidget(QWidget):
             return None
         if slide_path is None:
             slide_path = self.autosave_folder / "untitled"
-        return AutosaveStore(slide_path, folder=self.autosave_folder)
+        return AutosaveStore(slide_path, folder=self.autosave_folder, origin=self.file_origin())
 
     def _schedule_autosave(self):
         if self.store is not None:

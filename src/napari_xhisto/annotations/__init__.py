@@ -17,6 +17,7 @@ from .model import (
     color_for_class,
     concat_annotations,
     merge_annotations,
+    qupath_origin,
 )
 from .napari_data import (
     cells_to_points_data,
@@ -42,6 +43,7 @@ __all__ = [
     "load_latest",
     "merge_annotations",
     "points_data_to_cells",
+    "qupath_origin",
     "read_annotations",
     "regions_to_shapes_data",
     "shapes_data_to_regions",

@@ -44,12 +44,16 @@ class AutosaveStore:
         A project folder; by default the file sits beside the slide.
     keep : int
         How many previous versions to keep as backups.
+    origin : (row, col)
+        Level-0 position of QuPath's (0, 0) (see :func:`qupath_origin`), so the autosave opens
+        in QuPath too.
     """
 
-    def __init__(self, slide_path, *, folder=None, keep: int = 3):
+    def __init__(self, slide_path, *, folder=None, keep: int = 3, origin=(0.0, 0.0)):
         self.slide_path = Path(slide_path)
         self.path = autosave_path(slide_path, folder=folder)
         self.keep = max(int(keep), 1)
+        self.origin = (float(origin[0]), float(origin[1]))
         if self.path.parent.is_dir():
             remove_stale_temporaries(self.path.parent, self.path.name)
 
@@ -58,7 +62,7 @@ class AutosaveStore:
 
     def save(self, annotations: AnnotationSet) -> Path:
         """Write ``annotations`` to :attr:`path`, keeping the previous version as a backup."""
-        text = geojson_text(annotations)
+        text = geojson_text(annotations, origin=self.origin)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             if not self._is_ours(self.path):  # someone else's file under our name: never rotate it away
@@ -81,7 +85,7 @@ class AutosaveStore:
         errors = []
         for candidate in self.versions():
             try:
-                return read_geojson(candidate)
+                return read_geojson(candidate, origin=self.origin)
             except (AnnotationError, OSError) as err:
                 errors.append(f"{candidate.name}: {err}")
         if errors:
@@ -89,6 +93,6 @@ class AutosaveStore:
         return None
 
 
-def load_latest(slide_path, *, folder=None) -> AnnotationSet | None:
+def load_latest(slide_path, *, folder=None, origin=(0.0, 0.0)) -> AnnotationSet | None:
     """The newest autosaved annotations of ``slide_path`` (None when there are none)."""
-    return AutosaveStore(slide_path, folder=folder).load_latest()
+    return AutosaveStore(slide_path, folder=folder, origin=origin).load_latest()

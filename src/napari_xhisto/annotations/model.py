@@ -269,6 +269,30 @@ def concat_annotations(parts) -> AnnotationSet:
     return AnnotationSet(joined, [r for p in parts for r in p.regions], colors)
 
 
+def qupath_origin(properties) -> tuple[float, float]:
+    """(row, col) of level 0 that QuPath calls (0, 0): openslide's ``bounds-y``, ``bounds-x``.
+
+    QuPath shows only the bounded area of slides that declare bounds (e.g. MRXS), so file
+    coordinates are level-0 minus this origin. Slides without bounds: (0, 0).
+
+    Examples
+    --------
+    >>> qupath_origin({"openslide.bounds-x": "1024", "openslide.bounds-y": "512"})
+    (512.0, 1024.0)
+    >>> qupath_origin({})
+    (0.0, 0.0)
+    """
+    properties = properties or {}
+
+    def number(key: str) -> float:
+        try:
+            return float(properties.get(key, 0) or 0)
+        except (TypeError, ValueError):
+            return 0.0
+
+    return number("openslide.bounds-y"), number("openslide.bounds-x")
+
+
 def check_class_name(name: str) -> str:
     """A usable class name (non-empty after stripping) or an AnnotationError."""
     text = str(name).strip()
