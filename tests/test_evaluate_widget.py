@@ -13,8 +13,10 @@ from napari_xhisto.metrics import (
     cell_scores,
     centre_bias_profile,
     compare_region_relevance,
+    pxap,
     region_relevance,
 )
+from napari_xhisto.metrics.report import truth_mask
 
 pytestmark = pytest.mark.viewer
 
@@ -86,6 +88,10 @@ def test_widget_auc_equals_metrics_and_rows_select(make_napari_viewer, tmp_path)
     expected = region_relevance(heat, regions, placement=PLACEMENT)
     assert [g["mean"] for g in result["regions"]] == pytest.approx([e.mean for e in expected])
     assert widget.region_table.rowCount() == 2
+    truth = truth_mask(regions, heat.shape, placement=PLACEMENT, classes=("tumour area",))
+    assert result["localization"]["tumour area"]["pxap"] == pytest.approx(pxap(heat, truth).pxap)
+    assert widget.loc_table.rowCount() == 3  # 50/75/90th percentiles
+    assert widget.loc_table.item(0, 1).text() == f"{pxap(heat, truth).pxap:.4g}"
 
     cmp = compare_region_relevance(heat, heat_b, regions, placement_a=PLACEMENT, placement_b=PLACEMENT)
     assert [r.mean for r in widget.comparison.b] == pytest.approx([r.mean for r in cmp.b])
@@ -110,6 +116,7 @@ def test_widget_auc_equals_metrics_and_rows_select(make_napari_viewer, tmp_path)
     text = widget.export_csv(tmp_path / "m.csv").read_text().splitlines()
     assert text[0].startswith("table,") and sum(line.startswith("region,") for line in text) == 2
     pngs = widget.save_plots(tmp_path / "plots")
+    assert len(pngs) == 3
     assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 

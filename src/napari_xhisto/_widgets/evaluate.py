@@ -227,6 +227,7 @@ class EvaluateWidget(QWidget):
         for w in (self.points_list, self.shapes_list):
             w.setMaximumHeight(90)
         self.positive_edit = QLineEdit("tumour")
+        self.localize_edit = QLineEdit("tumour area")
         self.radius_spin = self._spin(0.1, 1000, 8.0, " µm")
         self.tile_spin = self._spin(1, 100000, 256.0, " µm")
         self.mpp_spin = self._spin(0.01, 100, 0.5, " µm/px")
@@ -239,6 +240,7 @@ class EvaluateWidget(QWidget):
         for label, w in (("heatmap (A)", self.heatmap_box), ("cells (Points)", self.points_list),
                          ("regions (Shapes)", self.shapes_list),
                          ("positive classes", self.positive_edit), ("disc radius", self.radius_spin),
+                         ("localise region classes", self.localize_edit),
                          ("tile size", self.tile_spin), ("random runs", self.random_spin),
                          ("µm/px if no metadata", self.mpp_spin),
                          ("heatmap B (compare)", self.heatmap_b_box),
@@ -258,6 +260,9 @@ class EvaluateWidget(QWidget):
         self.auc_table = _table(["curve", "AUC", "positive", "negative", "excluded"])
         self.tile_table = _table(["tile row", "tile col", "AUC", "positive", "negative"])
         self.region_table = _table(["#", "class", "name", "pixels", "mean", "total", "mean +"])
+        self.loc_figure = Figure(figsize=(4, 3))
+        self.loc_table = _table(["class", "PxAP", "percentile", "threshold", "Dice", "IoU",
+                                 "Hausdorff (px)", "weak hits", "map area"])
         self.compare_table = _table(["#", "class", "mean A", "mean B", "B - A"])
         self.tile_table.cellClicked.connect(self.select_tile)
         self.region_table.cellClicked.connect(self.select_region)
@@ -275,6 +280,11 @@ class EvaluateWidget(QWidget):
             lay.addWidget(w)
         self.tabs.addTab(roc_tab, "ROC")
         self.tabs.addTab(self.region_table, "Regions")
+        loc_tab = QWidget()
+        lay = QVBoxLayout(loc_tab)
+        lay.addWidget(FigureCanvasQTAgg(self.loc_figure))
+        lay.addWidget(self.loc_table)
+        self.tabs.addTab(loc_tab, "Localisation")
         self.tabs.addTab(bias_tab, "Bias")
 
         main = QVBoxLayout(self)
@@ -407,7 +417,9 @@ class EvaluateWidget(QWidget):
                            "shapes": [lyr.name for lyr in shapes]},
                 "options": dict(placement=placement, mpp=mpp, cells=cells, regions=regions,
                                 radius_um=self.radius_spin.value(), positive=positive or ("tumour",),
-                                tile_um=self.tile_spin.value(), n_random=self.random_spin.value())}
+                                tile_um=self.tile_spin.value(), n_random=self.random_spin.value(),
+                                localize=[c.strip() for c in self.localize_edit.text().split(",")
+                                          if c.strip()])}
 
     def _show(self, job: dict, result: dict) -> dict:
         self.result, self._cells = result, job["cells"]
@@ -415,6 +427,7 @@ class EvaluateWidget(QWidget):
         self.result["layers"] = job["layers"]
         self._show_roc()
         self._show_regions()
+        self._show_localization()
         self._show_bias(job["values"], job["options"]["placement"], job["regions"], job["offset"])
         return self.result
 
@@ -440,6 +453,25 @@ class EvaluateWidget(QWidget):
         self._tile_rows = sorted(tiles, key=lambda t: (np.isnan(t["auc"]), t["auc"]))
         _fill(self.tile_table, [[t["tile_row"], t["tile_col"], t["auc"], t["n_positive"],
                                  t["n_negative"]] for t in self._tile_rows])
+
+    def _show_localization(self):
+        fig = self.loc_figure
+        fig.clear()
+        ax = fig.add_subplot(111)
+        rows = []
+        for name, loc in self.result.get("localization", {}).items():
+            curve = loc["curve"]
+            for key, style in (("iou", "-"), ("dice", "--"), ("precision", ":"), ("recall", "-.")):
+                ax.plot(curve["thresholds"], curve[key], style, label=f"{name}: {key}")
+            rows += [[name, loc["pxap"], q["percentile"], q["threshold"], q["dice"], q["iou"],
+                      q["hausdorff"], f"{q['weak_hits']}/{q['weak_n_true']}", q["map_fraction"]]
+                     for q in loc["at_percentiles"]]
+        ax.set(xlabel="threshold (min-max normalised map)", ylabel="score", xlim=(0, 1), ylim=(0, 1))
+        if rows:
+            ax.legend(fontsize=6)
+        fig.tight_layout()
+        fig.canvas.draw_idle()
+        _fill(self.loc_table, rows)
 
     def _show_regions(self):
         _fill(self.region_table, [[g["index"], g["cls"], g["name"] or "", g["n_pixels"], g["mean"],
@@ -568,9 +600,9 @@ class EvaluateWidget(QWidget):
     def save_plots(self, folder) -> list[Path]:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        paths = [folder / "roc.png", folder / "bias.png"]
-        self.roc_figure.savefig(paths[0], dpi=120)
-        self.bias_figure.savefig(paths[1], dpi=120)
+        paths = [folder / "roc.png", folder / "bias.png", folder / "localisation.png"]
+        for fig, path in zip((self.roc_figure, self.bias_figure, self.loc_figure), paths):
+            fig.savefig(path, dpi=120)
         return paths
 
     def _ask_json(self):
