@@ -88,8 +88,17 @@ def main(argv=None) -> int:
                "tifffile": tifffile.__version__,
                "note": "2 cores shared with other work; times are indicative"}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    # cases not run this time keep their last figures
+    kept = []
+    if RESULTS.exists():
+        ran = {(r["case"], r["step"], tuple(r["level0_canvas"])) for r in results}
+        kept = [r for r in json.loads(RESULTS.read_text()).get("results", [])
+                if (r["case"], r["step"], tuple(r["level0_canvas"])) not in ran]
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for r in results:
+        r["measured"] = stamp
     RESULTS.write_text(json.dumps({"benchmark": "export tile by tile", "machine": machine,
-                                   "results": results}, indent=1) + "\n")
+                                   "results": kept + results}, indent=1) + "\n")
     print(f"wrote {RESULTS}")
     return 0
 
