@@ -360,10 +360,13 @@ def per_tile_roc(scores, cells, *, tile_size: float, classes=None, positive=("tu
     tr = np.floor((rows - origin[0]) / tile_size).astype(np.int64)
     tc = np.floor((cols - origin[1]) / tile_size).astype(np.int64)
     out = []
-    keys = np.unique(np.stack([tr[keep], tc[keep]], axis=1), axis=0) if keep.any() else []
-    for a, b in keys:
-        m = keep & (tr == a) & (tc == b)
-        n_pos, n_neg = int(np.sum(m & is_pos)), int(np.sum(m & is_neg))
+    if not keep.any():
+        return out
+    keys, which = np.unique(np.stack([tr[keep], tc[keep]], axis=1), axis=0, return_inverse=True)
+    order = np.argsort(which.ravel(), kind="stable")
+    groups = np.split(np.flatnonzero(keep)[order], np.cumsum(np.bincount(which.ravel()))[:-1])
+    for (a, b), m in zip(keys, groups):
+        n_pos, n_neg = int(np.sum(is_pos[m])), int(np.sum(is_neg[m]))
         auc = _roc(s[m], is_pos[m])[3] if n_pos and n_neg else float("nan")
         out.append(TileRoc(int(a), int(b), origin[0] + a * tile_size, origin[1] + b * tile_size,
                            float(tile_size), auc, n_pos, n_neg))
