@@ -207,12 +207,18 @@ def test_a_new_widget_adopts_the_layers_of_a_closed_one(viewer_with_slide):
     first = make_widget(viewer_with_slide)
     first.add_points([[1.0, 2.0]], "tumour", ids=["kept"])
     first.close()
+    from napari.utils.key_bindings import coerce_keybinding
+
+    assert coerce_keybinding("3") not in first.cell_layers["tumour"].keymap  # keys released
     n_layers = len(viewer_with_slide.layers)
     second = make_widget(viewer_with_slide)
     assert len(viewer_with_slide.layers) == n_layers
     assert second.cell_layers["tumour"] is first.cell_layers["tumour"]
     second.add_points([[3.0, 4.0]], "tumour")
     assert second.counts()["tumour"] == 2
+    handler = viewer_with_slide.window._qt_viewer._key_map_handler
+    viewer_with_slide.layers.selection.active = second.cell_layers["tumour"]
+    assert handler.press_key("3") and second.active_class == "stroma"
     # the closed widget no longer listens: its list still shows the old count
     assert first.cell_list.item(0).text() == "1  tumour  (1)"
     assert second.cell_list.item(0).text() == "1  tumour  (2)"

@@ -63,13 +63,22 @@ def _hex(rgb) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb))
 
 
-def _disconnect_all(connections: list) -> None:
-    while connections:
-        emitter, callback = connections.pop()
+def _disconnect_all(undo: list) -> None:
+    """Run the undo steps of a widget's connections and key bindings, newest first."""
+    while undo:
+        step = undo.pop()
         try:
-            emitter.disconnect(callback)
-        except (RuntimeError, ValueError, TypeError):
+            step()
+        except (RuntimeError, ValueError, TypeError, KeyError):
             pass
+
+
+def _unbind_if(layer, key: str, handler) -> None:
+    """Unbind ``key`` from ``layer`` if it still runs ``handler`` (not a newer widget's)."""
+    from napari.utils.key_bindings import coerce_keybinding
+
+    if layer.keymap.get(coerce_keybinding(key)) is handler:
+        layer.bind_key(key, None)
 
 
 class AnnotateWidget(QWidget):
@@ -117,7 +126,7 @@ class AnnotateWidget(QWidget):
 
     def _connect(self, emitter, callback):
         emitter.connect(callback)
-        self._connections.append((emitter, callback))
+        self._connections.append(partial(emitter.disconnect, callback))
 
     def closeEvent(self, event):  # noqa: N802 (Qt name)
         """Save what is pending, then stop listening to the layers (they stay in the viewer)."""
@@ -339,6 +348,7 @@ class AnnotateWidget(QWidget):
                 handler = (lambda _layer, n=names[i]: self.activate_class(n)) if i < len(names) else None
                 if handler is not None:
                     layer.bind_key(str(i + 1), handler, overwrite=True)
+                    self._connections.append(partial(_unbind_if, layer, str(i + 1), handler))
 
     def activate_class(self, name: str):
         """Make ``name`` the class of new points: select its layer in add mode."""
