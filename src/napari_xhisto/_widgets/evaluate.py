@@ -307,7 +307,14 @@ class EvaluateWidget(QWidget):
 
     # -- layer choices --
     def refresh_layers(self, *_):
+        """Refill the layer choices; take µm/px from a slide layer's metadata when there is one."""
         from napari.layers import Image, Points, Shapes
+
+        for lyr in self.viewer.layers:
+            meta = lyr.metadata.get("xhisto", {}) if isinstance(lyr.metadata, dict) else {}
+            if meta.get("slide_path") and meta.get("mpp") and "placement" not in meta:
+                self.mpp_spin.setValue(float(meta["mpp"]))
+                break
 
         def names(kind, first=None):
             layers = [lyr for lyr in self.viewer.layers if isinstance(lyr, kind)]
