@@ -52,7 +52,7 @@ def nice_length(target: float) -> float:
 def provenance_title(provenance: dict) -> str:
     """One line naming model, method, target and normalisation (what a reader needs to trust it)."""
     parts = []
-    for key, label in (("model", "model"), ("method", "method"), ("target", "target"),
+    for key, label in (("model", "model"), ("method", "method"), ("target", "target"), ("class", "class"),
                        ("normalize", "normalisation"), ("normalisation", "normalisation")):
         value = provenance.get(key)
         if value not in (None, ""):
@@ -94,7 +94,7 @@ def _background(slide, region: Region, out_shape) -> np.ndarray:
 
 def render_snapshot(region: Region, source, *, mpp: float | None, slide=None, provenance: dict | None = None,
                     vmax: float | None = None, cmap: str = "bwr", alpha: float = 0.6, max_size: int = 1024,
-                    title: str | None = None, label: str = "relevance") -> SnapshotLayout:
+                    title: str | None = None, label: str | None = None) -> SnapshotLayout:
     """Draw a snapshot of ``region`` and return its PNG bytes with the layout.
 
     Parameters
@@ -113,6 +113,10 @@ def render_snapshot(region: Region, source, *, mpp: float | None, slide=None, pr
         Symmetric colour limit; default max |value| over the region.
     max_size : int
         Longest side of the picture in pixels (the region is shrunk to fit, never enlarged).
+    title : str, optional
+        Default: model, method, target and normalisation from the provenance.
+    label : str, optional
+        Legend label; default "probability" for probability maps, else "relevance".
     """
     # a bare Figure renders with Agg and never touches pyplot's global backend (napari uses Qt)
     from matplotlib.figure import Figure
@@ -127,6 +131,7 @@ def render_snapshot(region: Region, source, *, mpp: float | None, slide=None, pr
         vmax = float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1.0
     background = _background(slide, region, (oh, ow))
     title = title or provenance_title(prov)
+    label = label or ("probability" if prov.get("kind") == "probability" else "relevance")
 
     width, height = ow + _LEFT + _RIGHT, oh + _TOP + _BOTTOM
     dpi = 100
