@@ -75,3 +75,21 @@ def test_evaluate_errors_are_one_line(files, tmp_path, capsys):
                "4", "--out", str(tmp_path / "x.json"), "--positive", "mitosis"])
     err = capsys.readouterr().err
     assert rc == 1 and "mitosis" in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_compare_flags_sampling_bias(files, tmp_path):
+    heat_path, ann_path, heat, placement, cells, regions = files
+    nec = region_mask(regions[1], heat.shape, placement=placement)
+    clean = heat.copy()
+    clean[nec] = -0.5
+    biased = heat.copy()
+    biased[nec] = 0.7
+    a = write_heatmap(tmp_path / "a.ome.tif", clean.astype(np.float32), placement, mpp=0.5)
+    b = write_heatmap(tmp_path / "b.ome.tif", biased.astype(np.float32), placement, mpp=0.5)
+    out = tmp_path / "cmp.json"
+    assert main(["evaluate", "--heatmap", str(a), "--compare", str(b), "--regions", str(ann_path),
+                 "--radius-um", "4", "--out", str(out)]) == 0
+    cmp = json.loads(out.read_text())["comparison"]
+    assert cmp["per_class"]["necrosis"]["mean_A"] == pytest.approx(-0.5, abs=1e-6)
+    assert cmp["per_class"]["necrosis"]["mean_B"] == pytest.approx(0.7, abs=1e-6)
+    assert len(cmp["flags"]) == 1 and cmp["flags"][0].startswith("necrosis: model B")

@@ -32,6 +32,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--localize", action="append", default=None, metavar="CLASS",
                         help="region class the heatmap should localise (repeatable; default: "
                         "'tumour area')")
+    parser.add_argument("--compare", default=None, metavar="HEATMAP_B",
+                        help="a second heatmap (model B) of the same tissue: mean relevance per "
+                        "region on both, flagged where their signs disagree (sampling bias)")
     parser.add_argument("--csv", default=None,
                         help="also write one row per cell (id, row, col, class, score) here")
     parser.add_argument("--no-curves", action="store_true", help="leave full curves out of the JSON")
@@ -78,6 +81,18 @@ def run(args) -> int:
         raise XhistoError(str(exc)) from exc
     result["inputs"] = {"heatmap": str(args.heatmap), "cells": args.cells,
                         "regions": args.regions, "provenance": heat.provenance}
+    if args.compare:
+        if not regions:
+            raise XhistoError("--compare needs region annotations (--regions or regions in --cells)")
+        from ..metrics import compare_region_relevance
+
+        other = read_heatmap(args.compare)
+        cmp = compare_region_relevance(heat.values, other.values, regions,
+                                       placement_a=heat.placement, placement_b=other.placement,
+                                       label_a="A", label_b="B")
+        result["comparison"] = cmp.to_dict()
+        result["inputs"]["compare"] = str(args.compare)
+        result["inputs"]["provenance_b"] = other.provenance
     scores = result.get("cells", {}).pop("scores", None)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,5 +115,6 @@ def run(args) -> int:
         summary.append(f"{name}: PxAP {loc['pxap']:.3f}")
     if "regions" in result:
         summary.append(f"{len(result['regions'])} region(s) scored")
+    summary += result.get("comparison", {}).get("flags", [])
     print(f"{out}: " + "; ".join(summary))
     return 0
