@@ -189,7 +189,7 @@ def test_read_scaled_area_average(svs_path):
 
 
 def test_area_weights_rows_sum_to_one():
-    w = area_weights(0.3, 17.9, 20, 7).toarray()
+    w = area_weights(0.3, 17.9, 20, 7)
     np.testing.assert_allclose(w.sum(axis=1), 1.0)
     np.testing.assert_allclose(w[0, 0], 0.7 / (17.6 / 7))
 

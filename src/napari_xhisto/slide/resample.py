@@ -7,34 +7,61 @@ import math
 import numpy as np
 
 
-def area_weights(start: float, stop: float, n_in: int, n_out: int):
-    """Sparse (n_out, n_in) matrix averaging input pixels over output pixel footprints.
+def area_band(start: float, stop: float, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Banded weights averaging input pixels over output pixel footprints.
 
     Output pixel ``i`` covers input coordinates ``[start + i*f, start + (i+1)*f)`` with
-    ``f = (stop - start) / n_out``; its weight on input pixel ``k`` (covering ``[k, k+1)``) is
-    the overlap length divided by ``f``. Rows sum to 1 when the footprint lies inside the input.
-    When ``f < 1`` (enlarging) this is a box-filter upsampling.
+    ``f = (stop - start) / n_out``; its weight on input pixel ``k`` (covering ``[k, k+1)``) is the
+    overlap length divided by ``f``. When ``f < 1`` (enlarging) this is a box-filter upsampling.
 
-    Examples
-    --------
-    >>> area_weights(0, 4, 4, 2).toarray()
-    array([[0.5, 0.5, 0. , 0. ],
-           [0. , 0. , 0.5, 0.5]])
+    Returns
+    -------
+    index : numpy.ndarray
+        (n_out, span) int64 input pixel indices, clipped into ``[0, n_in)``.
+    weight : numpy.ndarray
+        (n_out, span) float32 weights (0 where an index was clipped); rows sum to 1 when the
+        footprint lies inside the input.
     """
-    from scipy import sparse  # imported here: opening a slide should not pay for scipy
-
     edges = start + (stop - start) * np.arange(n_out + 1) / n_out
     e0, e1 = edges[:-1, None], edges[1:, None]
     span = math.ceil((stop - start) / n_out) + 2
     k = np.floor(e0).astype(np.int64) + np.arange(span)[None, :]
     overlap = np.clip(np.minimum(k + 1, e1) - np.maximum(k, e0), 0, None) / (e1 - e0)
-    valid = (k >= 0) & (k < n_in) & (overlap > 0)
-    rows = np.broadcast_to(np.arange(n_out)[:, None], k.shape)[valid]
-    return sparse.csr_matrix((overlap[valid], (rows, k[valid])), shape=(n_out, n_in))
+    valid = (k >= 0) & (k < n_in)
+    return np.clip(k, 0, n_in - 1), np.where(valid, overlap, 0).astype(np.float32)
+
+
+def area_weights(start: float, stop: float, n_in: int, n_out: int) -> np.ndarray:
+    """The same weights as a dense (n_out, n_in) matrix (for checks and small sizes).
+
+    Examples
+    --------
+    >>> area_weights(0, 4, 4, 2)
+    array([[0.5, 0.5, 0. , 0. ],
+           [0. , 0. , 0.5, 0.5]], dtype=float32)
+    """
+    index, weight = area_band(start, stop, n_in, n_out)
+    dense = np.zeros((n_out, n_in), np.float32)
+    np.add.at(dense, (np.repeat(np.arange(n_out), index.shape[1]), index.ravel()), weight.ravel())
+    return dense
+
+
+def _block_mean(image: np.ndarray, fr: int, fc: int) -> np.ndarray:
+    # strided slices and in-place integer sums: reshape(...).sum(axis=(1, 3)) is ~10x slower
+    dtype = np.uint16 if fr * fc <= 257 else np.uint32
+    acc = image[0::fr].astype(dtype)
+    for i in range(1, fr):
+        acc += image[i::fr]
+    out = acc[:, 0::fc].copy()
+    for j in range(1, fc):
+        out += acc[:, j::fc]
+    out += (fr * fc) // 2
+    out //= fr * fc
+    return out.astype(np.uint8)
 
 
 def area_resize(image: np.ndarray, rows: tuple[float, float], cols: tuple[float, float],
-                out_shape: tuple[int, int], *, strip: int = 1024) -> np.ndarray:
+                out_shape: tuple[int, int]) -> np.ndarray:
     """Resample the window ``rows`` x ``cols`` (fractional pixel bounds) of ``image`` to ``out_shape``.
 
     Parameters
@@ -45,8 +72,6 @@ def area_resize(image: np.ndarray, rows: tuple[float, float], cols: tuple[float,
         ``(start, stop)`` of the window in pixel coordinates of ``image``.
     out_shape : tuple of int
         (out_height, out_width).
-    strip : int
-        Columns processed at a time (bounds the float32 working memory).
 
     Returns
     -------
@@ -54,16 +79,18 @@ def area_resize(image: np.ndarray, rows: tuple[float, float], cols: tuple[float,
         (out_height, out_width, C) uint8, rounded to nearest.
     """
     oh, ow = out_shape
-    h, w, c = image.shape
-    if (oh, ow) == (h, w) and rows == (0, h) and cols == (0, w):
+    h, w, _ = image.shape
+    whole = rows == (0, h) and cols == (0, w)
+    if whole and (oh, ow) == (h, w):
         return image
-    wr = area_weights(rows[0], rows[1], h, oh)
-    wc = area_weights(cols[0], cols[1], w, ow).T.tocsr()  # (w, ow)
-    tmp = np.empty((oh, w, c), np.float32)
-    for s in range(0, w, strip):
-        part = image[:, s:s + strip].reshape(h, -1).astype(np.float32)
-        tmp[:, s:s + strip] = (wr @ part).reshape(oh, -1, c)
-    out = np.empty((oh, ow, c), np.float32)
-    for ch in range(c):
-        out[:, :, ch] = tmp[:, :, ch] @ wc
+    if whole and h % oh == 0 and w % ow == 0:
+        return _block_mean(image, h // oh, w // ow)
+    ri, rw = area_band(rows[0], rows[1], h, oh)
+    ci, cw = area_band(cols[0], cols[1], w, ow)
+    tmp = rw[:, 0, None, None] * image[ri[:, 0]]
+    for k in range(1, ri.shape[1]):
+        tmp += rw[:, k, None, None] * image[ri[:, k]]
+    out = cw[None, :, 0, None] * tmp[:, ci[:, 0]]
+    for k in range(1, ci.shape[1]):
+        out += cw[None, :, k, None] * tmp[:, ci[:, k]]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
