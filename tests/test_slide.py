@@ -277,3 +277,18 @@ def test_write_aperio_helper_levels_detected(tmp_path):
     base = textured_image(700, 900, seed=1)
     path = write_aperio_svs(tmp_path / "two.svs", [base, nearest_resize(base, (350, 450))])
     assert openslide.OpenSlide(str(path)).level_count == 2
+
+
+def test_concurrent_reads_from_many_threads_equal_serial_reads(svs_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(11)
+    windows = [(int(rng.integers(-100, 1900)), int(rng.integers(-100, 2500)),
+                int(rng.integers(50, 600)), int(rng.integers(50, 600)), int(rng.integers(0, 3)))
+               for _ in range(24)]
+    with open_slide(svs_path, cache=TileCache(2 * 2**20)) as slide:  # small: forces evictions
+        with ThreadPoolExecutor(6) as pool:
+            parallel = list(pool.map(lambda w: slide.read_region(*w[:4], level=w[4]), windows))
+        slide.cache.clear()
+        for window, got in zip(windows, parallel):
+            np.testing.assert_array_equal(got, slide.read_region(*window[:4], level=window[4]))
