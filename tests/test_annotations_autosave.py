@@ -147,3 +147,27 @@ def test_autosave_in_qupath_coordinates_for_bounded_slides(tmp_path):
     feature = json.loads(store.path.read_text())["features"][0]
     assert feature["geometry"]["coordinates"] == [1.0 - 300, 500.0 - 100]
     assert load_latest(tmp_path / "b.mrxs", origin=origin).cells.rows.tolist() == [500.0]
+
+
+def test_concurrent_saves_never_leave_an_older_snapshot(tmp_path, monkeypatch):
+    import threading
+
+    from napari_xhisto.annotations import autosave
+
+    store = AutosaveStore(tmp_path / "c.svs")
+    release = threading.Event()
+    real_text = autosave.geojson_text
+
+    def slow_for_the_first(annotations, **kwargs):
+        if annotations.cells.rows[0] == 1.0:
+            release.wait(5)  # the older snapshot is formatted slowly
+        return real_text(annotations, **kwargs)
+
+    monkeypatch.setattr(autosave, "geojson_text", slow_for_the_first)
+    older = threading.Thread(target=store.save, args=(_set(1),))
+    older.start()
+    time.sleep(0.05)
+    store.save(_set(2))  # newer snapshot, written first
+    release.set()
+    older.join()
+    assert load_latest(tmp_path / "c.svs").cells.rows.tolist() == [2.0]

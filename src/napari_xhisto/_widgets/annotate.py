@@ -73,6 +73,10 @@ def _disconnect_all(undo: list) -> None:
             pass
 
 
+def _raise(error: BaseException):
+    raise error
+
+
 def _unbind_if(layer, key: str, handler) -> None:
     """Unbind ``key`` from ``layer`` if it still runs ``handler`` (not a newer widget's)."""
     from napari.utils.key_bindings import coerce_keybinding
@@ -112,7 +116,8 @@ class AnnotateWidget(QWidget):
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(int(autosave_delay_ms))
-        self._timer.timeout.connect(self.save_now)
+        self._timer.timeout.connect(lambda: self.save_now(background=True))
+        self._workers: set = set()
         self._build_ui()
         for name in cell_classes:
             self.add_cell_class(name)
@@ -602,12 +607,30 @@ class AnnotateWidget(QWidget):
         if self.store is not None:
             self._timer.start()
 
-    def save_now(self) -> Path | None:
-        """Autosave immediately (the timer calls this after the quiet time)."""
+    def save_now(self, *, background: bool = False) -> Path | None:
+        """Autosave immediately; the timer saves in the background after the quiet time.
+
+        The layers are read here (GUI thread); with ``background`` the file is written in a
+        worker thread (saves are serialised by the store), so a 100k-cell save does not stall
+        the viewer. Returns the path when saved in the foreground.
+        """
         self._timer.stop()
         if self.store is None:
             return None
-        return self._guard(self.store.save, self.annotation_set())
+        snapshot = self._guard(self.annotation_set)
+        if snapshot is None:
+            return None
+        if not background:
+            return self._guard(self.store.save, snapshot)
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(self.store.save, snapshot)
+        worker.errored.connect(lambda err: self._guard(_raise, err))
+        worker.returned.connect(lambda path: self.status.setText(f"autosaved to {path}"))
+        worker.finished.connect(lambda: self._workers.discard(worker))
+        self._workers.add(worker)
+        worker.start()
+        return None
 
     def _on_layer_inserted(self, event):
         info = event.value.metadata.get("xhisto") if hasattr(event.value, "metadata") else None

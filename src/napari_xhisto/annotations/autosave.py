@@ -9,6 +9,7 @@ complete. Callers debounce (the widget saves a second after the last change).
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 from ..errors import AnnotationError
@@ -54,6 +55,11 @@ class AutosaveStore:
         self.path = autosave_path(slide_path, folder=folder)
         self.keep = max(int(keep), 1)
         self.origin = (float(origin[0]), float(origin[1]))
+        # one save at a time (a viewer saves from worker threads), and never an older snapshot
+        # over a newer one: saves are numbered when called, written only if still the newest
+        self._lock = threading.Lock()
+        self._issued = 0
+        self._written = 0
         if self.path.parent.is_dir():
             remove_stale_temporaries(self.path.parent, self.path.name)
 
@@ -62,7 +68,18 @@ class AutosaveStore:
 
     def save(self, annotations: AnnotationSet) -> Path:
         """Write ``annotations`` to :attr:`path`, keeping the previous version as a backup."""
+        with self._lock:
+            self._issued += 1
+            number = self._issued
         text = geojson_text(annotations, origin=self.origin)
+        with self._lock:
+            if number < self._written:  # a newer snapshot landed while this one was formatted
+                return self.path
+            path = self._replace(text)
+            self._written = number
+            return path
+
+    def _replace(self, text: str) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             if not self._is_ours(self.path):  # someone else's file under our name: never rotate it away
