@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["cells", "regions", "localization", "bias", "calibration", "report"]
+MODULES = ["cells", "regions", "localization", "bias", "calibration", "report", "sanity"]
 
 
 @pytest.mark.parametrize("name", MODULES)

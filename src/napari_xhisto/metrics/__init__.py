@@ -5,6 +5,7 @@
 - `localization`: PxAP, confusion over thresholds, Dice/IoU, Hausdorff, weak localisation, area.
 - `bias`: centre-bias profile, class mean heatmaps, hotspot (artefact) scan.
 - `calibration`: ECE, MCE, reliability bins, temperature scaling.
+- `sanity`: map similarity for the weight-randomisation check (Spearman, SSIM, top overlap).
 - `report`: everything for one heatmap at once (what ``xhisto evaluate`` and the widget run).
 """
 
@@ -44,6 +45,7 @@ from .regions import (
     region_relevance,
 )
 from .report import evaluate_heatmap, iter_evaluate_heatmap
+from .sanity import map_similarity, randomization_flag
 
 __all__ = [
     "THRESHOLDS", "CentreBiasProfile", "Hotspot", "PxapResult", "RegionComparison",
@@ -53,5 +55,6 @@ __all__ = [
     "expected_calibration_error", "find_hotspot", "fit_temperature", "hausdorff_distance",
     "localization_at_percentiles", "maximum_calibration_error", "minmax_normalize", "per_tile_roc",
     "pxap", "region_mask", "region_relevance", "reliability_bins", "weak_localization",
-    "window_enrichment", "evaluate_heatmap", "iter_evaluate_heatmap",
+    "window_enrichment", "evaluate_heatmap", "iter_evaluate_heatmap", "map_similarity",
+    "randomization_flag",
 ]
