@@ -155,6 +155,10 @@ QUPATH_STYLE = {
             [[0, 0], [4, 0], [4, 2], [0, 2], [0, 0]]]},
          "properties": {"objectType": "cell",
                         "classification": {"name": "Plasma cell", "color": [1, 2, 3]}}},
+        # derived class written as a list of names
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [9, 9]},
+         "properties": {"objectType": "detection",
+                        "classification": {"names": ["Tumor", "Positive"], "color": [9, 9, 9]}}},
         # unclassified point
         {"type": "Feature", "geometry": {"type": "Point", "coordinates": [7, 8]},
          "properties": {"objectType": "detection"}},
@@ -171,10 +175,10 @@ def test_qupath_style_file_imports_every_variant(tmp_path):
     path.write_text(text)
     got = read_annotations(path)
     cells = got.cells
-    assert cells.cols.tolist() == [10, 11.5, 1, 3, 5, 2, 7]
-    assert cells.rows.tolist() == [20, 21.5, 2, 4, 6, 1, 8]
+    assert cells.cols.tolist() == [10, 11.5, 1, 3, 5, 2, 9, 7]
+    assert cells.rows.tolist() == [20, 21.5, 2, 4, 6, 1, 9, 8]
     assert cells.classes.tolist() == ["tumour", "lymphocyte", "lymphocyte", "lymphocyte",
-                                      "lymphocyte", "Plasma cell", "unclassified"]
+                                      "lymphocyte", "Plasma cell", "Tumor: Positive", "unclassified"]
     ids = cells.ids.tolist()
     assert ids[0] == "a1" and ids[2:5] == ["mp:0", "mp:1", "mp:2"] and len(set(ids)) == len(ids)
     assert [(r.cls, r.id, r.name) for r in got.regions] == [
@@ -188,7 +192,7 @@ def test_qupath_style_file_imports_every_variant(tmp_path):
     assert got.colors["Plasma cell"] == (1, 2, 3)
     assert got.colors["tumour area"] == (255, 0, 0)
     # a bare array of features (QuPath "export as array") reads the same
-    assert len(geojson_to_annotations(QUPATH_STYLE["features"]).cells) == 7
+    assert len(geojson_to_annotations(QUPATH_STYLE["features"]).cells) == 8
 
 
 def test_class_name_mapping():

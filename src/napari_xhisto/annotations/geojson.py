@@ -59,6 +59,9 @@ def _classification(properties: dict, index: int) -> tuple[str | None, tuple | N
         return value, None
     if isinstance(value, dict):
         name = value.get("name")
+        names = value.get("names")  # QuPath derived classes: {"names": ["Tumor", "Positive"]}
+        if name is None and isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            name = ": ".join(names)
         if not isinstance(name, str) or not name.strip():
             _fail(index, f"classification needs a non-empty 'name' string, got {name!r}")
         color = value.get("color", value.get("colorRGB"))
