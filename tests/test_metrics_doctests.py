@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["cells", "regions", "localization", "bias", "calibration", "report", "sanity"]
+MODULES = ["cells", "regions", "localization", "bias", "calibration", "report", "sanity", "meta"]
 
 
 @pytest.mark.parametrize("name", MODULES)

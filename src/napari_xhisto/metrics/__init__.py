@@ -5,6 +5,7 @@
 - `localization`: PxAP, confusion over thresholds, Dice/IoU, Hausdorff, weak localisation, area.
 - `bias`: centre-bias profile, class mean heatmaps, hotspot (artefact) scan.
 - `calibration`: ECE, MCE, reliability bins, temperature scaling.
+- `meta`: mean maps per class and confidence bin, explanation clusters and their purity.
 - `sanity`: map similarity for the weight-randomisation check (Spearman, SSIM, top overlap).
 - `report`: everything for one heatmap at once (what ``xhisto evaluate`` and the widget run).
 """
@@ -37,6 +38,7 @@ from .localization import (
     pxap,
     weak_localization,
 )
+from .meta import cluster_purity, explanation_clusters, mean_maps_by_confidence
 from .regions import (
     RegionComparison,
     RegionRelevance,
@@ -56,5 +58,5 @@ __all__ = [
     "localization_at_percentiles", "maximum_calibration_error", "minmax_normalize", "per_tile_roc",
     "pxap", "region_mask", "region_relevance", "reliability_bins", "weak_localization",
     "window_enrichment", "evaluate_heatmap", "iter_evaluate_heatmap", "map_similarity",
-    "randomization_flag",
+    "randomization_flag", "cluster_purity", "explanation_clusters", "mean_maps_by_confidence",
 ]
