@@ -9,8 +9,6 @@ pixels. High similarity means the method shows the input (edges, stain), not the
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
-from skimage.metrics import structural_similarity
 
 from ._common import as_map
 
@@ -50,6 +48,9 @@ def map_similarity(map_a, map_b, *, top_fraction: float = 0.1) -> dict:
     >>> round(s["spearman"], 6), round(s["ssim"], 6), s["top_overlap"]
     (1.0, 1.0, 1.0)
     """
+    from scipy.stats import pearsonr, spearmanr  # slow to import; only needed here
+    from skimage.metrics import structural_similarity
+
     a, b = as_map(map_a, name="map_a"), as_map(map_b, name="map_b")
     if a.shape != b.shape:
         raise ValueError(f"maps differ in shape: {a.shape} vs {b.shape}")
