@@ -45,6 +45,11 @@ def get_reader(path):
     path = _single_path(path)
     if path is None:
         return None
+    if path.lower().endswith((".tif", ".tiff")) and Path(path).is_file():
+        from .export.layer_reader import is_heatmap_file
+
+        if is_heatmap_file(path):  # our heatmap / probability files open as heatmap layers
+            return read_heatmap
     if slide_suffix(path) in VENDOR_SUFFIXES and Path(path).is_file():
         return read_slide
     return read_slide if looks_like_slide(path) else None
@@ -54,6 +59,14 @@ def read_slide(path) -> list[tuple]:
     """napari reader function: layer data for one slide (or each slide in a list)."""
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
     return [layer for p in paths for layer in slide_layer_data(p)]
+
+
+def read_heatmap(path) -> list[tuple]:
+    """napari reader function: a heatmap file written by napari-xhisto, placed on its slide."""
+    from .export.layer_reader import heatmap_file_layer_data
+
+    paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    return [layer for p in paths for layer in heatmap_file_layer_data(p)]
 
 
 def slide_layer_data(path, *, mpp: float | None = None, data: str = "tiles") -> list[tuple]:
@@ -104,11 +117,15 @@ def slide_layer_data(path, *, mpp: float | None = None, data: str = "tiles") -> 
     if not known:
         xhisto["scale_note"] = ("µm per pixel unknown (no metadata): layer scale is 1 and units "
                                 "are pixels; reopen with an mpp override to measure in µm")
+    # a colour-mapped overlay of a region (written by export.rgb) records its offset on the slide
+    from .export.layer_reader import overlay_translate
+
     kwargs = {
         "name": Path(slide.path).name,
         "rgb": True,
         "multiscale": True,
         "scale": (step, step),
+        "translate": overlay_translate(slide.properties, step),
         "units": (unit, unit),
         "contrast_limits": (0, 255),
         "metadata": {"xhisto": xhisto, "xhisto_slide": slide},
