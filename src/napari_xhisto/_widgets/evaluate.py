@@ -510,18 +510,22 @@ class EvaluateWidget(QWidget):
             ax.legend(fontsize=7)
             flags += [f for f in [self.profile.flag()] if f]
             for k, (name, entry) in enumerate(self.class_means.items()):
-                spot = self.hotspots[name] = find_hotspot(entry["mean"], label=name)
                 ax = fig.add_subplot(1, n, k + 2)
                 m = float(np.nanmax(np.abs(entry["mean"]))) or 1.0
                 ax.imshow(entry["mean"], cmap="bwr", vmin=-m, vmax=m)
-                ax.add_patch(Rectangle((spot.col - 0.5, spot.row - 0.5), spot.size, spot.size,
-                                       fill=False, ec="k"))
                 ax.set_title(f"{name} ({entry['count']})", fontsize=8)
                 ax.set_axis_off()
+                try:
+                    spot = self.hotspots[name] = find_hotspot(entry["mean"], label=name)
+                except ValueError:  # an all-zero mean map has no hotspot
+                    continue
+                ax.add_patch(Rectangle((spot.col - 0.5, spot.row - 0.5), spot.size, spot.size,
+                                       fill=False, ec="k"))
                 flags += [f for f in [spot.flag()] if f]
             self.result["bias"] = {
                 "patch_size": size, "centre_bias": self.profile.to_dict(),
-                "classes": {k: {"count": v["count"], "hotspot": self.hotspots[k].to_dict()}
+                "classes": {k: {"count": v["count"],
+                                "hotspot": self.hotspots[k].to_dict() if k in self.hotspots else None}
                             for k, v in self.class_means.items()}}
         fig.tight_layout()
         fig.canvas.draw_idle()
@@ -532,6 +536,9 @@ class EvaluateWidget(QWidget):
             rows = np.concatenate([r.exterior[:, 0] for r in regions])
             cols = np.concatenate([r.exterior[:, 1] for r in regions])
             values_b, placement_b = crop_to(data_b, placement_b, rows, cols, margin=0)
+            meta_b = layer_b.metadata.get("xhisto", {}) if isinstance(layer_b.metadata, dict) else {}
+            if meta_b.get("canvas"):
+                values_b = mask_uncovered(values_b, placement_b, meta_b.get("pastes"))
             self.comparison = compare_region_relevance(
                 values, values_b, regions, placement_a=placement, placement_b=placement_b,
                 label_a=self.heatmap_box.currentText(), label_b=layer_b.name)
