@@ -85,8 +85,17 @@ def run(args) -> int:
     if out.suffix != ".json":
         out = out.with_suffix(".json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = run_to_end(train_model(config_from_args(args), out=out),
-                        on_progress=text_progress("train"))
+    bar = text_progress("train")
+    last = [-1]
+
+    def progress(done, total):  # a bar on a terminal, else a line every 10%
+        bar(done, total)
+        tenth = 10 * done // max(total, 1)
+        if not sys.stderr.isatty() and tenth > last[0]:
+            last[0] = tenth
+            print(f"train: step {done}/{total}", file=sys.stderr, flush=True)
+
+    result = run_to_end(train_model(config_from_args(args), out=out), on_progress=progress)
     json.dump({"spec": str(out), "weights": str(out.with_suffix(".safetensors")),
                "metrics": result.metrics, "history": result.history}, sys.stdout, indent=2)
     sys.stdout.write("\n")
