@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+import scipy.fft as sfft
+from scipy.spatial import cKDTree
 
 TISSUE_CODES = {0: "background", 1: "stroma", 2: "tumour", 3: "necrosis", 4: "vessel",
                 5: "artefact"}
@@ -127,7 +128,15 @@ def _interp_matrix(coords: np.ndarray, step: float, n: int):
 
 
 def _smooth_noise(rng, shape, sigma_nodes):
-    f = gaussian_filter(rng.standard_normal(shape), sigma_nodes, mode="reflect")
+    """Unit-variance Gaussian-filtered noise; filtered in the Fourier domain (cost independent
+    of sigma) on a grid padded by 3 sigma, so opposite edges stay independent."""
+    pad = int(min(3 * sigma_nodes, 2 * max(shape)))
+    big = (shape[0] + pad, shape[1] + pad)
+    fr = np.fft.fftfreq(big[0])[:, None]
+    fc = np.fft.rfftfreq(big[1])[None, :]
+    gain = np.exp(-2 * np.pi ** 2 * sigma_nodes ** 2 * (fr ** 2 + fc ** 2))
+    white = rng.standard_normal(big).astype(np.float32)
+    f = sfft.irfft2(sfft.rfft2(white) * gain, s=big)[: shape[0], : shape[1]]
     return (f - f.mean()) / (f.std() + 1e-12)
 
 
@@ -185,12 +194,14 @@ def make_layout(height: int, width: int, *, seed: int, mpp: float, kind: str = "
 
     tum = _smooth_noise(rng, shape, sig(tumour_sigma))
     tum = _as_distance(tum - np.quantile(tum[inside], tumour_q), step)
+    # an irregular, infiltrative tumour front rather than a smooth curve
+    tum = (tum + (25 * um) * _smooth_noise(rng, shape, sig(40.0))).astype(np.float32)
     nest = _smooth_noise(rng, shape, sig(28.0))
     in_tum = inside & (tum > 0)
     ref = nest[in_tum] if in_tum.any() else nest.ravel()
     nest = _as_distance(nest - np.quantile(ref, 0.35), step)
     # Nests fade out beyond the tumour-area border instead of being cut along it.
-    nest = (nest - 2.0 * np.maximum(-tum, 0)).astype(np.float32)
+    nest = (nest - 4.0 * np.maximum(-tum, 0)).astype(np.float32)
     nec = _smooth_noise(rng, shape, sig(70.0))
     deep = inside & (tum > 45 * um)
     ref = nec[deep] if deep.sum() > 10 else nec[inside]
@@ -231,12 +242,20 @@ def _place_vessels(lay: Layout, rng) -> np.ndarray:
     fill = rng.uniform(0, 1, k) ** 2
     ang = rng.uniform(0, np.pi, k)
     v = np.stack([rows[ok], cols[ok], a[ok], b[ok], ang, wall, fill], axis=1)
-    # Drop vessels overlapping a previous one (keep the first).
-    keep = []
-    for i in range(len(v)):
-        if all(np.hypot(v[i, 0] - v[j, 0], v[i, 1] - v[j, 1]) > v[i, 2] + v[j, 2] + 4 * um
-               for j in keep):
-            keep.append(i)
+    # Drop vessels overlapping an earlier one (greedy, in order).
+    if len(v) < 2:
+        return v
+    pairs = cKDTree(v[:, :2]).query_pairs(2 * v[:, 2].max() + 4 * um, output_type="ndarray")
+    d = np.hypot(*(v[pairs[:, 0], :2] - v[pairs[:, 1], :2]).T)
+    pairs = pairs[d <= v[pairs[:, 0], 2] + v[pairs[:, 1], 2] + 4 * um]
+    pairs = np.sort(pairs, axis=1)
+    earlier: dict = {}
+    for i, j in pairs:
+        earlier.setdefault(int(j), []).append(int(i))
+    keep = np.ones(len(v), bool)
+    for j in range(len(v)):
+        if any(keep[i] for i in earlier.get(j, ())):
+            keep[j] = False
     return v[keep]
 
 

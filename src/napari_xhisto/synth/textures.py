@@ -70,11 +70,11 @@ class TextureBank:
             rr, cc = np.mgrid[0:PERIOD, 0:PERIOD].astype(np.float32)
             fib = map_coordinates(fib, [rr + dr, cc + dc], order=1, mode="grid-wrap")
             t[f"fibre{k}"] = (fib / fib.std()).astype(np.float32)
-        self._tex = t
         self._max_abs = {k: float(np.abs(v).max()) for k, v in t.items()}
         # Store each texture padded by wrap, so any window is a plain slice (no copy).
-        self._padded = {k: np.pad(v, ((0, MAX_WINDOW), (0, MAX_WINDOW)), mode="wrap")
-                        for k, v in t.items()}
+        self._padded = {}
+        for k in list(t):
+            self._padded[k] = np.pad(t.pop(k), ((0, MAX_WINDOW), (0, MAX_WINDOW)), mode="wrap")
 
     def window(self, name: str, r0: int, c0: int, h: int, w: int) -> np.ndarray:
         """Texture values on level-0 pixels ``[r0, r0+h) x [c0, c0+w)`` (a view; do not modify)."""
@@ -91,4 +91,4 @@ class TextureBank:
         """Texture values at integer pixel positions (floor of the given coordinates)."""
         r = np.floor(rows).astype(np.int64) % PERIOD
         c = np.floor(cols).astype(np.int64) % PERIOD
-        return self._tex[name][r, c]
+        return self._padded[name][r, c]

@@ -20,6 +20,7 @@ FORMATS = ("svs", "ome-tiff")
 LEVEL_FACTOR = 4
 SMALLEST_LEVEL = 768     # pyramid levels are added until the coarsest side is below this
 THUMBNAIL_SIDE = 1024
+TILE_BUFFER_BYTES = 24 * 2**20
 
 
 def _format_for(path: Path, fmt: str | None) -> str:
@@ -118,7 +119,10 @@ def iter_write_slide(path, *, size=20000, seed: int = 0, format: str | None = No
     gt = []
     mag = 10.0 / mpp
     opts = dict(photometric="rgb", compression="jpeg", compressionargs={"level": int(quality)},
-                tile=(tile, tile), metadata=None, maxworkers=max(1, int(workers)))
+                tile=(tile, tile), metadata=None, maxworkers=max(1, int(workers)),
+                # tifffile gathers `buffersize` bytes of tiles before compressing them in
+                # parallel (default 512 MB): keep that small so memory stays bounded
+                buffersize=TILE_BUFFER_BYTES)
     aperio = f"Aperio Image Library v12.0.15\r\n{w}x{h}"
     suffix = f"|AppMag = {mag:g}|MPP = {mpp:.4f}"
 
