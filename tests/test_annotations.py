@@ -245,7 +245,7 @@ def test_unsupported_geometry_can_be_skipped_and_bad_json_is_located(tmp_path):
     assert len(geojson_to_annotations(obj, skip_unsupported=True).regions) == 1
     path = tmp_path / "bad.geojson"
     path.write_text('{"type": "FeatureCollection",\n "features": [}')
-    with pytest.raises(AnnotationError, match=r"bad.geojson is not valid JSON \(line 2"):
+    with pytest.raises(AnnotationError, match=r"bad.geojson: not valid JSON \(line 2"):
         read_annotations(path)
     with pytest.raises(AnnotationError, match="unknown annotation format"):
         read_annotations(tmp_path / "a.txt")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AnnotationError
-from .geojson_write import WRITER_TAG, annotations_to_geojson, geojson_text
+from .geojson_write import OUR_HEAD, WRITER_TAG, annotations_to_geojson, geojson_text
 from .model import AnnotationSet, CellPoints, RegionShape, canonical_class, color_for_class
 
 __all__ = ["WRITER_TAG", "annotations_to_geojson", "geojson_text", "geojson_to_annotations",
@@ -151,7 +151,8 @@ class _Classifier:
         return result
 
 
-def geojson_to_annotations(obj, *, origin=(0.0, 0.0), skip_unsupported: bool = False) -> AnnotationSet:
+def geojson_to_annotations(obj, *, origin=(0.0, 0.0), skip_unsupported: bool = False,
+                           first_index: int = 0) -> AnnotationSet:
     """Read a parsed GeoJSON object (QuPath layout or plain) into an AnnotationSet.
 
     Parameters
@@ -163,6 +164,8 @@ def geojson_to_annotations(obj, *, origin=(0.0, 0.0), skip_unsupported: bool = F
     skip_unsupported : bool
         Skip geometries that are neither points nor polygons (lines, collections) instead of
         raising.
+    first_index : int
+        Index of the first feature in messages (when ``obj`` is the tail of a file).
 
     Raises
     ------
@@ -178,7 +181,7 @@ def geojson_to_annotations(obj, *, origin=(0.0, 0.0), skip_unsupported: bool = F
     classify = _Classifier()
     cell_class_of: dict = {}
     fast: dict = {}  # (name, *color) of a classification object already seen -> cell class
-    for index, feature in enumerate(_features_of(obj)):
+    for index, feature in enumerate(_features_of(obj), start=first_index):
         # fast path: a Point whose classification object was validated on an earlier feature
         if type(feature) is dict:
             geometry = feature.get("geometry")
@@ -329,14 +332,21 @@ def read_geojson(path, *, origin=(0.0, 0.0), skip_unsupported: bool = False) -> 
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as fh:
-            obj = json.load(fh)
-    except json.JSONDecodeError as err:
-        raise AnnotationError(
-            f"{path.name} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
-        ) from None
+            text = fh.read()
     except UnicodeDecodeError:
         raise AnnotationError(f"{path.name} is not UTF-8 text; is it really GeoJSON?") from None
     try:
+        if text.startswith(OUR_HEAD):  # our own layout: cells parsed in bulk
+            from .geojson_fast import read_our_layout
+
+            fast = read_our_layout(text, origin=origin, skip_unsupported=skip_unsupported)
+            if fast is not None:
+                return fast
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise AnnotationError(
+                f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
         return geojson_to_annotations(obj, origin=origin, skip_unsupported=skip_unsupported)
     except AnnotationError as err:
         raise AnnotationError(f"{path.name}: {err}") from None

@@ -17,6 +17,8 @@ from .model import AnnotationSet, CellPoints
 
 # a foreign member (allowed by RFC 7946, ignored by QuPath) that marks files we wrote
 WRITER_TAG = "napari-xhisto"
+# the first line of every file geojson_text writes; one feature per line follows
+OUR_HEAD = '{"type":"FeatureCollection","xhisto":{"writer":"' + WRITER_TAG + '"},"features":['
 
 
 def _ring_xy(ring_rc: np.ndarray, origin: tuple[float, float]) -> list[list[float]]:
@@ -130,7 +132,7 @@ def geojson_text(annotations: AnnotationSet, *, origin=(0.0, 0.0)) -> str:
         for f in region_features
     )
     return (
-        '{"type":"FeatureCollection","xhisto":{"writer":"' + WRITER_TAG + '"},"features":[\n'
+        OUR_HEAD + "\n"
         + ",\n".join(lines)
         + "\n]}\n"
     )
