@@ -140,3 +140,12 @@ def test_per_tile_roc_matches_sklearn_per_tile():
         assert t.auc == pytest.approx(roc_auc_score(tum[m], scores[m]))
         assert t.n_positive == tum[m].sum()
         assert (t.auc > 0.7) == (t.tile_col == 0)
+
+
+def test_float32_heatmap_long_rows_keeps_precision():
+    rng = np.random.default_rng(8)
+    heat = rng.random((40, 30000)).astype(np.float32)
+    pts = np.array([[20.0, 29990.0], [5.0, 15000.0]])
+    rr, cc = np.mgrid[:40, :30000]
+    expected = [heat.astype(np.float64)[(rr - r) ** 2 + (cc - c) ** 2 <= 16].mean() for r, c in pts]
+    np.testing.assert_allclose(cell_scores(heat, pts, radius_um=4, mpp=1), expected, rtol=1e-12)

@@ -81,7 +81,11 @@ def cell_scores(heatmap, cells, *, radius_um: float, mpp: float, placement=None,
     >>> cell_scores(heat, np.array([[3.0, 3.0], [8.0, 8.0], [30.0, 3.0]]), radius_um=0.5, mpp=0.5)
     array([ 1.,  0., nan])
     """
-    h = as_map(heatmap)
+    h = np.asarray(heatmap)
+    if h.dtype.kind != "f":  # float32 maps stay as they are (no full-size float64 copy)
+        h = as_map(h)
+    elif h.ndim != 2 or h.size == 0:
+        as_map(h)  # raises the shape error
     p = as_placement(placement)
     if not np.isfinite(radius_um) or radius_um < 0:
         raise ValueError(f"radius_um must be a finite number >= 0, got {radius_um}")
@@ -104,13 +108,9 @@ def cell_scores(heatmap, cells, *, radius_um: float, mpp: float, placement=None,
 
     offsets, half = disc_half_widths(radius_um / mpp / p.step_row, radius_um / mpp / p.step_col)
     reach = int(offsets[-1])
-    valid = np.isfinite(h)
-    values = np.where(valid, np.maximum(h, 0.0) if rectify else h, 0.0)
-
     idx = np.flatnonzero(ok)
     idx = idx[np.lexsort((cj[idx], ci[idx]))]  # row-major order keeps the gathers local
     sorted_rows = ci[idx]
-    has_nan = not valid.all()
     block_rows = max(int(block_rows), 1)
     for b0 in range(0, H, block_rows):
         lo, hi = np.searchsorted(sorted_rows, [b0, b0 + block_rows])
@@ -118,8 +118,11 @@ def cell_scores(heatmap, cells, *, radius_um: float, mpp: float, placement=None,
             continue
         sel = idx[lo:hi]
         top, bottom = max(b0 - reach, 0), min(b0 + block_rows + reach, H)
-        csum = _row_cumsum(values[top:bottom])
-        ccount = _row_cumsum(valid[top:bottom]) if has_nan else None
+        block = h[top:bottom]
+        valid = np.isfinite(block)
+        has_nan = not valid.all()
+        csum = _row_cumsum(np.where(valid, np.maximum(block, 0.0) if rectify else block, 0.0))
+        ccount = _row_cumsum(valid) if has_nan else None
         r0, c0 = ci[sel], cj[sel]
         total = np.zeros(sel.size)
         count = np.zeros(sel.size)
@@ -142,7 +145,7 @@ def cell_scores(heatmap, cells, *, radius_um: float, mpp: float, placement=None,
 def _row_cumsum(block: np.ndarray) -> np.ndarray:
     """Flat (rows * (W + 1)) per-row cumulative sums with a leading zero column."""
     out = np.zeros((block.shape[0], block.shape[1] + 1))
-    np.cumsum(block, axis=1, out=out[:, 1:])
+    np.cumsum(block, axis=1, dtype=np.float64, out=out[:, 1:])
     return out.ravel()
 
 
