@@ -123,10 +123,17 @@ def test_import_merges_creates_unknown_classes_and_keeps_holes(viewer_with_slide
     assert "fibrin" in widget.region_layers and widget.colors["Ganglion"] == (9, 9, 9)
     tumour_ids = widget.cell_layers["tumour"].features["id"].tolist()
     assert tumour_ids[0] == "mine" and len(set(tumour_ids)) == 2  # clashing id renewed
+    widget.import_file(path)  # the same file again: every id stays unique, across layers too
+    all_ids = [i for layer in widget.cell_layers.values() for i in layer.features["id"]]
+    assert len(all_ids) == 5 and len(set(all_ids)) == 5
+    first = widget.annotation_set().cells.ids.tolist()
+    assert widget.annotation_set().cells.ids.tolist() == first  # ids stable between exports
     out = read_annotations(widget.export_file(tmp_path / "out.geojson"))
-    (fibrin,) = [r for r in out.regions if r.cls == "fibrin"]
-    np.testing.assert_allclose(fibrin.exterior, ring, atol=1e-9)
-    np.testing.assert_allclose(fibrin.holes[0], hole, atol=1e-9)
+    fibrins = [r for r in out.regions if r.cls == "fibrin"]
+    assert len(fibrins) == 2 and fibrins[0].id == "R1" and fibrins[1].id != "R1"
+    for fibrin in fibrins:  # both copies keep their hole
+        np.testing.assert_allclose(fibrin.exterior, ring, atol=1e-9)
+        np.testing.assert_allclose(fibrin.holes[0], hole, atol=1e-9)
     g = out.cells.classes == "Ganglion"
     np.testing.assert_allclose([out.cells.rows[g][0], out.cells.cols[g][0]], [8.0, 10.0])
 

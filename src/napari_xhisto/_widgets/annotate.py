@@ -8,6 +8,7 @@ overlay the slide layer, whose scale is its µm/px; level-0 pixels come back thr
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -502,15 +503,18 @@ class AnnotateWidget(QWidget):
         for name, rgb in annotations.colors.items():
             self.colors.setdefault(name, tuple(rgb))
         cells = annotations.cells.with_ids() if len(annotations.cells) else annotations.cells
+        taken = {i for layer in self.cell_layers.values() for i in layer.features["id"]}
         for name in dict.fromkeys(cells.classes.tolist()):
             mask = cells.classes == name
             world = np.stack([cells.rows[mask], cells.cols[mask]], axis=1) * mpp + translate
-            layer = self.add_cell_class(name)
-            taken = set(layer.features["id"])
+            # an id already shown (a merge of the same file twice) gets a fresh one
             ids = [i if i not in taken else None for i in cells.ids[mask]]
             self.add_points(world, name, ids=ids)
+        taken = {i for layer in self.region_layers.values() for i in layer.features["id"]}
         for name in dict.fromkeys(r.cls for r in annotations.regions):
-            regions = [r for r in annotations.regions if r.cls == name]
+            # a region id already shown gets a fresh one (before its holes are filed under it)
+            regions = [r if r.id not in taken else replace(r, id=None)
+                       for r in annotations.regions if r.cls == name]
             data, _, features, holes = regions_to_shapes_data(regions, mpp)
             layer = self.add_region_class(name)
             self._updating = True
@@ -555,8 +559,9 @@ class AnnotateWidget(QWidget):
             box = QMessageBox(QMessageBox.Question, "Import annotations",
                               "The annotation layers are not empty.", parent=self)
             merge = box.addButton("Merge", QMessageBox.AcceptRole)
-            replace = box.addButton("Replace (current kept in autosave backups)",
-                                    QMessageBox.DestructiveRole)
+            replace = box.addButton(
+                "Replace (current kept in the autosave backups)" if self.store is not None
+                else "Replace (current annotations are discarded)", QMessageBox.DestructiveRole)
             box.addButton(QMessageBox.Cancel)
             box.exec_()
             if box.clickedButton() not in (merge, replace):
