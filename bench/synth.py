@@ -18,6 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# cpu_seconds (user + system of the writer process, imports included) does not depend on what
+# else runs on the machine; cpu_seconds / 2 is the wall time to expect on 2 idle cores when
+# both are kept busy.
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
@@ -34,12 +37,14 @@ try:
 except StopIteration as stop:
     slide, geojson = stop.value
 total = time.perf_counter() - t1
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+ru = resource.getrusage(resource.RUSAGE_SELF)
+rss = ru.ru_maxrss * 1024
+cpu = ru.ru_utime + ru.ru_stime
 level0 = marks[0][1] if marks else None
 pyramid = marks[-2][1] - level0 if len(marks) >= 2 else None
 print(json.dumps({"seconds": total, "seconds_level0": level0, "seconds_pyramid": pyramid,
                   "seconds_ground_truth": total - marks[-2][1] if gt and len(marks) >= 2 else 0.0,
-                  "seconds_import": t_import, "peak_rss_bytes": rss,
+                  "seconds_import": t_import, "peak_rss_bytes": rss, "cpu_seconds": cpu,
                   "slide_bytes": Path(slide).stat().st_size,
                   "geojson_bytes": Path(geojson).stat().st_size if geojson else 0}))
 """
@@ -91,7 +96,8 @@ def main(argv=None) -> int:
             r["megapixels_per_second"] = r["megapixels"] / r["seconds"]
             r["peak_rss_mb"] = r["peak_rss_bytes"] / 2**20
             runs.append(r)
-            print(f"{size} x {size}: {r['seconds']:.1f} s (level 0 {r['seconds_level0']:.1f} s, "
+            r["cpu_seconds_per_core_2"] = r["cpu_seconds"] / 2
+            print(f"{size} x {size}: {r['seconds']:.1f} s, CPU {r['cpu_seconds']:.0f} s (level 0 {r['seconds_level0']:.1f} s, "
                   f"pyramid {r['seconds_pyramid']:.1f} s, ground truth "
                   f"{r['seconds_ground_truth']:.1f} s), peak RSS {r['peak_rss_mb']:.0f} MB")
             for f in Path(tmp).iterdir():

@@ -123,3 +123,13 @@ def test_napari_sample_opens_slide_cells_and_regions(make_napari_viewer, tmp_pat
     assert points.data.max() <= 1536 * 0.5 and points.data.min() >= 0
     assert len(shapes.data) == len(gt.regions)
     assert set(shapes.features["class"]) >= {"tumour area", "artefact"}
+
+
+def test_ground_truth_file_sits_beside_the_slide():
+    from pathlib import Path
+
+    from napari_xhisto.synth.writer import ground_truth_path
+
+    assert ground_truth_path("d/s.ome.tif") == Path("d/s.geojson")
+    assert ground_truth_path("d/s.OME.TIFF") == Path("d/s.geojson")
+    assert ground_truth_path("d/case.v2.svs") == Path("d/case.v2.geojson")

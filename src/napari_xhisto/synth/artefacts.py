@@ -60,7 +60,8 @@ def place_artefacts(lay: Layout, rng) -> list[dict]:
     return arts
 
 
-def _bbox(art) -> tuple[float, float, float, float]:
+def artefact_bbox(art) -> tuple[float, float, float, float]:
+    """(row min, row max, col min, col max) of the artefact's polygon."""
     ring = artefact_ring(art)
     return ring[:, 0].min(), ring[:, 0].max(), ring[:, 1].min(), ring[:, 1].max()
 
@@ -98,7 +99,7 @@ def _line_distance(line, rr, cc, reach=np.inf):
 
 def apply_artefact(art, world, h_od, e_od, codes, extra, R0, C0, H, W) -> None:
     """Modify a render window's optical densities (and codes) where ``art`` falls."""
-    r_min, r_max, c_min, c_max = _bbox(art)
+    r_min, r_max, c_min, c_max = artefact_bbox(art)
     pad = 8
     a, b = max(int(r_min) - pad - R0, 0), min(int(r_max) + pad - R0, H)
     c, d = max(int(c_min) - pad - C0, 0), min(int(c_max) + pad - C0, W)

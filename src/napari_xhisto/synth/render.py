@@ -97,11 +97,13 @@ class SynthWorld:
 
     def _render_block(self, r0, c0, h, w, want_codes=True):
         # The rendered window starts on the global SMOOTH grid (smooth fields are computed on
-        # SMOOTH x SMOOTH cells, which must not depend on who asks) and has a margin >= MARGIN.
-        R0 = (r0 - MARGIN) // SMOOTH * SMOOTH
-        C0 = (c0 - MARGIN) // SMOOTH * SMOOTH
-        H = -(-(r0 + h + MARGIN - R0) // SMOOTH) * SMOOTH
-        W = -(-(c0 + w + MARGIN - C0) // SMOOTH) * SMOOTH
+        # SMOOTH x SMOOTH cells, which must not depend on who asks) and has a margin >= MARGIN
+        # where a neighbourhood operation (the out-of-focus artefact) reaches the block.
+        m = MARGIN if self._needs_margin(r0, c0, h, w) else 0
+        R0 = (r0 - m) // SMOOTH * SMOOTH
+        C0 = (c0 - m) // SMOOTH * SMOOTH
+        H = -(-(r0 + h + m - R0) // SMOOTH) * SMOOTH
+        W = -(-(c0 + w + m - C0) // SMOOTH) * SMOOTH
         mr, mc = r0 - R0, c0 - C0
         assert H <= MAX_WINDOW and W <= MAX_WINDOW
         lay, tex, um = self.layout, self.tex, 1.0 / self.mpp
@@ -152,6 +154,17 @@ class SynthWorld:
         e_od += np.float32(0.006) * tex.window("grain", R0, C0, H, W)
         rgb = od_to_rgb(h_od, e_od, self.stain, extra=extra)
         return rgb[mr:mr + h, mc:mc + w], (None if codes is None else codes[mr:mr + h, mc:mc + w])
+
+    def _needs_margin(self, r0, c0, h, w) -> bool:
+        from .artefacts import artefact_bbox
+
+        for art in self.layout.artefacts:
+            if art["kind"] == "blur":
+                a, b, c, d = artefact_bbox(art)
+                if (b + 2 * MARGIN > r0 and a - 2 * MARGIN < r0 + h and d + 2 * MARGIN > c0
+                        and c - 2 * MARGIN < c0 + w):
+                    return True
+        return False
 
     def _collagen(self, R0, C0, H, W):
         """Eosin of collagen: oriented fibre textures blended by the local fibre direction.

@@ -32,6 +32,17 @@ def _format_for(path: Path, fmt: str | None) -> str:
     return fmt
 
 
+def ground_truth_path(slide_path) -> Path:
+    """``<stem>.geojson`` beside the slide (``a.svs`` -> ``a.geojson``, ``a.ome.tif`` ->
+    ``a.geojson``)."""
+    path = Path(slide_path)
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(suffix):
+            return path.with_name(name[: -len(suffix)] + ".geojson")
+    return path.with_suffix(".geojson")
+
+
 def _downsample(rows: np.ndarray, f: int) -> np.ndarray:
     """Area average by ``f`` x ``f`` (edges padded by replication)."""
     h, w = rows.shape[:2]
@@ -195,7 +206,7 @@ def iter_write_slide(path, *, size=20000, seed: int = 0, format: str | None = No
 
     geojson = None
     if ground_truth:
-        geojson = path.with_name(path.name.split(".")[0] + ".geojson")
+        geojson = ground_truth_path(path)
         _write_ground_truth(world, geojson, gt)
     done += 1
     yield done, total
