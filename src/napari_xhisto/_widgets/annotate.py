@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from qtpy.QtGui import QColor
+from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QCheckBox,
     QColorDialog,
@@ -72,6 +72,13 @@ def _disconnect_all(undo: list) -> None:
             step()
         except (RuntimeError, ValueError, TypeError, KeyError):
             pass
+
+
+def _swatch(rgb) -> QIcon:
+    """A small square of the class colour (text stays readable on any theme)."""
+    pixmap = QPixmap(14, 14)
+    pixmap.fill(QColor(_hex(rgb)))
+    return QIcon(pixmap)
 
 
 def _raise(error: BaseException):
@@ -146,6 +153,7 @@ class AnnotateWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("Cells (keys 1-9 switch class while placing points)"))
         self.cell_list = QListWidget()
+        self.cell_list.setMaximumHeight(160)
         self.cell_list.currentRowChanged.connect(self._on_cell_row)
         layout.addWidget(self.cell_list)
         grid = QGridLayout()
@@ -168,6 +176,7 @@ class AnnotateWidget(QWidget):
         layout.addLayout(grid)
         layout.addWidget(QLabel("Regions (polygon, rectangle, ellipse)"))
         self.region_list = QListWidget()
+        self.region_list.setMaximumHeight(130)
         self.region_list.currentRowChanged.connect(self._on_region_row)
         layout.addWidget(self.region_list)
         files = QGridLayout()
@@ -186,6 +195,7 @@ class AnnotateWidget(QWidget):
         files.addWidget(folder, 1, 1)
         layout.addLayout(files)
         layout.addWidget(self.status)
+        layout.addStretch(1)
 
     def _guard(self, func, *args, **kwargs):
         try:
@@ -234,7 +244,7 @@ class AnnotateWidget(QWidget):
                 for i, (name, layer) in enumerate(layers.items()):
                     key = f"{i + 1}  " if widget is self.cell_list and i < 9 else ""
                     widget.addItem(f"{key}{name}  ({len(layer.data)})")
-                    widget.item(i).setForeground(QColor(_hex(self.colors[name])))
+                    widget.item(i).setIcon(_swatch(self.colors[name]))
                 widget.setCurrentRow(row)
             current = self.target_class.currentText()
             self.target_class.clear()
