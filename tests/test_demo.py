@@ -1,13 +1,16 @@
 """The demo pipeline end to end (small slide), and the demo viewer with its docked widgets."""
 
+import contextlib
+import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from napari_xhisto import cli
 from napari_xhisto.annotations import read_annotations
-from napari_xhisto.demo import fresh_dir, pick_region, run_demo
+from napari_xhisto.demo import fresh_dir, pick_region
 from napari_xhisto.export import read_heatmap
 from napari_xhisto.slide import open_slide
 
@@ -26,10 +29,34 @@ def test_fresh_dir_never_reuses_a_folder_with_content(tmp_path):
     assert (first / "result.json").read_text() == "{}"
 
 
-def test_headless_demo_writes_outputs_that_read_back(tmp_path, small_cache):
-    result = run_demo(tmp_path / "demo", size=2048, seed=3, region_size=512,
-                      methods=("lrp-epsilon-plus", "grad-cam"))
-    files = result.files
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """One headless demo through the CLI on a small slide; the printed file list, parsed."""
+    tmp = tmp_path_factory.mktemp("demo")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XHISTO_CACHE_DIR", str(tmp / "cache"))
+    mp.setattr("napari_xhisto.demo.DEMO_SIZE", 2048)
+    mp.setattr("napari_xhisto.demo.DEMO_METHODS", ("lrp-epsilon-plus", "gradcam"))
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            assert cli.main(["demo", "--headless", "--out", str(tmp / "out")]) == 0
+    finally:
+        mp.undo()
+    files, figures = {}, {}
+    for line in buf.getvalue().splitlines()[1:]:
+        name, _, value = line.strip().rpartition("  ")
+        name = name.strip()
+        if value.endswith((".svs", ".geojson", ".tif", ".png", ".json", ".html")):
+            files[name] = Path(value)
+        else:
+            figures[name] = float(value)
+    assert buf.getvalue().startswith("demo outputs written to")
+    return files, figures
+
+
+def test_headless_demo_writes_outputs_that_read_back(demo_run):
+    files, figures = demo_run
     with open_slide(files["slide"]) as slide:
         mpp = slide.mpp
         assert slide.dimensions == (2048, 2048)
@@ -39,23 +66,18 @@ def test_headless_demo_writes_outputs_that_read_back(tmp_path, small_cache):
     heat = read_heatmap(files["heatmap lrp-epsilon-plus"])
     assert heat.mpp == pytest.approx(mpp)
     assert heat.provenance["method"] == "lrp-epsilon-plus"
-    # the heatmap lies inside the region the demo picked on a tumour edge
+    # the heatmap lies on the 1024 px region the demo picked on a tumour edge
     truth = read_annotations(files["ground truth"])
-    region = pick_region(truth, size=512, slide_shape=(2048, 2048))
+    region = pick_region(truth, size=1024, slide_shape=(2048, 2048))
     assert heat.placement.origin_row == pytest.approx(region.level0_row, abs=heat.placement.step_row)
+    assert heat.placement.origin_col == pytest.approx(region.level0_col, abs=heat.placement.step_col)
     metrics = json.loads(files["metrics"].read_text())
-    assert set(metrics) == {"lrp-epsilon-plus", "grad-cam"}
-    assert 0.0 <= result.figures["cell AUC lrp-epsilon-plus"] <= 1.0
+    assert set(metrics) == {"lrp-epsilon-plus", "gradcam"}
+    assert metrics["lrp-epsilon-plus"]["roc"]["auc"] == pytest.approx(figures["cell AUC lrp-epsilon-plus"], abs=1e-3)
     html = files["report"].read_text()
     assert html.count("data:image/png;base64,") >= 2
-    assert files["snapshot grad-cam"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_cli_demo_headless(tmp_path, small_cache, monkeypatch, capsys):
-    monkeypatch.setattr("napari_xhisto.demo.DEMO_SIZE", 2048)
-    assert cli.main(["demo", "--headless", "--out", str(tmp_path / "o")]) == 0
-    out = capsys.readouterr().out
-    assert "demo outputs written to" in out and "report" in out
+    assert files["snapshot gradcam"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert read_annotations(files["contours"]).regions
 
 
 @pytest.mark.viewer

@@ -19,7 +19,7 @@ from .progress import run_to_end
 
 DEMO_SIZE = 6144
 DEMO_SEED = 7
-DEMO_METHODS = ("lrp-epsilon-plus", "grad-cam", "probability-map")
+DEMO_METHODS = ("lrp-epsilon-plus", "gradcam", "probability")
 
 
 @dataclass
@@ -60,7 +60,8 @@ def pick_region(truth, *, size: int, slide_shape: tuple[int, int]) -> Region:
     return Region(r0, c0, min(size, h), min(size, w))
 
 
-def run_demo(out_dir, *, size: int = DEMO_SIZE, seed: int = DEMO_SEED, region_size: int = 1024, methods=DEMO_METHODS,
+def run_demo(out_dir, *, size: int | None = None, seed: int = DEMO_SEED, region_size: int = 1024,
+             methods=None,
              radius_um: float = 6.0, on_progress=None) -> DemoResult:
     """Run the whole headless pipeline; returns the files written and headline figures.
 
@@ -78,6 +79,8 @@ def run_demo(out_dir, *, size: int = DEMO_SIZE, seed: int = DEMO_SEED, region_si
     from .models import load_model, predict_region
     from .slide import open_slide
 
+    size = DEMO_SIZE if size is None else size
+    methods = tuple(DEMO_METHODS if methods is None else methods)
     out = fresh_dir(out_dir)
     result = DemoResult(out_dir=out)
     say = on_progress or (lambda msg: None)
@@ -112,7 +115,7 @@ def run_demo(out_dir, *, size: int = DEMO_SIZE, seed: int = DEMO_SEED, region_si
                                        cells=truth.cells, regions=truth.regions,
                                        radius_um=radius_um, positive=(positive,), curves=True)
             metrics_by_method[method] = metrics
-            auc = metrics.get("cells", {}).get("auc")
+            auc = (metrics.get("roc") or {}).get("auc")
             if auc is not None:
                 result.figures[f"cell AUC {method}"] = float(auc)
             tiles = ArrayTiles(heat.values, heat.placement, mpp=mpp, provenance=heat.provenance)
