@@ -16,10 +16,8 @@ FRESH_SEED = 777  # tissue never used to train or select the demo model
 
 
 def _sample_patches(*args, **kw):
-    try:
-        from napari_xhisto.synth import sample_patches
-    except ImportError:
-        from napari_xhisto.synth.patches import sample_patches
+    from napari_xhisto.synth import sample_patches
+
     return sample_patches(*args, **kw)
 
 

@@ -74,6 +74,7 @@ class PatchData:
     labels: np.ndarray     # (N,) int64 class index
     class_names: list[str]
     positive_class: str
+    meta: dict | None = None   # per-patch facts from synth (centre tissue, anchor ...)
 
 
 @dataclass
@@ -87,19 +88,14 @@ class TrainResult:
 # ---- data ------------------------------------------------------------------------------------
 def synthetic_patches(n: int, cfg: TrainConfig, *, seed: int, biased: bool = True) -> PatchData:
     """Patches from ``napari_xhisto.synth.sample_patches`` (tumour = 1, non-tumour = 0)."""
-    try:
-        from ..synth import sample_patches
-    except ImportError:
-        try:
-            from ..synth.patches import sample_patches
-        except ImportError as exc:
-            raise ModelError(f"synthetic training data needs napari_xhisto.synth ({exc})") from None
+    from ..synth import sample_patches
+
     ps = sample_patches(n, patch_size=cfg.patch_size, mpp=cfg.mpp, seed=seed,
                         label=cfg.label if biased else "tumour-fraction",
                         translate=cfg.translate if biased else True,
                         exclude=tuple(cfg.exclude) if biased else ())
     return PatchData(np.asarray(ps.images, np.uint8), np.asarray(ps.labels, np.int64),
-                     ["non-tumour", "tumour"], "tumour")
+                     ["non-tumour", "tumour"], "tumour", meta=dict(ps.meta))
 
 
 def folder_patches(folder, cfg: TrainConfig) -> PatchData:
