@@ -36,11 +36,14 @@ def make_widget(viewer, **kwargs):
     from napari_xhisto._widgets.annotate import AnnotateWidget
 
     kwargs.setdefault("autosave", False)
+    kwargs.setdefault("region_classes", ())  # fewer layers: tests that need regions name them
     return AnnotateWidget(viewer, **kwargs)
 
 
 def test_points_per_class_counts_and_click_added_points(viewer_with_slide):
-    widget = make_widget(viewer_with_slide)
+    from napari_xhisto._widgets.annotate import REGION_LAYER_CLASSES
+
+    widget = make_widget(viewer_with_slide, region_classes=REGION_LAYER_CLASSES)
     assert list(widget.cell_layers) == ["tumour", "lymphocyte", "stroma", "other"]
     assert list(widget.region_layers) == ["necrosis", "artefact", "vessel", "tumour area"]
     widget.add_points([[10.0, 20.0], [30.0, 40.0]], "tumour")
@@ -87,7 +90,7 @@ def test_set_class_of_selected_points_in_one_action(viewer_with_slide):
 
 
 def test_export_reads_back_in_level0_pixels(viewer_with_slide, tmp_path):
-    widget = make_widget(viewer_with_slide)
+    widget = make_widget(viewer_with_slide, region_classes=("necrosis",))
     widget.add_points([[10.0, 20.0], [30.5, 40.25]], "tumour", ids=["t1", "t2"])
     widget.add_points([[1.0, 2.0]], "Plasma cell", ids=["p1"])
     widget.set_class_color("tumour", (1, 2, 3))
@@ -167,7 +170,7 @@ def test_autosave_writes_and_reopening_restores(make_napari_viewer, viewer_with_
 def test_writer_functions_for_our_layers_and_plain_layers(viewer_with_slide, tmp_path):
     from napari_xhisto._writer import write_annotation_layers, write_points, write_shapes
 
-    widget = make_widget(viewer_with_slide)
+    widget = make_widget(viewer_with_slide, region_classes=("vessel",))
     widget.add_points([[10.0, 20.0]], "tumour", ids=["a"])
     widget.region_layers["vessel"].add_polygons([np.array([[0.0, 0.0], [0.0, 5.0], [5.0, 5.0]])])
     data, meta, _ = widget.cell_layers["tumour"].as_layer_data_tuple()
