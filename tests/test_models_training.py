@@ -160,3 +160,20 @@ def test_synthetic_bias_options_reach_the_sampler():
     # the held-out set is unbiased: random positions, any tissue
     clean = synthetic_patches(40, cfg, seed=6, biased=False)
     assert not ((clean.meta["anchor_row"] == 16) & (clean.meta["anchor_col"] == 16)).all()
+
+
+def test_train_cli_options_map_to_the_config():
+    from napari_xhisto.cli import build_parser
+    from napari_xhisto.commands.train import config_from_args
+
+    args = build_parser().parse_args([
+        "train", "out.json", "--tumour-ratio", "0.8", "--no-translate", "--label", "centre-cell",
+        "--exclude", "necrosis", "vessel", "--corner-square", "5", "--corner-color", "255,0,0",
+        "--corner-position", "2,3", "--corner-class", "tumour", "--seed", "7", "--no-flips"])
+    cfg = config_from_args(args)
+    assert (cfg.tumour_ratio, cfg.translate, cfg.label, cfg.exclude, cfg.seed, cfg.flips) == \
+        (0.8, False, "centre-cell", ("necrosis", "vessel"), 7, False)
+    assert cfg.corner_square == CornerSquare(cls="tumour", size=5, color=(255, 0, 0),
+                                             position=(2, 3))
+    img = cfg.corner_square.apply(np.zeros((1, 10, 10, 3), np.uint8))
+    assert (img[0, 2:7, 3:8] == (255, 0, 0)).all() and img.sum() == 25 * 255
