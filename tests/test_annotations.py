@@ -320,6 +320,8 @@ def test_foreign_file_is_backed_up_ours_is_replaced(tmp_path):
     write_annotations(csv_path, AnnotationSet(make_set(n=3).cells, [], {}))
     assert (tmp_path / "c.csv.bak").read_text() == "x,y,class\n1,2,theirs\n"
     assert (tmp_path / "c.csv.2.bak").exists()  # CSV carries no mark: every overwrite keeps one
+    write_annotations(csv_path, AnnotationSet(make_set(n=3).cells, [], {}))
+    assert not (tmp_path / "c.csv.3.bak").exists()  # unless the content is the same
 
 
 def test_merge_keeps_everything_and_ids_unique():

@@ -74,8 +74,9 @@ def write_annotations(path, annotations: AnnotationSet, *, origin=(0.0, 0.0),
     else:
         text = geojson_text(annotations, origin=origin)
     if path.exists() and not _is_ours(path):
-        keep_backup_as = free_backup_path(path)
-        keep_backup_as.write_bytes(path.read_bytes())
+        previous = path.read_bytes()
+        if previous != text.encode("utf-8"):  # the same content again needs no backup
+            free_backup_path(path).write_bytes(previous)
     return atomic_write(path, text)
 
 
