@@ -52,6 +52,15 @@ def test_spec_round_trip(tmp_path):
     assert back.weights_path() == tmp_path / "w.safetensors"
 
 
+def test_spec_reads_yaml(tmp_path):
+    (tmp_path / "m.yaml").write_text("architecture: resnet18\nclass_names: [benign, tumor]\n"
+                                     "patch_size: 224\nmpp: 0.5\nweights: m.safetensors\n")
+    spec = ModelSpec.from_file(tmp_path / "m.yaml")
+    assert (spec.architecture, spec.positive_class, spec.patch_size, spec.mpp) == \
+        ("resnet18", "tumor", 224, 0.5)
+    assert spec.weights_path() == tmp_path / "m.safetensors"
+
+
 def test_spec_rejects_bad_fields(tmp_path):
     with pytest.raises(ModelError, match="positive_class 'x'"):
         _spec(positive_class="x")

@@ -219,7 +219,7 @@ class ModelSpec:
 
     @classmethod
     def from_file(cls, path) -> ModelSpec:
-        """Read our JSON spec or a WSInfer ``config.json``.
+        """Read our JSON (or YAML) spec or a WSInfer ``config.json``.
 
         A weights file given directly (``.safetensors``/``.pt``) finds its spec beside it
         (same stem ``.json``, or ``config.json``).
@@ -237,9 +237,14 @@ class ModelSpec:
         if not path.exists():
             raise ModelError(f"model spec {path} does not exist")
         try:
-            d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelError(f"model spec {path.name} is not valid JSON: {exc}") from None
+            if path.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+
+                d = yaml.safe_load(path.read_text())
+            else:
+                d = json.loads(path.read_text())
+        except Exception as exc:  # JSON/YAML syntax, encoding
+            raise ModelError(f"model spec {path.name} cannot be parsed: {exc}") from None
         if not isinstance(d, dict):
             raise ModelError(f"model spec {path.name} must hold a JSON object")
         return cls.from_dict(d, source=path.resolve())
