@@ -30,7 +30,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "viewer.json"
 MPP = 0.5
 SLIDE_SIZE = 4096
 REGION_PX = 1024
-METHOD = "lrp-epsilon-plus"
+METHOD = os.environ.get("XHISTO_BENCH_METHOD", "lrp-epsilon-plus")
 
 
 def ensure_display() -> None:
@@ -55,10 +55,16 @@ def machine() -> dict:
             "gpu": torch.cuda.get_device_name(0) if dev == "cuda" else None}
 
 
-def make_slide(folder: Path, size: int = SLIDE_SIZE) -> Path:
-    from napari_xhisto.synth import write_slide
+MODEL = os.environ.get("XHISTO_BENCH_MODEL", "demo")  # a spec path to time another model
 
-    slide_path, _ = write_slide(folder / "bench.svs", size=(size, size), seed=7, format="svs", mpp=MPP)
+
+def make_slide(folder: Path, size: int = SLIDE_SIZE) -> Path:
+    try:
+        from napari_xhisto.synth import write_slide
+    except ImportError:
+        from napari_xhisto.synth.writer import write_slide
+    slide_path, _ = write_slide(folder / "bench.svs", size=(size, size), seed=7, format="svs",
+                                mpp=MPP, ground_truth=False)
     return Path(slide_path)
 
 
@@ -75,6 +81,8 @@ def open_viewer(slide_path: Path):
     layer = viewer.add_image(data, **kwargs)
     widget = ExplainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Explain")
+    if MODEL != "demo":
+        widget._load_spec(MODEL)
     widget.method_combo.setCurrentText(METHOD)
     widget.canvas_check.setChecked(False)
     widget.size_spin.setValue(REGION_PX * MPP)
@@ -96,14 +104,31 @@ def click(viewer, world) -> None:
 
 
 def pump_until(cond, timeout: float = 600.0) -> None:
-    from qtpy.QtWidgets import QApplication
+    """Run the Qt event loop (as napari does) until ``cond()`` is true."""
+    from qtpy.QtCore import QEventLoop, QTimer
 
+    loop, check = QEventLoop(), QTimer()
     t0 = time.perf_counter()
-    while not cond():
-        QApplication.processEvents()
-        time.sleep(0.002)
-        if time.perf_counter() - t0 > timeout:
-            raise TimeoutError("benchmark step timed out")
+    timed_out = []
+
+    def poll():
+        if cond():
+            loop.quit()
+        elif time.perf_counter() - t0 > timeout:
+            timed_out.append(True)
+            loop.quit()
+
+    check.timeout.connect(poll)
+    check.start(10)
+    loop.exec_()
+    check.stop()
+    if timed_out:
+        raise TimeoutError("benchmark step timed out")
+
+
+def pump_for(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    pump_until(lambda: time.perf_counter() >= end)
 
 
 def timed_click(viewer, layer, widget, row: int, col: int) -> dict:
@@ -137,7 +162,7 @@ def direct_seconds(slide_path: Path, row: int, col: int) -> float:
     from napari_xhisto.progress import run_to_end
     from napari_xhisto.slide import open_slide
 
-    model = load_model("demo")
+    model = load_model(MODEL)
     with open_slide(slide_path) as slide:
         region = region_centred_at(row + 0.5, col + 0.5, REGION_PX, REGION_PX,
                                    slide_shape=slide.dimensions, snap=model.spec.mpp / MPP)
@@ -177,6 +202,7 @@ def main() -> None:
         "direct_explain_region_s": [round(d, 3) for d in direct],
         "viewer_overhead_s": round(float(np.median([r["click_to_drawn_s"] for r in warm])
                                          - np.median(direct)), 3),
+        "model": MODEL,
         "machine": machine(),
     }
     write_section("click_latency", result)

@@ -9,6 +9,8 @@ start.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import threading
 from pathlib import Path
 
@@ -110,6 +112,42 @@ class ParamForm(QWidget):
         return out
 
 
+def _import_heavy_modules() -> None:
+    """Import what the explainers load lazily (torchvision, zennit), in the GUI thread.
+
+    torchvision imports ``torch._dynamo``, which imports triton; loading triton's bundled LLVM
+    after the OpenGL driver's (Mesa llvmpipe, as under Xvfb) crashes the whole process with a
+    segmentation fault. We never use ``torch.compile``, so triton is kept out of the napari
+    process unless it is already loaded or ``XHISTO_ALLOW_TRITON=1``.
+    """
+    if "triton" not in sys.modules and os.environ.get("XHISTO_ALLOW_TRITON") != "1":
+        sys.modules["triton"] = None  # import triton -> ImportError: torch treats it as absent
+    import torchvision  # noqa: F401
+    import zennit.torchvision  # noqa: F401
+
+
+def _release_thread_caches() -> None:
+    """Drop the LRP model copies cached in this (worker) thread's ``threading.local``.
+
+    A napari worker runs in a Qt pool thread whose Python thread state is deleted when the job
+    ends; torch modules still held by its thread-locals then crashed the process (segmentation
+    fault in ``tstate_delete_common``). Freed here, while the thread state is alive.
+    """
+    import napari_xhisto.explain.lrp as lrp
+
+    release = getattr(lrp, "release_thread_cache", None)
+    if release is not None:
+        release()
+    elif hasattr(lrp, "_LOCAL"):
+        lrp._LOCAL.__dict__.clear()
+
+
+def _warm_matplotlib() -> None:
+    # the legend needs matplotlib (seconds to import): import it off the GUI thread, early
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+
+
 def _qimage(rgba: np.ndarray) -> QPixmap:
     rgba = np.ascontiguousarray(rgba)
     h, w = rgba.shape[:2]
@@ -126,6 +164,9 @@ class ExplainWidget(QWidget):
         super().__init__(parent)
         from ..explain import get_explainer, list_explainers
         from ..explain.tiling import NORMALIZE_MODES
+
+        _import_heavy_modules()
+        threading.Thread(target=_warm_matplotlib, name="xhisto-warm-matplotlib", daemon=True).start()
 
         self.viewer = napari_viewer
         self.worker = None
@@ -425,6 +466,9 @@ class ExplainWidget(QWidget):
             notify_error(exc)
             return None
         spec = self._spec
+        if spec is None:
+            notify_error(ValueError("choose a model first (its patch size sets the cost)"))
+            return None
         foot = spec.patch_size * spec.mpp / mpp
         n_patches = math.ceil(region.height / foot) * math.ceil(region.width / foot)
         cost = sum(self._explainers[m].cost for m in self._methods()) * n_patches
@@ -489,11 +533,14 @@ class ExplainWidget(QWidget):
             model, slide = self._model(), self._slide(layer, path)
             target_index = model.spec.class_names.index(target)
             results, n = [], len(jobs) + int(with_prob)
-            for k, (method, params) in enumerate(jobs):
-                gen = explain_region(slide, region, model, method, target=target_index,
-                                     overlap=settings["overlap"], normalize=settings["normalize"],
-                                     **params)
-                results.append(("heatmap", method, params, (yield from _scaled(gen, k, n))))
+            try:
+                for k, (method, params) in enumerate(jobs):
+                    gen = explain_region(slide, region, model, method, target=target_index,
+                                         overlap=settings["overlap"],
+                                         normalize=settings["normalize"], **params)
+                    results.append(("heatmap", method, params, (yield from _scaled(gen, k, n))))
+            finally:
+                _release_thread_caches()
             if with_prob:
                 from ..models import predict_region
 
@@ -628,6 +675,10 @@ class ExplainWidget(QWidget):
     def closeEvent(self, event):  # noqa: N802 - Qt name
         if self._on_mouse in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self._on_mouse)
+        for emitter, slot in ((self.viewer.layers.events.inserted, self._refresh_slides),
+                              (self.viewer.layers.events.removed, self._refresh_slides),
+                              (self.viewer.layers.selection.events.active, self._update_legend)):
+            emitter.disconnect(slot)
         from napari.utils.key_bindings import coerce_keybinding
 
         if self.viewer.keymap.get(coerce_keybinding(SHORTCUT)) == self._toggle_mode_key:
