@@ -142,32 +142,37 @@ def iter_write_slide(path, *, size=20000, seed: int = 0, format: str | None = No
         tmp = Path(tmp)
         nxt = _RawLevel(tmp, "level1.raw", sizes[1][1]) if len(sizes) > 1 else None
 
-        def level0_chunks():
+        def level0_tiles():
+            """Tiles of level 0, strip by strip; a strip stays a list of rendered blocks
+            (never concatenated), so memory is one strip of blocks."""
             nonlocal done
             for r0 in strips:
                 sh = min(RENDER_BLOCK, h - r0)
                 cols = list(range(0, w, RENDER_BLOCK))
-                parts = pool.map(lambda c0, r0=r0, sh=sh: world._render_block(
-                    r0, c0, sh, min(RENDER_BLOCK, w - c0), want_codes=False)[0], cols)
-                strip = np.concatenate(list(parts), axis=1)
+                blocks = list(pool.map(lambda c0, r0=r0, sh=sh: world._render_block(
+                    r0, c0, sh, min(RENDER_BLOCK, w - c0), want_codes=False)[0], cols))
                 if ground_truth:
                     cb = world.ground_truth_cells(r0, 0, sh, w)
                     gt.append((cb.rows, cb.cols, cb.cls, cb.uid))
                 if nxt is not None:
-                    nxt.append(_downsample(strip, LEVEL_FACTOR))
+                    nxt.append(np.concatenate([_downsample(b, LEVEL_FACTOR) for b in blocks],
+                                              axis=1))
                 done += 1
-                yield strip
+                for tr in range(0, sh, tile):
+                    for blk in blocks:
+                        yield from _tile_row(blk[tr:tr + tile], blk.shape[1], tile)
+                del blocks
 
         with tifffile.TiffWriter(path, bigtiff=True) as tw:
             if fmt == "svs":
                 desc = f"{aperio} [0,0 {w}x{h}] ({tile}x{tile}) JPEG/RGB Q={quality}{suffix}"
-                tw.write(_tiles(level0_chunks(), w, tile), shape=(h, w, 3), dtype=np.uint8,
+                tw.write(level0_tiles(), shape=(h, w, 3), dtype=np.uint8,
                          description=desc, **opts)
             else:
                 ome = {"axes": "YXS", "SignificantBits": 8, "PhysicalSizeX": mpp,
                        "PhysicalSizeXUnit": "µm", "PhysicalSizeY": mpp, "PhysicalSizeYUnit": "µm"}
                 o = dict(opts, metadata=ome)
-                tw.write(_tiles(level0_chunks(), w, tile), shape=(h, w, 3), dtype=np.uint8,
+                tw.write(level0_tiles(), shape=(h, w, 3), dtype=np.uint8,
                          subifds=len(sizes) - 1, resolutionunit="CENTIMETER",
                          resolution=(1e4 / mpp, 1e4 / mpp), **o)
             yield done, total
