@@ -25,6 +25,17 @@ from .annotations.model import concat_annotations
 UNCLASSIFIED = "unclassified"
 
 
+def find_slide_layer(viewer):
+    """The slide image layer of ``viewer`` (``metadata["xhisto"]`` without a ``kind``), or None."""
+    from napari.layers import Image
+
+    for layer in viewer.layers:
+        info = layer.metadata.get("xhisto") if isinstance(layer, Image) else None
+        if isinstance(info, dict) and "kind" not in info:
+            return layer
+    return None
+
+
 def _xhisto(meta: dict) -> dict:
     return (meta.get("metadata") or {}).get("xhisto") or {}
 
@@ -39,8 +50,6 @@ def _slide_frame(meta: dict) -> tuple[float, np.ndarray, tuple[float, float]]:
                 origin)
     try:
         import napari
-
-        from ._widgets.annotate import find_slide_layer
 
         viewer = napari.current_viewer()
         layer = find_slide_layer(viewer) if viewer is not None else None

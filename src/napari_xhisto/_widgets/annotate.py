@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._writer import points_to_annotations, shapes_to_annotations
+from .._writer import find_slide_layer, points_to_annotations, shapes_to_annotations
 from ..annotations import (
     CELL_CLASSES,
     AnnotationSet,
@@ -47,17 +47,6 @@ from ..errors import XhistoError
 REGION_LAYER_CLASSES = ("necrosis", "artefact", "vessel", "tumour area")
 CELL_PREFIX, REGION_PREFIX = "cells: ", "regions: "
 POINT_SIZE_UM = 8.0
-
-
-def find_slide_layer(viewer):
-    """The slide image layer (``metadata["xhisto"]`` without a ``kind``), or None."""
-    from napari.layers import Image
-
-    for layer in viewer.layers:
-        info = layer.metadata.get("xhisto") if isinstance(layer, Image) else None
-        if isinstance(info, dict) and "kind" not in info:
-            return layer
-    return None
 
 
 def _hex(rgb) -> str:
