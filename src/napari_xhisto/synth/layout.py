@@ -228,7 +228,7 @@ def make_layout(height: int, width: int, *, seed: int, mpp: float, kind: str = "
 def _place_vessels(lay: Layout, rng) -> np.ndarray:
     um = 1.0 / lay.mpp
     area_mm2 = lay.height * lay.width * (lay.mpp * 1e-3) ** 2
-    n = rng.poisson(max(area_mm2 * 90, 1))
+    n = rng.poisson(max(area_mm2 * 40, 1))
     rows = rng.uniform(0, lay.height, n)
     cols = rng.uniform(0, lay.width, n)
     b = np.exp(rng.uniform(np.log(6), np.log(45), n)) * um
