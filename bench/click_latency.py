@@ -51,8 +51,11 @@ def machine() -> dict:
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     return {"platform": platform.platform(), "python": platform.python_version(),
             "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "device": dev,
-            "gpu": torch.cuda.get_device_name(0) if dev == "cuda" else None}
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "worker_torch_threads": max(1, (os.cpu_count() or 1) - 1), "device": dev,
+            "gpu": torch.cuda.get_device_name(0) if dev == "cuda" else None,
+            "load_average_1_5_15min": [round(v, 2) for v in os.getloadavg()],
+            "note": "shared machine: other processes ran at the same time (see load average)"}
 
 
 MODEL = os.environ.get("XHISTO_BENCH_MODEL", "demo")  # a spec path to time another model
@@ -186,10 +189,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         slide_path = make_slide(Path(tmp))
         viewer, layer, widget = open_viewer(slide_path)
-        pump_until(lambda: True)
-        centres = [(1024, 1024), (2048, 2600), (3000, 1500), (1500, 3000)]
+        pump_for(0.5)
+        centres = [(1024, 1024), (2048, 2600), (3000, 1500)]
         runs = [timed_click(viewer, layer, widget, r, c) for r, c in centres]
-        direct = [direct_seconds(slide_path, r, c) for r, c in centres[1:3]]
+        direct = [direct_seconds(slide_path, r, c) for r, c in centres[1:2]]
         viewer.close()
     warm = runs[1:]
     result = {
