@@ -13,6 +13,8 @@ def test_symmetric_limits_centre_zero_on_largest_magnitude():
     assert L.symmetric_limits(values) == pytest.approx((-0.7, 0.7))
     assert L.symmetric_limits(np.array([[-3.0, 1.0]])) == (-3.0, 3.0)
     assert L.symmetric_limits(np.zeros((2, 2))) == (-1.0, 1.0)
+    spiky = np.r_[np.full(999, 0.1), 50.0]
+    assert L.symmetric_limits(spiky, percentile=99.0) == pytest.approx((-0.1, 0.1))
 
 
 def test_heatmap_layer_data_places_pixels_on_slide_centres():
@@ -27,8 +29,13 @@ def test_heatmap_layer_data_places_pixels_on_slide_centres():
     i, j = 2, 3
     world = np.asarray(kwargs["translate"]) + np.asarray(kwargs["scale"]) * (i, j)
     assert world == pytest.approx(((100 + 4 * i + 1.5) * 0.5, (40 + 4 * j + 1.5) * 0.5))
-    assert kwargs["contrast_limits"] == (-6.0, 6.0)
-    assert kwargs["colormap"] == "bwr"
+    assert kwargs["contrast_limits"] == pytest.approx(
+        tuple(np.array([-1, 1]) * np.percentile(np.abs(values), L.DISPLAY_PERCENTILE)))
+    # red for the class, blue against, transparent at zero so the H&E shows through
+    rgba = kwargs["colormap"].map(np.array([0.0, 0.5, 1.0]))
+    np.testing.assert_allclose(rgba[0], [0, 0, 1, 1], atol=1e-6)
+    np.testing.assert_allclose(rgba[2], [1, 0, 0, 1], atol=1e-6)
+    assert rgba[1, 3] == 0.0
     meta = kwargs["metadata"]["xhisto"]
     assert meta["kind"] == "heatmap" and meta["mpp"] == 0.5 and meta["slide_path"] == "/x/s.svs"
     assert Placement.from_dict(meta["placement"]) == placement

@@ -17,6 +17,7 @@ import numpy as np
 from ..geometry import Placement, Region
 
 HEATMAP_COLORMAP = "bwr"  # red = evidence for the class, blue = against (seed 000)
+DISPLAY_PERCENTILE = 99.5  # contrast limits of a new heatmap layer: +-this percentile of |R|
 PROBABILITY_COLORMAP = "magma"
 GREY_SUFFIX = " (grey)"
 UNITS = ("µm", "µm")
@@ -25,14 +26,16 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as the grey-scale H&E of seed 000
 
 # ---- values and layer data ---------------------------------------------------------------------
 
-def symmetric_limits(values, *, floor: float = 1e-12) -> tuple[float, float]:
-    """Contrast limits ``(-m, m)`` with ``m = max |value|`` (finite values only), so zero is white.
+def symmetric_limits(values, *, percentile: float = 100.0, floor: float = 1e-12) -> tuple[float, float]:
+    """Contrast limits ``(-m, m)``, ``m`` the ``percentile`` of ``|value|`` (finite values only).
 
-    An all-zero (or all-NaN) map gets ``(-1, 1)`` so a layer can still be drawn.
+    Zero stays at the colour map's centre. ``percentile < 100`` is for display only (LRP maps
+    are sparse: a few peaks would otherwise wash out the rest). An all-zero (or all-NaN) map
+    gets ``(-1, 1)`` so a layer can still be drawn.
     """
     arr = np.asarray(values, dtype=np.float64)
-    finite = arr[np.isfinite(arr)]
-    m = float(np.abs(finite).max()) if finite.size else 0.0
+    finite = np.abs(arr[np.isfinite(arr)])
+    m = float(np.percentile(finite, percentile)) if finite.size else 0.0
     if m <= floor:
         m = 1.0
     return (-m, m)
@@ -74,8 +77,8 @@ def heatmap_layer_data(values, placement: Placement, *, mpp: float, provenance: 
         "name": name,
         **placement.layer_transform(mpp),
         "units": UNITS,
-        "colormap": HEATMAP_COLORMAP,
-        "contrast_limits": symmetric_limits(data),
+        "colormap": heatmap_colormap(),
+        "contrast_limits": symmetric_limits(data, percentile=DISPLAY_PERCENTILE),
         "opacity": float(opacity),
         "blending": "translucent",
         "interpolation2d": "nearest",
@@ -104,6 +107,22 @@ def probability_layer_data(probs, placement: Placement, *, class_index: int, cla
               "blending": "translucent", "interpolation2d": "nearest",
               "metadata": {"xhisto": meta}}
     return (probs, kwargs, "image")
+
+
+def heatmap_colormap(name: str = HEATMAP_COLORMAP):
+    """``name`` (diverging) with opacity rising from 0 at the centre to 1 at both ends.
+
+    Near-zero relevance then shows the (grey) H&E underneath unchanged instead of a white veil,
+    as in seed 000's figures; returned as a napari ``Colormap`` named ``"xhisto-" + name`` (so
+    napari's own ``name`` stays as it is).
+    """
+    from napari.utils.colormaps import Colormap, ensure_colormap
+
+    base = ensure_colormap(name)
+    x = np.linspace(0.0, 1.0, 65)
+    colors = base.map(x).copy()
+    colors[:, 3] = np.clip(np.abs(x - 0.5) * 2 / 0.35, 0.0, 1.0)  # full opacity from |v| = 35 %
+    return Colormap(colors=colors, controls=x, name=f"xhisto-{name}", display_name=f"{name} (clear centre)")
 
 
 # ---- a slide-wide canvas per method ---------------------------------------------------------
@@ -354,7 +373,7 @@ def add_or_update_canvas_layer(viewer, canvas: SparseCanvas, *, name: str, mpp: 
     return viewer.add_image(
         canvas.levels(), multiscale=True, name=name, **canvas.placement.layer_transform(mpp),
         units=units,
-        colormap=HEATMAP_COLORMAP, contrast_limits=(-1.0, 1.0), opacity=opacity,
+        colormap=heatmap_colormap(), contrast_limits=(-1.0, 1.0), opacity=opacity,
         blending="translucent", interpolation2d="nearest",
         metadata={"xhisto": meta, "xhisto_canvas": canvas})
 
@@ -376,6 +395,7 @@ def set_greyscale(viewer, slide_layer, on: bool):
     levels = [luminance(level) for level in data] if slide_layer.multiscale else luminance(np.asarray(data))
     grey = viewer.add_image(levels, multiscale=slide_layer.multiscale, name=grey_name,
                             scale=slide_layer.scale, translate=slide_layer.translate,
+                            units=slide_layer.units,
                             colormap="gray", contrast_limits=(0, 255),
                             metadata={"xhisto": {"kind": "greyscale", "of": slide_layer.name}})
     # right above the colour slide, under the heatmaps
