@@ -334,6 +334,8 @@ def test_compare_methods_adds_one_layer_each_and_grid(setup):
     assert {m for k, m in kinds if k == "heatmap"} == {"saliency", "gradcam"}
     w.grid_check.setChecked(True)
     assert s.viewer.canvas.grid.enabled
+    # every grid cell shows the compared region: the camera centres on it (128 px at 0.5 µm/px)
+    np.testing.assert_allclose(np.asarray(s.viewer.camera.center)[-2:], (128 + 64) * MPP, atol=1.5)
 
 
 def test_parameters_shown_per_method_with_declared_ranges(setup):

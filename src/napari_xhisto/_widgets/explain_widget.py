@@ -673,6 +673,17 @@ class ExplainWidget(QWidget):
     def _set_grid(self, on: bool):
         grid = self.viewer.canvas.grid if hasattr(self.viewer, "canvas") else self.viewer.grid
         grid.enabled = bool(on)
+        layers = self._xhisto_layers()
+        if on and layers:  # every cell shows the compared region, not the whole slide
+            self.fit_camera(layers[-1])
+
+    def fit_camera(self, layer):
+        """Centre and zoom the camera (all grid cells share it) on ``layer``'s extent."""
+        lo, hi = (np.asarray(v, float)[-2:] for v in layer.extent.world)
+        box = np.asarray(self.viewer.canvas.viewbox_size(self.viewer.layers), float)[-2:]
+        span = np.maximum(hi - lo, 1e-9)
+        self.viewer.camera.center = tuple((lo + hi) / 2)
+        self.viewer.camera.zoom = float(np.min(box / span)) * 0.95
 
     def _update_legend(self, *_):
         active = self.viewer.layers.selection.active
