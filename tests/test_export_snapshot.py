@@ -87,3 +87,11 @@ def test_snapshot_without_slide_or_mpp_and_refusals(tmp_path):
 
 def test_nice_lengths():
     assert [nice_length(x) for x in (0.7, 1, 3, 7.5, 12, 499, 2100)] == [0.5, 1, 2, 5, 10, 200, 2000]
+
+
+def test_title_names_the_model_not_its_file_paths():
+    from napari_xhisto.export.snapshot import provenance_title
+
+    title = provenance_title({"model": {"model": "demo", "weights": "/long/path/demo.safetensors"},
+                              "method": "lrp-epsilon-plus", "normalize": "global-max"})
+    assert title == "model: demo | method: lrp-epsilon-plus | normalisation: global-max"

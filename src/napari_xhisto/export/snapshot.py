@@ -55,6 +55,8 @@ def provenance_title(provenance: dict) -> str:
     for key, label in (("model", "model"), ("method", "method"), ("target", "target"), ("class", "class"),
                        ("normalize", "normalisation"), ("normalisation", "normalisation")):
         value = provenance.get(key)
+        if isinstance(value, dict):  # a model's full provenance: name it, not its file paths
+            value = value.get("model") or value.get("architecture") or value.get("name")
         if value not in (None, ""):
             parts.append(f"{label}: {value}")
     return " | ".join(parts) or "heatmap"
