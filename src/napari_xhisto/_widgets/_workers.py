@@ -16,6 +16,8 @@ its result. :func:`start_generator` runs one in a worker thread and wires up:
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -167,3 +169,69 @@ def start_generator(
         progress_bar.setValue(0)
     worker.start()
     return worker
+
+
+# ---- helpers for jobs that run torch in a worker thread ----------------------------------
+
+def import_heavy_modules() -> None:
+    """Import what the explainers load lazily (torchvision, zennit), in the GUI thread.
+
+    torchvision imports ``torch._dynamo``, which imports triton; loading triton's bundled LLVM
+    after the OpenGL driver's (Mesa llvmpipe, as under Xvfb) crashes the whole process with a
+    segmentation fault. We never use ``torch.compile``, so triton is kept out of the napari
+    process unless it is already loaded or ``XHISTO_ALLOW_TRITON=1``.
+    """
+    if "triton" not in sys.modules and os.environ.get("XHISTO_ALLOW_TRITON") != "1":
+        sys.modules["triton"] = None  # import triton -> ImportError: torch treats it as absent
+    import torchvision  # noqa: F401
+    import zennit.torchvision  # noqa: F401
+
+
+def release_thread_caches() -> None:
+    """Drop the LRP model copies cached in this (worker) thread's ``threading.local``.
+
+    A napari worker runs in a Qt pool thread whose Python thread state is deleted when the job
+    ends; torch modules still held by its thread-locals then crashed the process (segmentation
+    fault in ``tstate_delete_common``). Freed here, while the thread state is alive.
+    """
+    import napari_xhisto.explain.lrp as lrp
+
+    release = getattr(lrp, "release_thread_cache", None)
+    if release is not None:
+        release()
+    elif hasattr(lrp, "_LOCAL"):
+        lrp._LOCAL.__dict__.clear()
+
+
+def leave_a_core_to_the_gui() -> None:
+    """Cap torch's intra-op threads in this worker thread at (CPUs - 1).
+
+    With as many busy compute threads as cores, the GUI thread waited hundreds of ms for a
+    core, and OpenMP threads spinning at barriers slowed the explanation itself several-fold
+    (measured on 2 shared cores: 17-28 s with 2 threads, 2-4 s with 1).
+    """
+    import torch
+
+    cap = max(1, (os.cpu_count() or 1) - 1)
+    if torch.get_num_threads() > cap:
+        torch.set_num_threads(cap)
+
+
+def warm_matplotlib() -> None:
+    # the legend needs matplotlib (seconds to import): import it off the GUI thread, early
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+
+
+def scaled(gen, k: int, n: int):
+    """Relay ``gen``'s ``(done, total)`` as part ``k`` of ``n`` equal parts; return its result."""
+    try:
+        while True:
+            try:
+                done, total = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            total = max(int(total), 1)
+            yield k * total + int(done), n * total
+    finally:  # a cancelled run closes the core generator (its hooks and reads end here)
+        gen.close()

@@ -9,8 +9,6 @@ start.
 from __future__ import annotations
 
 import math
-import os
-import sys
 import threading
 from pathlib import Path
 
@@ -40,7 +38,15 @@ from qtpy.QtWidgets import (
 
 from ..geometry import Region
 from . import layers as L
-from ._workers import notify_error, start_generator
+from ._workers import (
+    import_heavy_modules,
+    leave_a_core_to_the_gui,
+    notify_error,
+    release_thread_caches,
+    scaled,
+    start_generator,
+    warm_matplotlib,
+)
 
 SHORTCUT = "Shift-E"
 DEMO = "demo (bundled)"
@@ -112,56 +118,6 @@ class ParamForm(QWidget):
         return out
 
 
-def _import_heavy_modules() -> None:
-    """Import what the explainers load lazily (torchvision, zennit), in the GUI thread.
-
-    torchvision imports ``torch._dynamo``, which imports triton; loading triton's bundled LLVM
-    after the OpenGL driver's (Mesa llvmpipe, as under Xvfb) crashes the whole process with a
-    segmentation fault. We never use ``torch.compile``, so triton is kept out of the napari
-    process unless it is already loaded or ``XHISTO_ALLOW_TRITON=1``.
-    """
-    if "triton" not in sys.modules and os.environ.get("XHISTO_ALLOW_TRITON") != "1":
-        sys.modules["triton"] = None  # import triton -> ImportError: torch treats it as absent
-    import torchvision  # noqa: F401
-    import zennit.torchvision  # noqa: F401
-
-
-def _release_thread_caches() -> None:
-    """Drop the LRP model copies cached in this (worker) thread's ``threading.local``.
-
-    A napari worker runs in a Qt pool thread whose Python thread state is deleted when the job
-    ends; torch modules still held by its thread-locals then crashed the process (segmentation
-    fault in ``tstate_delete_common``). Freed here, while the thread state is alive.
-    """
-    import napari_xhisto.explain.lrp as lrp
-
-    release = getattr(lrp, "release_thread_cache", None)
-    if release is not None:
-        release()
-    elif hasattr(lrp, "_LOCAL"):
-        lrp._LOCAL.__dict__.clear()
-
-
-def _leave_a_core_to_the_gui() -> None:
-    """Cap torch's intra-op threads in this worker thread at (CPUs - 1).
-
-    With as many busy compute threads as cores, the GUI thread waited hundreds of ms for a
-    core, and OpenMP threads spinning at barriers slowed the explanation itself several-fold
-    (measured on 2 shared cores: 17-28 s with 2 threads, 2-4 s with 1).
-    """
-    import torch
-
-    cap = max(1, (os.cpu_count() or 1) - 1)
-    if torch.get_num_threads() > cap:
-        torch.set_num_threads(cap)
-
-
-def _warm_matplotlib() -> None:
-    # the legend needs matplotlib (seconds to import): import it off the GUI thread, early
-    import matplotlib.backends.backend_agg  # noqa: F401
-    import matplotlib.figure  # noqa: F401
-
-
 def _qimage(rgba: np.ndarray) -> QPixmap:
     rgba = np.ascontiguousarray(rgba)
     h, w = rgba.shape[:2]
@@ -179,8 +135,8 @@ class ExplainWidget(QWidget):
         from ..explain import get_explainer, list_explainers
         from ..explain.tiling import NORMALIZE_MODES
 
-        _import_heavy_modules()
-        threading.Thread(target=_warm_matplotlib, name="xhisto-warm-matplotlib", daemon=True).start()
+        import_heavy_modules()
+        threading.Thread(target=warm_matplotlib, name="xhisto-warm-matplotlib", daemon=True).start()
 
         self.viewer = napari_viewer
         self.worker = None
@@ -544,7 +500,7 @@ class ExplainWidget(QWidget):
         def run():
             from ..explain import explain_region
 
-            _leave_a_core_to_the_gui()
+            leave_a_core_to_the_gui()
             model, slide = self._model(), self._slide(layer, path)
             target_index = model.spec.class_names.index(target)
             results, n = [], len(jobs) + int(with_prob)
@@ -553,13 +509,13 @@ class ExplainWidget(QWidget):
                     gen = explain_region(slide, region, model, method, target=target_index,
                                          overlap=settings["overlap"],
                                          normalize=settings["normalize"], **params)
-                    results.append(("heatmap", method, params, (yield from _scaled(gen, k, n))))
+                    results.append(("heatmap", method, params, (yield from scaled(gen, k, n))))
             finally:
-                _release_thread_caches()
+                release_thread_caches()
             if with_prob:
                 from ..models import predict_region
 
-                results.append(("probability", None, {}, (yield from _scaled(
+                results.append(("probability", None, {}, (yield from scaled(
                     predict_region(slide, region, model), n - 1, n))))
             return results
 
@@ -592,7 +548,7 @@ class ExplainWidget(QWidget):
         def run():
             from ..models import predict_region
 
-            _leave_a_core_to_the_gui()
+            leave_a_core_to_the_gui()
             return (yield from predict_region(self._slide(layer, path), region, self._model()))
 
         return self._start(run, f"probability map of the {scope}",
@@ -713,17 +669,3 @@ class ExplainWidget(QWidget):
         if self.worker is not None:
             self.worker.quit()
         super().closeEvent(event)
-
-
-def _scaled(gen, k: int, n: int):
-    """Relay ``gen``'s ``(done, total)`` as part ``k`` of ``n`` equal parts; return its result."""
-    try:
-        while True:
-            try:
-                done, total = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            total = max(int(total), 1)
-            yield k * total + int(done), n * total
-    finally:  # a cancelled run closes the core generator (its hooks and reads end here)
-        gen.close()
