@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 SQUARE_ARTEFACT_MIN_ENRICHMENT = 20.0  # issue 8: >= 20x the square's area share
-CENTRE_STEEPER_RATIO = 1.5             # biased centre enrichment / clean centre enrichment
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ class BiasLabConfig:
 
     seed: int = 0
     quick: bool = False
-    architecture: str = "xhisto_cnn_xs"
+    architecture: str = "xhisto_cnn_bias"
     patch_size: int = 64
     mpp: float = 1.0
     n_train: int = 2400

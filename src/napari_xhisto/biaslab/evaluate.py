@@ -22,7 +22,7 @@ from ..metrics import (
 )
 from ..models.training import to_tensor
 from ..synth import add_square
-from .config import CENTRE_STEEPER_RATIO, SQUARE_ARTEFACT_MIN_ENRICHMENT, SquareArtefact
+from .config import SQUARE_ARTEFACT_MIN_ENRICHMENT, SquareArtefact
 
 METHOD = "lrp-epsilon-plus"
 CLASS_NAMES = ["non-tumour", "tumour"]
@@ -126,8 +126,10 @@ def _profiles(models: dict, patches) -> dict:
                         "biased_concentration": b["concentration"],
                         "clean_centre_enrichment": c["centre_enrichment"],
                         "biased_centre_enrichment": b["centre_enrichment"],
-                        "enrichment_ratio": ratio, "required_ratio": CENTRE_STEEPER_RATIO}
-    out["pass"] = bool(ratio >= CENTRE_STEEPER_RATIO and b["concentration"] > c["concentration"])
+                        "enrichment_ratio": ratio, "clean_flag": c["flag"], "biased_flag": b["flag"]}
+    # the diagnostic's own flag (metrics: centre enrichment >= 2x) must fire for the biased
+    # model only, and its profile must be steeper (larger concentration)
+    out["pass"] = bool(b["flag"] and not c["flag"] and b["concentration"] > c["concentration"])
     return out
 
 

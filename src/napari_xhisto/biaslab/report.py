@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import CENTRE_STEEPER_RATIO, SQUARE_ARTEFACT_MIN_ENRICHMENT
+from .config import SQUARE_ARTEFACT_MIN_ENRICHMENT
 from .evaluate import METHOD
 
 
@@ -43,7 +43,7 @@ def build_summary(cfg, models, squares, centre, cells, necrosis, times, files) -
         "config": cfg.to_dict(),
         "thresholds": {"square_min_enrichment": SQUARE_ARTEFACT_MIN_ENRICHMENT,
                        "hotspot_at_square_min_iou": 0.25,
-                       "centre_min_enrichment_ratio": CENTRE_STEEPER_RATIO},
+                       "centre_flag_min_enrichment": 2.0},
         "models": {k: {"bias": m.bias, "held_out": m.metrics.get("held_out"),
                        "held_out_with_square": m.metrics.get("held_out_with_square"),
                        "parameters": m.spec.training.get("parameters"),
@@ -99,7 +99,7 @@ def summary_markdown(s: dict) -> str:
     st = s["centre_bias"]["steepness"]
     lines.append(
         f"| centre-label | label = class of the centre cell, no shifted patches | relevance in "
-        f"the central 10% of the patch / its area share | {st['biased_centre_enrichment']:.2f}x "
+        f"the central 10% of the patch / its area share (flag at >= 2x) | {st['biased_centre_enrichment']:.2f}x "
         f"(concentration {st['biased_concentration']:+.2f}) | {st['clean_centre_enrichment']:.2f}x"
         f" ({st['clean_concentration']:+.2f}) | {_yes(s['centre_bias']['pass'])} |")
     oc = s["cell_level"]["offcentre_auc"]
