@@ -257,7 +257,7 @@ def test_cams_equal_pytorch_grad_cam(arch, name, request, x):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     model = request.getfixturevalue(arch)
-    # features.20: the ReLU after VGG's 7th convolution (8 x 8 at 64 px, non-zero CAMs)
+    # features.20: the ReLU after VGG's 6th convolution (8 x 8 at 64 px, non-zero CAMs)
     layer, dotted = (model.features[20], "features.20") if arch == "vgg" else (model.layer4[-1], "layer4.1")
     with getattr(pytorch_grad_cam, CAMS[name])(model=model, target_layers=[layer]) as cam:
         want = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in TARGET])
@@ -299,7 +299,7 @@ def test_raw_gradcam_equals_captum_layer_gradcam(resnet, x):
     from captum.attr import LayerAttribution, LayerGradCam
 
     lgc = LayerGradCam(resnet, resnet.layer4).attribute(x, target=TARGET, relu_attributions=True)
-    want = LayerAttribution.interpolate(lgc, (64, 64), interpolate_mode="bilinear")[:, 0]
+    want = LayerAttribution.interpolate(lgc, x.shape[-2:], interpolate_mode="bilinear")[:, 0]
     assert_close(ours("gradcam", resnet, x, target_layer="layer4"), want.detach().numpy(), 1e-10)
 
 

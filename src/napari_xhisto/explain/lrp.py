@@ -99,6 +99,8 @@ def private_copy(module) -> torch.nn.Module:
     cache = getattr(_LOCAL, "cache", None)
     if cache is None:
         cache = _LOCAL.cache = {}
+    for dead in [k for k, v in cache.items() if v[0]() is None]:
+        del cache[dead]  # originals that were garbage collected
     key, fp = id(module), _fingerprint(module)
     hit = cache.get(key)
     if hit is not None and hit[0]() is module and hit[1] == fp:

@@ -204,10 +204,23 @@ def get_explainer(name: str) -> Explainer:
                          " (see `xhisto methods`)") from None
 
 
+_FAMILY_ORDER = ("lrp", "cam", "gradient", "perturbation")
+
+
 def list_explainers() -> list[dict]:
-    """Name, description, needs, resolution and cost of every registered method."""
+    """Name, description, needs, resolution and cost of every registered method.
+
+    Ordered by family (LRP, CAM, gradient, perturbation, then others), registration order within.
+    """
     _load_methods()
-    return [_REGISTRY[n]().info() for n in _REGISTRY]
+    names = list(_REGISTRY)
+
+    def key(n):
+        family = _REGISTRY[n].__module__.rsplit(".", 1)[-1]
+        rank = _FAMILY_ORDER.index(family) if family in _FAMILY_ORDER else len(_FAMILY_ORDER)
+        return rank, names.index(n)
+
+    return [_REGISTRY[n]().info() for n in sorted(names, key=key)]
 
 
 # ---------------------------------------------------------------------------------------------
