@@ -171,3 +171,17 @@ def test_concurrent_saves_never_leave_an_older_snapshot(tmp_path, monkeypatch):
     release.set()
     older.join()
     assert load_latest(tmp_path / "c.svs").cells.rows.tolist() == [2.0]
+
+
+def test_atomic_write_gives_files_the_usual_permissions(tmp_path):
+    import os
+
+    from napari_xhisto.annotations.files import atomic_write
+
+    new = atomic_write(tmp_path / "a.geojson", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert new.stat().st_mode & 0o777 == 0o666 & ~mask
+    os.chmod(new, 0o640)
+    atomic_write(new, "{ }")  # replacing keeps the mode the user gave the file
+    assert new.stat().st_mode & 0o777 == 0o640

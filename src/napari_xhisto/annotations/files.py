@@ -95,6 +95,12 @@ def strip_backup_suffix(name: str) -> str:
     return re.sub(r"(\.(\d+|kept(-\d+)?))?\.bak$", "", name, flags=re.IGNORECASE)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, data: str | bytes, *, encoding: str = "utf-8") -> Path:
     """Write ``data`` to ``path`` through a synced temporary file in the same folder + rename.
 
@@ -105,6 +111,9 @@ def atomic_write(path, data: str | bytes, *, encoding: str = "utf-8") -> Path:
     payload = data.encode(encoding) if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
     try:
+        # mkstemp makes 0600 files: give the file the mode a plain open() would (or keep the old one's)
+        mode = (path.stat().st_mode & 0o777) if path.exists() else (0o666 & ~_umask())
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
             fh.flush()
