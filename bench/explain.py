@@ -184,10 +184,44 @@ def bench_region(model, methods):
     return out
 
 
+def lrp_rerun():
+    """LRP on ResNet18, ours and zennit interleaved (less sensitive to a busy machine)."""
+    from zennit.torchvision import ResNetCanonizer
+
+    from napari_xhisto.explain import get_explainer
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=2).eval()
+    refs = references(model, model.layer4, [ResNetCanonizer], target=1)
+    x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    rows = {}
+    for name in ("lrp-epsilon-plus", "lrp-epsilon-alpha2-beta1", "lrp-epsilon-plus-flat"):
+        ex, params = get_explainer(name), plans(224)[name][0]
+        ex.explain(model, x, 1, **params), refs[name](x)  # warm-up
+        ours, ref = [], []
+        for _ in range(3):
+            ours.append(timed(lambda ex=ex, params=params: ex.explain(model, x, 1, **params), 1,
+                              warm=False))
+            ref.append(timed(lambda name=name: refs[name](x), 1, warm=False))
+        o, r = statistics.median(ours), statistics.median(ref)
+        rows[name] = {"patches": 8, "ours_ms_per_patch": round(1000 * o / 8, 1),
+                      "reference_ms_per_patch": round(1000 * r / 8, 1),
+                      "ratio_ours_to_reference": round(o / r, 3)}
+        print(name, rows[name], flush=True)
+    result = json.loads(OUT.read_text()) if OUT.exists() else {}
+    result["resnet18_lrp_interleaved_rerun"] = {"load_average_at_start": list(os.getloadavg()),
+                                                "methods": rows}
+    OUT.write_text(json.dumps(result, indent=2))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer patches (smoke run)")
+    ap.add_argument("--lrp-only", action="store_true",
+                    help="re-time only LRP on ResNet18 (interleaved, 3 reps) into the existing JSON")
     args = ap.parse_args()
+    if args.lrp_only:
+        return lrp_rerun()
     from zennit.canonizers import SequentialMergeBatchNorm
     from zennit.torchvision import ResNetCanonizer
 
