@@ -52,3 +52,16 @@ def test_help_does_not_import_torch():
             "print('torch' in sys.modules, 'napari' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_split_index_2d_matches_numpy_indexing():
+    import numpy as np
+
+    from napari_xhisto.geometry import split_index_2d, squeeze_2d
+
+    a = np.arange(7 * 9).reshape(7, 9)
+    for key in [(slice(None),), (2,), (slice(1, 6, 2), 3), (np.int64(4), slice(2, None)),
+                (slice(-3, None), slice(None, None, 4)), slice(2, 5)]:
+        (r0, r1, rs), (c0, c1, cs), squeeze = split_index_2d(key, a.shape)
+        got = squeeze_2d(a[r0:r1:rs, c0:c1:cs], squeeze)
+        np.testing.assert_array_equal(got, a[key])

@@ -97,3 +97,29 @@ class Placement:
     def from_dict(cls, d: dict) -> Placement:
         return cls(float(d["origin_row"]), float(d["origin_col"]), float(d.get("step_row", 1.0)),
                    float(d.get("step_col", 1.0)))
+
+
+def split_index_2d(key, shape) -> tuple[tuple[int, int, int], tuple[int, int, int], tuple[bool, bool]]:
+    """Resolve a numpy-style 2-D index of integers and slices, as napari slices lazy layer data.
+
+    Returns ``(row range, col range, squeeze)``: ``(start, stop, step)`` for each axis, clipped to
+    ``shape``, and which axes were integers (to drop from the block read for that range; see
+    :func:`squeeze_2d`).
+    """
+    from numbers import Integral
+
+    if not isinstance(key, tuple):
+        key = (key,)
+    key = key + (slice(None),) * (2 - len(key))
+    squeeze = tuple(isinstance(k, Integral) for k in key[:2])
+    slices = [slice(int(k), int(k) + 1) if s else k for k, s in zip(key[:2], squeeze)]
+    return slices[0].indices(shape[0]), slices[1].indices(shape[1]), squeeze
+
+
+def squeeze_2d(block, squeeze: tuple[bool, bool]):
+    """Drop the axes of ``block`` that :func:`split_index_2d` found indexed by an integer."""
+    if squeeze[1]:
+        block = block[:, 0]
+    if squeeze[0]:
+        block = block[0]
+    return block

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..geometry import Placement, Region
+from ..geometry import Placement, Region, split_index_2d, squeeze_2d
 
 HEATMAP_COLORMAP = "bwr"  # red = evidence for the class, blue = against (seed 000)
 DISPLAY_PERCENTILE = 99.5  # contrast limits of a new heatmap layer: +-this percentile of |R|
@@ -244,21 +244,12 @@ class _CanvasLevel:
         return self.shape[0]
 
     def __getitem__(self, key):
-        if not isinstance(key, tuple):
-            key = (key,)
-        key = key + (slice(None),) * (2 - len(key))
-        squeeze = [isinstance(k, int | np.integer) for k in key]
-        sl = [slice(int(k), int(k) + 1) if s else k for k, s in zip(key, squeeze)]
         f = self.factor
-        (r0, r1, rs), (c0, c1, cs) = sl[0].indices(self.shape[0]), sl[1].indices(self.shape[1])
+        (r0, r1, rs), (c0, c1, cs), squeeze = split_index_2d(key, self.shape)
         # nearest-neighbour subsampling keeps signs and extremes of the full-resolution map
         block = self.canvas.read(slice(r0 * f, r1 * f), slice(c0 * f, c1 * f))[::f * rs, ::f * cs]
         block = block[:max(0, len(range(r0, r1, rs))), :max(0, len(range(c0, c1, cs)))]
-        if squeeze[1]:
-            block = block[:, 0]
-        if squeeze[0]:
-            block = block[0]
-        return block
+        return squeeze_2d(block, squeeze)
 
     def __array__(self, dtype=None, copy=None):
         arr = self[:, :]

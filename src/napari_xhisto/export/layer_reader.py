@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from ..geometry import split_index_2d, squeeze_2d
 from .heatmap_io import _read_description, _read_info
 from .tiles import HeatmapTileReader
 
@@ -53,20 +54,10 @@ class LevelArray:
         return self.shape[0]
 
     def __getitem__(self, key):
-        if not isinstance(key, tuple):
-            key = (key,)
-        key = key + (slice(None),) * (2 - len(key))
-        squeeze = [isinstance(k, int | np.integer) for k in key]
-        sl = [slice(int(k), int(k) + 1) if s else k for k, s in zip(key, squeeze, strict=True)]
-        (r0, r1, rs), (c0, c1, cs) = sl[0].indices(self.shape[0]), sl[1].indices(self.shape[1])
+        (r0, r1, rs), (c0, c1, cs), squeeze = split_index_2d(key, self.shape)
         with self._lock:
             block = self._reader.read(r0, c0, max(r1 - r0, 0), max(c1 - c0, 0))
-        block = block[::rs, ::cs].astype(self.dtype, copy=False)
-        if squeeze[1]:
-            block = block[:, 0]
-        if squeeze[0]:
-            block = block[0]
-        return block
+        return squeeze_2d(block[::rs, ::cs].astype(self.dtype, copy=False), squeeze)
 
     def __array__(self, dtype=None, copy=None):
         arr = self[:, :]
