@@ -359,3 +359,24 @@ def test_torchscript_models_work_without_hooks_and_refuse_hook_methods(resnet):
     for name in ("gradcam", "lrp-epsilon-plus", "guided-backprop", "scorecam"):
         with pytest.raises(ModelError, match="module-based model"):
             get_explainer(name).explain(scripted, x, 0)
+
+
+def test_smoothgrad_batches_noisy_copies_correctly():
+    """Batched noisy copies give the per-copy mean of input gradients, each with its own target."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 3)).double().eval()
+    x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    targets = torch.tensor([2, 0])
+    got = get_explainer("smoothgrad").explain(model, x, targets, n_samples=5, noise=0.2, seed=3)
+    gen = torch.Generator().manual_seed(3)
+    span = (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).view(-1, 1, 1, 1)
+    eps = torch.randn((5, *x.shape), generator=gen, dtype=x.dtype)
+    expected = torch.zeros_like(x)
+    for k in range(5):
+        xi = (x + eps[k] * 0.2 * span).requires_grad_(True)
+        out = model(xi)
+        (g,) = torch.autograd.grad(out[torch.arange(2), targets].sum(), xi)
+        expected += g
+    np.testing.assert_allclose(got, (expected / 5).sum(1).numpy(), rtol=1e-5, atol=1e-7)
