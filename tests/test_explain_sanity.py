@@ -11,13 +11,9 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="module")
 def demo():
-    from napari_xhisto.errors import XhistoError
     from napari_xhisto.models import load_model
 
-    try:
-        return load_model("demo", device="cpu")
-    except (XhistoError, FileNotFoundError) as exc:
-        pytest.skip(f"bundled demo model not available yet: {exc}")
+    return load_model("demo", device="cpu")  # bundled with the package
 
 
 @pytest.mark.parametrize("method", ["lrp-epsilon-plus", "gradcam"])
