@@ -70,7 +70,7 @@ def run_demo(out_dir, *, size: int | None = None, seed: int = DEMO_SEED, region_
     from ._sample_data import cached_synthetic_slide
     from .annotations import read_annotations
     from .explain import explain_region
-    from .export import read_heatmap, write_heatmap
+    from .export import write_heatmap
     from .export.contours import export_contours
     from .export.report import write_report
     from .export.snapshot import render_snapshot
@@ -103,7 +103,7 @@ def run_demo(out_dir, *, size: int | None = None, seed: int = DEMO_SEED, region_
             provenance={"kind": "probability", "model": "demo", "class": positive})
 
         region = pick_region(truth, size=region_size, slide_shape=slide.dimensions)
-        snapshots, metrics_by_method = [], {}
+        snapshots, metrics_by_method, heatmaps = [], {}, {}
         for method in methods:
             say(f"{method} on region {region.as_tuple()}")
             heat = run_to_end(explain_region(slide, region, model, method, target=target))
@@ -118,7 +118,8 @@ def run_demo(out_dir, *, size: int | None = None, seed: int = DEMO_SEED, region_
             auc = (metrics.get("roc") or {}).get("auc")
             if auc is not None:
                 result.figures[f"cell AUC {method}"] = float(auc)
-            tiles = ArrayTiles(heat.values, heat.placement, mpp=mpp, provenance=heat.provenance)
+            tiles = heatmaps[method] = ArrayTiles(heat.values, heat.placement, mpp=mpp,
+                                                  provenance=heat.provenance)
             snap = render_snapshot(region, tiles, mpp=mpp, slide=slide, provenance=heat.provenance)
             (out / f"snapshot_{stem}.png").write_bytes(snap.png)
             result.files[f"snapshot {method}"] = out / f"snapshot_{stem}.png"
@@ -129,7 +130,7 @@ def run_demo(out_dir, *, size: int | None = None, seed: int = DEMO_SEED, region_
         result.files["metrics"] = out / "metrics.json"
 
         say("contours and report")
-        heat0 = read_heatmap(result.files[f"heatmap {methods[0]}"])
+        heat0 = heatmaps[methods[0]]  # the first method's map, still in memory
         positive_vals = heat0.values[np.isfinite(heat0.values) & (heat0.values > 0)]
         if positive_vals.size:
             thr = float(np.percentile(positive_vals, 90))
