@@ -65,3 +65,21 @@ def test_split_index_2d_matches_numpy_indexing():
         (r0, r1, rs), (c0, c1, cs), squeeze = split_index_2d(key, a.shape)
         got = squeeze_2d(a[r0:r1:rs, c0:c1:cs], squeeze)
         np.testing.assert_array_equal(got, a[key])
+
+
+def test_progress_helpers_relay_steps_and_return_results():
+    from napari_xhisto.progress import run_to_end, shifted
+
+    def step(n):
+        for i in range(1, n + 1):
+            yield i, n
+        return f"done {n}"
+
+    def run():
+        first = yield from shifted(step(2), offset=0, total=5)
+        second = yield from shifted(step(3), offset=2, total=5)
+        return first, second
+
+    seen = []
+    assert run_to_end(run(), on_progress=lambda d, t: seen.append((d, t))) == ("done 2", "done 3")
+    assert seen == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]

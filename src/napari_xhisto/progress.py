@@ -24,6 +24,19 @@ def run_to_end(gen: Generator[Any, Any, T], *, on_progress: Callable[[int, int],
             on_progress(int(step[0]), int(step[1]))
 
 
+def shifted(gen: Generator[Any, Any, T], *, offset: int, total: int) -> Generator[tuple[int, int], Any, T]:
+    """Relay ``gen``'s progress as ``(offset + done, total)`` (one step of a longer run); return its result.
+
+    Use as ``result = yield from shifted(step_generator, offset=done_so_far, total=run_total)``.
+    """
+    while True:
+        try:
+            step = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield offset + int(step[0]), total
+
+
 def text_progress(label: str, *, stream=sys.stderr) -> Callable[[int, int], None]:
     """A progress callback that draws a one-line bar on a terminal (nothing when not a TTY)."""
     interactive = hasattr(stream, "isatty") and stream.isatty()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..progress import shifted
 from ..synth import generate_tissue
 from .config import BiasLabConfig
 from .evaluate import (
@@ -79,14 +80,7 @@ def run_bias_lab(out_dir, *, quick: bool = False, seed: int = 0,
         times["sample_patches"] = time.perf_counter() - t0
         yield unit, total
         t0 = time.perf_counter()
-        gen = train_all(cfg, data)
-        while True:
-            try:
-                done, _ = next(gen)
-            except StopIteration as stop:
-                models = stop.value
-                break
-            yield unit + done, total
+        models = yield from shifted(train_all(cfg, data), offset=unit, total=total)
         times["training"] = time.perf_counter() - t0
         base = unit + train_total
         t0 = time.perf_counter()

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..models import SmallCNN, register_architecture
 from ..models.training import CornerSquare, PatchData, TrainConfig, train_model
+from ..progress import shifted
 from ..synth import sample_patches
 from .config import BiasLabConfig, SquareArtefact
 
@@ -113,15 +114,9 @@ def train_all(cfg: BiasLabConfig, data: dict):
     val = as_patch_data(data["test"])
     models, done = {}, 0
     for plan in plans:
-        gen = train_model(plan["config"], train_data=as_patch_data(data[plan["data"]]),
-                          val_data=val)
-        while True:
-            try:
-                step, _ = next(gen)
-            except StopIteration as stop:
-                res = stop.value
-                break
-            yield done + step, total
+        res = yield from shifted(
+            train_model(plan["config"], train_data=as_patch_data(data[plan["data"]]), val_data=val),
+            offset=done, total=total)
         done += steps_of(cfg)
         models[plan["name"]] = LabModel(plan["name"], plan["bias"], res.module, res.spec,
                                         res.metrics, plan["square"])

@@ -42,7 +42,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import sys
     import time
     from pathlib import Path
 
@@ -60,21 +59,14 @@ def run(args) -> int:
     if out.exists() and not args.overwrite:
         raise XhistoError(f"{out} exists; choose another name or pass --overwrite")
 
+    from ..progress import run_to_end, text_progress
     from ..synth.writer import iter_write_slide
 
     gen = iter_write_slide(out, size=size, seed=args.seed, format=args.format, mpp=args.mpp,
                            quality=args.quality, ground_truth=not args.no_ground_truth,
                            workers=args.workers)
     start = time.perf_counter()
-    try:
-        while True:
-            done, total = next(gen)
-            if sys.stderr.isatty():
-                print(f"\rwriting {out.name}: {done}/{total}", end="", file=sys.stderr)
-    except StopIteration as stop:
-        slide_path, geojson = stop.value
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
+    slide_path, geojson = run_to_end(gen, on_progress=text_progress(f"writing {out.name}"))
     print(f"wrote {slide_path} ({sides[0]} x {sides[1]} px, {args.mpp} µm/px, seed {args.seed}) "
           f"in {time.perf_counter() - start:.1f} s")
     if geojson is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..progress import run_to_end
 from .render import RENDER_BLOCK, SynthWorld, blas_one_thread
 
 FORMATS = ("svs", "ome-tiff")
@@ -270,10 +271,5 @@ def write_slide(path, *, size=20000, seed: int = 0, format: str | None = None,  
     -------
     (slide_path, geojson_path or None)
     """
-    gen = iter_write_slide(path, size=size, seed=seed, format=format, mpp=mpp, tile=tile,
-                           quality=quality, ground_truth=ground_truth, workers=workers)
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        return stop.value
+    return run_to_end(iter_write_slide(path, size=size, seed=seed, format=format, mpp=mpp, tile=tile,
+                                       quality=quality, ground_truth=ground_truth, workers=workers))
