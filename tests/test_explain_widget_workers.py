@@ -130,3 +130,23 @@ def test_setup_runs_in_the_worker_thread(qtbot):
     start_generator(make, label="x", on_result=lambda r: None, on_finished=finished.append)
     qtbot.waitUntil(lambda: bool(finished), timeout=10_000)
     assert where == [False]
+
+
+def test_progress_bar_is_redrawn_a_few_times_a_second_not_per_step(qtbot):
+    """Each redraw composes napari's OpenGL window (tens of ms): 300 quick steps, few redraws."""
+    from qtpy.QtWidgets import QProgressBar
+
+    from napari_xhisto._widgets._workers import PROGRESS_INTERVAL_S, start_generator
+
+    bar, finished, progress, values = QProgressBar(), [], [], []
+    bar.valueChanged.connect(values.append)
+    t0 = time.monotonic()
+    start_generator(lambda: _steps(300, delay=0.002), label="quick", on_result=lambda r: None,
+                    on_progress=lambda d, t: progress.append(d), on_finished=finished.append,
+                    progress_bar=bar, activity_dock=False)
+    qtbot.waitUntil(lambda: bool(finished), timeout=20_000)
+    seconds = time.monotonic() - t0
+    assert progress == list(range(301))  # every step still reaches on_progress
+    assert 300 in values  # the last value is always shown before the reset
+    assert len(values) <= seconds / PROGRESS_INTERVAL_S + 4
+    assert bar.updatesEnabled()

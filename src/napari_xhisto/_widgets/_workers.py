@@ -4,7 +4,8 @@ Core work is a plain generator that yields ``(done, total)`` (one step per batch
 its result. :func:`start_generator` runs one in a worker thread and wires up:
 
 - progress: napari's activity dock (a ``napari.utils.progress``) and, optionally, a
-  ``QProgressBar`` in the widget;
+  ``QProgressBar`` in the widget, redrawn at most every ``PROGRESS_INTERVAL_S`` with the next
+  frame (each redraw composes napari's OpenGL window: tens of ms on the GUI thread);
 - cancel: ``worker.quit()`` (the worker checks between two yields, so within one batch); the
   core generator is closed in the worker thread so its ``finally``/``with`` blocks run, and no
   result is delivered;
@@ -18,7 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Generator
+from contextlib import contextmanager
 from typing import Any
 
 from napari.qt.threading import GeneratorWorker, create_worker
@@ -26,6 +29,9 @@ from napari.qt.threading import GeneratorWorker, create_worker
 from ..errors import XhistoError
 
 log = logging.getLogger(__name__)
+
+# progress bars are redrawn at most this often (each redraw composes napari's window)
+PROGRESS_INTERVAL_S = 0.25
 
 
 class ClosingGeneratorWorker(GeneratorWorker):
@@ -50,6 +56,21 @@ def _drive(make_generator: Callable[[], Generator]) -> Generator:
     finally:
         gen.close()
     return result
+
+
+@contextmanager
+def deferred_repaint(widget):
+    """Let ``widget`` repaint with the next frame instead of at once.
+
+    ``QProgressBar.setValue`` repaints synchronously, and a repaint in napari's window composes
+    the whole window with its OpenGL canvas: 20-60 ms on the GUI thread under Mesa, per call.
+    With updates off during the change, re-enabling them schedules one ordinary ``update()``.
+    """
+    widget.setUpdatesEnabled(False)
+    try:
+        yield widget
+    finally:
+        widget.setUpdatesEnabled(True)
 
 
 def error_message(exc: BaseException) -> str:
@@ -115,7 +136,7 @@ def start_generator(
         worker.errored.disconnect(worker._relay_error)
     except (TypeError, RuntimeError, AttributeError):  # pragma: no cover - napari internals moved
         pass
-    state = {"cancelled": False, "pbar": None}
+    state = {"cancelled": False, "pbar": None, "shown": 0.0}
 
     if activity_dock:
         from napari.utils import progress
@@ -126,6 +147,14 @@ def start_generator(
         if not (isinstance(value, tuple) and len(value) == 2):
             return
         done, total = int(value[0]), int(value[1])
+        now = time.monotonic()
+        if done >= total or now - state["shown"] >= PROGRESS_INTERVAL_S:
+            state["shown"] = now
+            show_progress(done, total)
+        if on_progress is not None:
+            on_progress(done, total)
+
+    def show_progress(done, total):
         pbar = state["pbar"]
         if pbar is not None:
             if pbar.total != total:
@@ -133,10 +162,9 @@ def start_generator(
             if done != pbar.n:
                 pbar.update(done - pbar.n)
         if progress_bar is not None:
-            progress_bar.setMaximum(max(total, 1))
-            progress_bar.setValue(min(done, max(total, 1)))
-        if on_progress is not None:
-            on_progress(done, total)
+            with deferred_repaint(progress_bar):
+                progress_bar.setMaximum(max(total, 1))
+                progress_bar.setValue(min(done, max(total, 1)))
 
     def aborted():
         state["cancelled"] = True
@@ -146,7 +174,8 @@ def start_generator(
             state["pbar"].close()
             state["pbar"] = None
         if progress_bar is not None:
-            progress_bar.reset()
+            with deferred_repaint(progress_bar):
+                progress_bar.reset()
         if cancel_button is not None:
             cancel_button.setEnabled(False)
             try:
@@ -165,8 +194,9 @@ def start_generator(
         cancel_button.setEnabled(True)
         cancel_button.clicked.connect(worker.quit)
     if progress_bar is not None:
-        progress_bar.setMaximum(0)  # busy until the first step says how many there are
-        progress_bar.setValue(0)
+        with deferred_repaint(progress_bar):
+            progress_bar.setMaximum(0)  # busy until the first step says how many there are
+            progress_bar.setValue(0)
     worker.start()
     return worker
 
