@@ -1,6 +1,7 @@
 """The Evaluate widget in a real viewer: its numbers equal the metrics API; rows select layers."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -207,16 +208,16 @@ def test_evaluate_button_runs_in_a_worker(make_napari_viewer, qtbot):
 
 def test_canvas_layer_scores_only_explained_area(make_napari_viewer):
     """A slide-wide canvas holds 0 outside pasted regions: those cells must be left out."""
+    from napari_xhisto._widgets.canvases import CanvasLayers, CanvasPlan
     from napari_xhisto._widgets.evaluate import EvaluateWidget
-    from napari_xhisto._widgets.layers import SparseCanvas, add_or_update_canvas_layer
 
     viewer = make_napari_viewer()
     heat, cells, _ = _scene(seed=3)
     part = heat[:48, :64]  # only the top-left quarter was explained
-    canvas = SparseCanvas((2000, 2000), step=4)
     region = [PLACEMENT.origin_row, PLACEMENT.origin_col, 48 * 4, 64 * 4]
-    canvas.paste(part, PLACEMENT, provenance={"region": region})
-    add_or_update_canvas_layer(viewer, canvas, name="canvas", mpp=MPP, provenance={})
+    plan = CanvasPlan(("test",), "canvas", (2000, 2000), 4.0, MPP, None, {})
+    CanvasLayers(viewer).paste(plan, SimpleNamespace(values=part, placement=PLACEMENT,
+                                                     provenance={"region": region}), opacity=0.6)
     viewer.add_points(np.stack([cells.rows, cells.cols], 1) * MPP, name="cells",
                       features={"class": cells.classes})
     widget = EvaluateWidget(viewer)

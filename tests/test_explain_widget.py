@@ -365,3 +365,77 @@ def test_greyscale_toggle_and_legend(setup):
     np.testing.assert_allclose(grey.scale, s.slide.scale)
     w.grey_check.setChecked(False)
     assert s.slide.visible and (s.slide.name + " (grey)") not in s.viewer.layers
+
+
+def test_explain_mode_makes_the_canvas_ahead_and_clicks_only_paint_it(setup):
+    """Adding a layer stalls napari's GUI thread; in explain mode the click's canvas exists first."""
+    from napari_xhisto.geometry import Region
+
+    s, w = setup, setup.widget
+    w.norm_combo.setCurrentText("global-max")
+    w.canvas_check.setChecked(True)
+    assert _heat_layers(s.viewer) == []
+    w.set_explain_mode(True)
+    (made,) = _heat_layers(s.viewer)
+    assert made.name == "saliency tumour (canvas)" and made.metadata["xhisto"]["pastes"] == []
+    assert np.count_nonzero(np.asarray(made.data[-1])) == 0  # empty: shows the slide unchanged
+
+    # another method re-targets the empty layer instead of adding one
+    w.method_combo.setCurrentText("gradcam")
+    s.qtbot.waitUntil(lambda: _heat_layers(s.viewer)[0].name == "gradcam tumour (canvas)")
+    (layer,) = _heat_layers(s.viewer)
+    assert layer is made and layer.metadata["xhisto"]["provenance"]["method"] == "gradcam"
+    w.method_combo.setCurrentText("saliency")
+    s.qtbot.waitUntil(lambda: _heat_layers(s.viewer)[0].name == "saliency tumour (canvas)")
+
+    inserted = []
+    s.viewer.layers.events.inserted.connect(inserted.append)
+    region = Region(136, 136, 128, 128)
+    _click(s.viewer, _world_of_pixel(s.slide, 200, 200))
+    _wait_idle(s)
+    assert inserted == []  # the result went into the existing layer
+    (layer,) = _heat_layers(s.viewer)
+    assert layer is made and len(layer.metadata["xhisto"]["pastes"]) == 1
+    heat = _direct(s.slide_path, region, s.spec_path, "saliency", target=1, overlap=0.1,
+                   normalize="global-max")
+    full = np.asarray(layer.data[0])
+    np.testing.assert_allclose(full[68:132, 68:132], heat.values, rtol=1e-5, atol=1e-6)
+
+    # a parameter change is another canvas (made ahead); leaving explain mode removes only
+    # the empty one, the painted canvas is the user's result
+    w._forms["saliency"].editors["abs"].setChecked(True)
+    s.qtbot.waitUntil(lambda: len(_heat_layers(s.viewer)) == 2)
+    w.set_explain_mode(False)
+    assert _heat_layers(s.viewer) == [layer]
+
+
+def test_a_deleted_canvas_starts_afresh(setup):
+    s, w = setup, setup.widget
+    w.norm_combo.setCurrentText("global-max")
+    w.canvas_check.setChecked(True)
+    w.set_explain_mode(True)
+    _click(s.viewer, _world_of_pixel(s.slide, 200, 200))
+    _wait_idle(s)
+    (first,) = _heat_layers(s.viewer)
+    s.viewer.layers.remove(first)
+    _click(s.viewer, _world_of_pixel(s.slide, 500, 500))
+    _wait_idle(s)
+    (layer,) = _heat_layers(s.viewer)
+    pastes = layer.metadata["xhisto"]["pastes"]
+    assert len(pastes) == 1 and pastes[0]["placement"]["origin_row"] > 300
+    assert np.count_nonzero(np.asarray(layer.data[0])[60:140, 60:140]) == 0  # first click gone
+
+
+def test_cancel_on_a_canvas_leaves_no_layer(setup):
+    s, w = setup, setup.widget
+    w.norm_combo.setCurrentText("global-max")
+    w.canvas_check.setChecked(True)
+    w.method_combo.setCurrentText("smoothgrad")
+    w._forms["smoothgrad"].editors["n_samples"].setValue(64)
+    steps = []
+    worker = w.explain_region(__import__("napari_xhisto.geometry").geometry.Region(0, 0, 600, 600))
+    worker.yielded.connect(steps.append)
+    s.qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60_000)
+    w.cancel_button.click()
+    _wait_idle(s)
+    assert _heat_layers(s.viewer) == []

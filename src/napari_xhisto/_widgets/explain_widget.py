@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -47,6 +47,7 @@ from ._workers import (
     start_generator,
     warm_matplotlib,
 )
+from .canvases import CanvasLayers, CanvasPlan, canvas_key
 
 SHORTCUT = "Shift-E"
 DEMO = "demo (bundled)"
@@ -57,6 +58,8 @@ MAX_VIEW_PATCH_COST = 1500.0  # patches x method cost; above it "Explain view" r
 
 class ParamForm(QWidget):
     """Editors for one explainer's declared parameters (type, range, help as tooltip)."""
+
+    changed = Signal()
 
     def __init__(self, params: dict, parent=None):
         super().__init__(parent)
@@ -69,8 +72,20 @@ class ParamForm(QWidget):
             editor.setToolTip(f"{p.help} ({p.describe()})".strip())
             form.addRow(name.replace("_", " "), editor)
             self.editors[name] = editor
+            self._relay_changes(editor)
         if not params:
             form.addRow(QLabel("no parameters"))
+
+    def _relay_changes(self, w):
+        if isinstance(w, QCheckBox):
+            sig = w.toggled
+        elif isinstance(w, QComboBox):
+            sig = w.currentTextChanged
+        elif isinstance(w, QSpinBox | QDoubleSpinBox):
+            sig = w.valueChanged
+        else:
+            sig = w.editingFinished
+        sig.connect(lambda *_: self.changed.emit())
 
     @staticmethod
     def _editor(p):
@@ -125,6 +140,12 @@ def _qimage(rgba: np.ndarray) -> QPixmap:
     return QPixmap.fromImage(img.copy())
 
 
+class _Relay(QObject):
+    """Carries ``(key, value)`` from a worker thread to a slot in the GUI thread (queued)."""
+
+    ready = Signal(object, object)
+
+
 # ---- the widget ----------------------------------------------------------------------------
 
 class ExplainWidget(QWidget):
@@ -143,13 +164,22 @@ class ExplainWidget(QWidget):
         self.explain_mode = False
         self._models: dict = {}
         self._slides: dict = {}
-        self._canvases: dict = {}
+        self.canvases = CanvasLayers(napari_viewer)
+        self._legends: dict = {}
+        self._legend_wanted = None
+        self._legend_relay = _Relay(self)  # legend images from their thread to the GUI thread
+        self._legend_relay.ready.connect(self._show_legend)
         self._lock = threading.Lock()
         self._spec = None
         self._spec_path = None
         self._explainers = {m["name"]: get_explainer(m["name"]) for m in list_explainers()}
         self._forms: dict[str, ParamForm] = {}
         self._normalisations = tuple(NORMALIZE_MODES)
+        # canvas layers for the next click are made ahead, once the selection settles
+        self._prepare_timer = QTimer(self)
+        self._prepare_timer.setSingleShot(True)
+        self._prepare_timer.setInterval(0)
+        self._prepare_timer.timeout.connect(self.prepare_canvases)
         self._build()
         self._load_spec(None)
         self._refresh_slides()
@@ -274,10 +304,16 @@ class ExplainWidget(QWidget):
         self._show_params(self.method_combo.currentText())
         if "lrp-epsilon-plus" in self._explainers:
             self.method_combo.setCurrentText("lrp-epsilon-plus")
+        for sig in (self.slide_combo.currentIndexChanged, self.method_combo.currentTextChanged,
+                    self.target_combo.currentTextChanged, self.norm_combo.currentTextChanged,
+                    self.canvas_check.toggled, self.compare_box.toggled,
+                    self.compare_list.itemChanged):
+            sig.connect(self._selection_changed)
 
     def _show_params(self, name):
         if name not in self._forms and name in self._explainers:
             self._forms[name] = ParamForm(self._explainers[name].params)
+            self._forms[name].changed.connect(self._selection_changed)
             self.params_stack.addWidget(self._forms[name])
         if name in self._forms:
             self.params_stack.setCurrentWidget(self._forms[name])
@@ -319,6 +355,7 @@ class ExplainWidget(QWidget):
             self.model_combo.setItemText(1, Path(path).name)
             self.model_combo.setCurrentIndex(1)
         self._update_px_label()
+        self._selection_changed()
 
     def _heat_step(self, mpp: float) -> float:
         """Level-0 px per heatmap px: the model's pixel grid on this slide."""
@@ -353,6 +390,7 @@ class ExplainWidget(QWidget):
             self.slide_combo.setCurrentText(current)
         self.slide_combo.blockSignals(False)
         self._update_px_label()
+        self._selection_changed()
 
     def _slide_info(self):
         """(layer, slide path, mpp, level-0 shape) of the chosen slide layer."""
@@ -394,6 +432,50 @@ class ExplainWidget(QWidget):
         if self.mode_button.isChecked() != self.explain_mode:
             self.mode_button.setChecked(self.explain_mode)
         self.status.setText("Explain mode: click the slide" if on else "")
+        if self.explain_mode:
+            self.prepare_canvases()
+        else:
+            self._prepare_timer.stop()
+            self.canvases.discard_unpainted()
+
+    # -- canvas layers, made before the clicks that paint them (see .canvases)
+    def _selection_changed(self, *_):
+        if self.explain_mode:
+            self._prepare_timer.start()  # once, after a burst of changes
+
+    def _uses_canvas(self) -> bool:
+        return self.canvas_check.isChecked() and self.norm_combo.currentText() == "global-max"
+
+    def _canvas_plans(self, jobs, *, layer, path, mpp, shape, target) -> list[CanvasPlan]:
+        step = self._heat_step(mpp)
+        model = self._spec_path or "demo"
+        plans = []
+        for method, params in jobs:
+            key = canvas_key(slide=path or layer.name, model=model, method=method, target=target,
+                             params=params, step=step)
+            prov = {"kind": "heatmap", "method": method, "params": dict(params), "target": target,
+                    "model": self._spec.name if self._spec else model}
+            plans.append(CanvasPlan(key, f"{method} {target} (canvas)", shape, step, mpp,
+                                    None if path is None else str(path), prov, tuple(layer.units)))
+        return plans
+
+    def prepare_canvases(self):
+        """Make the canvas layers the next click will paint, if canvas mode applies.
+
+        Adding a layer stalls napari's GUI thread for 100-250 ms; updating one costs a few ms.
+        Doing it now (explain mode on, selection changed) keeps the viewer smooth when results
+        arrive. Silently does nothing without a slide, a model or valid parameters.
+        """
+        if not self._uses_canvas() or self._spec is None:
+            return []
+        try:
+            layer, path, mpp, shape = self._slide_info()
+            jobs = [(m, self._params(m)) for m in self._methods()]
+        except ValueError:
+            return []
+        plans = self._canvas_plans(jobs, layer=layer, path=path, mpp=mpp, shape=shape,
+                                   target=self.target_combo.currentText())
+        return self.canvases.prepare(plans, opacity=self._opacity())
 
     def _toggle_mode_key(self, viewer):
         self.set_explain_mode(not self.explain_mode)
@@ -494,8 +576,14 @@ class ExplainWidget(QWidget):
         with_prob = self.compare_box.isChecked() and self.compare_prob.isChecked()
         target = self.target_combo.currentText()
         normalize = self.norm_combo.currentText()
-        use_canvas = self.canvas_check.isChecked() and normalize == "global-max"
         settings = {"target": target, "overlap": self.overlap_spin.value(), "normalize": normalize}
+        plans = None
+        if self._uses_canvas():
+            _, _, _, shape = self._slide_info()
+            plans = self._canvas_plans(jobs, layer=layer, path=path, mpp=mpp, shape=shape,
+                                       target=target)
+            # made ahead in explain mode; otherwise now, before the work rather than after it
+            self.canvases.prepare(plans, opacity=self._opacity(), prune=False)
 
         def run():
             from ..explain import explain_region
@@ -520,13 +608,14 @@ class ExplainWidget(QWidget):
             return results
 
         def done(results):
-            for kind, method, params, res in results:
+            for k, (kind, method, _params, res) in enumerate(results):
                 if kind == "probability":
                     self._add_probability(res, layer, mpp, path, region)
-                elif use_canvas:
-                    self._paste_on_canvas(res, method, params, layer, mpp, path, settings)
+                elif plans is not None:
+                    self.canvases.paste(plans[k], res, opacity=self._opacity())
                 else:
                     self._add_heatmap(res, method, region, mpp, path)
+            self._update_legend()
             if len(results) > 1 and not self.grid_check.isChecked():
                 self.status.setText(f"{len(results)} layers added: tick 'side by side' to compare")
 
@@ -558,6 +647,8 @@ class ExplainWidget(QWidget):
         def finished(cancelled):
             self.worker = None
             self.status.setText("cancelled: nothing was added" if cancelled else "")
+            if not self.explain_mode:  # a canvas made for this run only, and left empty
+                self.canvases.discard_unpainted()
 
         self.status.setText(f"running {label} …")
         self.worker = start_generator(run, label=label, on_result=on_result, on_finished=finished,
@@ -574,23 +665,6 @@ class ExplainWidget(QWidget):
         layer = self.viewer.add_image(data, **self._units_of_slide(kwargs))
         self._update_legend()
         return layer
-
-    def _paste_on_canvas(self, heat, method, params, layer, mpp, path, settings):
-        key = (path or layer.name, self._spec_path or "demo", method, settings["target"],
-               tuple(sorted((k, str(v)) for k, v in params.items())), heat.placement.step_row)
-        canvas = self._canvases.get(key)
-        _, _, _, shape = self._slide_info()
-        if canvas is None:
-            canvas = self._canvases[key] = L.SparseCanvas(shape, step=heat.placement.step_row)
-        # back to raw relevance; the canvas divides by the largest patch maximum of all clicks
-        scale = float(heat.provenance.get("normalization_scale") or 1.0)
-        canvas.paste(heat.values * scale, heat.placement, provenance=heat.provenance, peak=scale)
-        prov = {**heat.provenance, "normalize": "global-max over all clicks on this canvas",
-                "normalization_scale": canvas.scale_value}
-        name = f"{method} {settings['target']} (canvas)"
-        L.add_or_update_canvas_layer(self.viewer, canvas, name=name, mpp=mpp, provenance=prov,
-                                     slide_path=path, opacity=self._opacity(), units=layer.units)
-        self._update_legend()
 
     def _add_probability(self, pmap, layer, mpp, path, region):
         target = self.target_combo.currentText()
@@ -653,7 +727,27 @@ class ExplainWidget(QWidget):
         label = (f"p({meta.get('class_name', '')})" if meta["kind"] == "probability"
                  else f"{meta['provenance'].get('method', '')}: red for, blue against")
         cmap = L.PROBABILITY_COLORMAP if meta["kind"] == "probability" else L.HEATMAP_COLORMAP
-        self.legend.setPixmap(_qimage(L.legend_rgba(lo, hi, colormap=cmap, label=label)))
+        args = (float(lo), float(hi), cmap, label)
+        self._legend_wanted = args
+        if args in self._legends:
+            self.legend.setPixmap(self._legends[args])
+            return
+        # matplotlib takes 20-50 ms a legend: drawn in a plain thread, shown when ready. Not in
+        # Qt's global pool: Qt converts images (the activity dock's spinner) in that pool while
+        # the GUI thread holds the GIL, so a pool thread waiting for the GIL deadlocks both.
+        def draw():
+            rgba = L.legend_rgba(lo, hi, colormap=cmap, label=label)
+            try:
+                self._legend_relay.ready.emit(args, rgba)
+            except RuntimeError:  # the widget was closed meanwhile
+                pass
+
+        threading.Thread(target=draw, name="xhisto-legend", daemon=True).start()
+
+    def _show_legend(self, args, rgba):
+        self._legends[args] = _qimage(rgba)
+        if self._legend_wanted == args:
+            self.legend.setPixmap(self._legends[args])
 
     def closeEvent(self, event):  # noqa: N802 - Qt name
         if self._on_mouse in self.viewer.mouse_drag_callbacks:

@@ -9,6 +9,7 @@ Only the last section touches a viewer; the rest is plain numpy and testable wit
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -276,9 +277,18 @@ def legend_rgba(vmin: float, vmax: float, *, colormap: str = HEATMAP_COLORMAP, l
     return _legend(float(vmin), float(vmax), colormap, label, int(width), int(height)).copy()
 
 
+_LEGEND_LOCK = threading.Lock()
+
+
 @lru_cache(maxsize=32)
 def _legend(vmin, vmax, colormap, label, width, height) -> np.ndarray:
-    # ~20 ms per figure: cached, since the GUI thread redraws it on every selection change
+    # 20-50 ms per figure: cached; widgets draw it in a worker thread, one at a time (the lock)
+    # since matplotlib's font cache and colormap registry are shared
+    with _LEGEND_LOCK:
+        return _draw_legend(vmin, vmax, colormap, label, width, height)
+
+
+def _draw_legend(vmin, vmax, colormap, label, width, height) -> np.ndarray:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
@@ -347,27 +357,6 @@ def view_region(center, zoom: float, canvas_size: Sequence[int], *, scale, trans
 
 
 # ---- viewer-side helpers (napari objects, no Qt) ---------------------------------------------
-
-def add_or_update_canvas_layer(viewer, canvas: SparseCanvas, *, name: str, mpp: float,
-                               provenance: dict, slide_path=None, opacity: float = 0.6,
-                               units=UNITS):
-    """Show ``canvas`` as a multiscale layer ``name``; refresh it in place when it exists."""
-    meta = heatmap_metadata(kind="heatmap", placement=canvas.placement, mpp=mpp,
-                            provenance=provenance, slide_path=slide_path, canvas=True,
-                            global_max=canvas.scale_value, pastes=list(canvas.pastes))
-    if name in viewer.layers:
-        layer = viewer.layers[name]
-        layer.metadata["xhisto"] = meta
-        layer.metadata["xhisto_canvas"] = canvas
-        layer.refresh()
-        return layer
-    return viewer.add_image(
-        canvas.levels(), multiscale=True, name=name, **canvas.placement.layer_transform(mpp),
-        units=units,
-        colormap=heatmap_colormap(), contrast_limits=(-1.0, 1.0), opacity=opacity,
-        blending="translucent", interpolation2d="nearest",
-        metadata={"xhisto": meta, "xhisto_canvas": canvas})
-
 
 def set_greyscale(viewer, slide_layer, on: bool):
     """Show ``slide_layer`` in grey (a lazy luminance layer just above it) or restore its colours.
