@@ -150,3 +150,23 @@ def test_progress_bar_is_redrawn_a_few_times_a_second_not_per_step(qtbot):
     assert 300 in values  # the last value is always shown before the reset
     assert len(values) <= seconds / PROGRESS_INTERVAL_S + 4
     assert bar.updatesEnabled()
+
+
+def test_napari_activity_spinner_runs_slower_while_a_job_runs(make_napari_viewer, qtbot):
+    """Under Mesa each spinner frame composes the OpenGL window: 81% of a core at full speed."""
+    from qtpy.QtWidgets import QLabel
+
+    from napari_xhisto._widgets._workers import SPINNER_SPEED_PERCENT, start_generator
+
+    viewer = make_napari_viewer()
+    movies = [lb.movie() for lb in viewer.window._qt_window.findChildren(QLabel)
+              if lb.movie() is not None]
+    assert movies, "napari's activity spinner was not found"
+    assert all(m.speed() == 100 for m in movies)
+    speeds, finished = [], []
+    start_generator(lambda: _steps(20, delay=0.02), label="spin", on_result=lambda r: None,
+                    on_progress=lambda d, t: speeds.append([m.speed() for m in movies]),
+                    on_finished=finished.append)
+    qtbot.waitUntil(lambda: bool(finished), timeout=20_000)
+    assert speeds and all(s == [SPINNER_SPEED_PERCENT] * len(movies) for s in speeds)
+    assert all(m.speed() == 100 for m in movies)

@@ -5,7 +5,8 @@ its result. :func:`start_generator` runs one in a worker thread and wires up:
 
 - progress: napari's activity dock (a ``napari.utils.progress``) and, optionally, a
   ``QProgressBar`` in the widget, redrawn at most every ``PROGRESS_INTERVAL_S`` with the next
-  frame (each redraw composes napari's OpenGL window: tens of ms on the GUI thread);
+  frame (each redraw composes napari's OpenGL window: tens of ms on the GUI thread), and
+  napari's activity spinner slowed to ``SPINNER_SPEED_PERCENT`` while the job runs;
 - cancel: ``worker.quit()`` (the worker checks between two yields, so within one batch); the
   core generator is closed in the worker thread so its ``finally``/``with`` blocks run, and no
   result is delivered;
@@ -25,6 +26,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from napari.qt.threading import GeneratorWorker, create_worker
+from qtpy.QtCore import QTimer
 
 from ..errors import XhistoError
 
@@ -32,6 +34,32 @@ log = logging.getLogger(__name__)
 
 # progress bars are redrawn at most this often (each redraw composes napari's window)
 PROGRESS_INTERVAL_S = 0.25
+# napari's "in progress" spinner (a 33 frames/s GIF) runs at this % of its speed while our jobs
+# run: under Mesa every frame composes the whole OpenGL window, 81% of a core at full speed
+SPINNER_SPEED_PERCENT = 25
+
+
+def slow_spinners(speed: int = SPINNER_SPEED_PERCENT) -> list:
+    """Slow every animated ``QLabel`` movie of the application's windows (napari's activity
+    spinner) to ``speed`` %; returns ``[(movie, old speed)]`` for :func:`restore_spinners`."""
+    from qtpy.QtWidgets import QApplication, QLabel
+
+    changed = []
+    for top in QApplication.topLevelWidgets():
+        for label in top.findChildren(QLabel):
+            movie = label.movie()
+            if movie is not None and movie.speed() > speed:
+                changed.append((movie, movie.speed()))
+                movie.setSpeed(speed)
+    return changed
+
+
+def restore_spinners(changed: list) -> None:
+    for movie, speed in changed:
+        try:
+            movie.setSpeed(speed)
+        except RuntimeError:  # the window was closed meanwhile
+            pass
 
 
 class ClosingGeneratorWorker(GeneratorWorker):
@@ -141,6 +169,7 @@ def start_generator(
     if activity_dock:
         from napari.utils import progress
 
+        state["spinners"] = slow_spinners()
         state["pbar"] = progress(total=0, desc=label)
 
     def step(value):
@@ -173,15 +202,16 @@ def start_generator(
         if state["pbar"] is not None:
             state["pbar"].close()
             state["pbar"] = None
-        if progress_bar is not None:
-            with deferred_repaint(progress_bar):
-                progress_bar.reset()
-        if cancel_button is not None:
-            cancel_button.setEnabled(False)
-            try:
+        restore_spinners(state.pop("spinners", []))
+        try:
+            if progress_bar is not None:
+                with deferred_repaint(progress_bar):
+                    progress_bar.reset()
+            if cancel_button is not None:
+                cancel_button.setEnabled(False)
                 cancel_button.clicked.disconnect(worker.quit)
-            except (TypeError, RuntimeError):
-                pass
+        except (TypeError, RuntimeError):  # already disconnected, or the widget was closed
+            pass
         if on_finished is not None:
             on_finished(state["cancelled"])
 
@@ -189,7 +219,9 @@ def start_generator(
     worker.returned.connect(on_result)
     worker.errored.connect(on_error or (lambda exc: notify_error(exc, context=label)))
     worker.aborted.connect(aborted)
-    worker.finished.connect(finished)
+    # tidying up (the activity dock drops its bar, the widget's bar resets) repaints the window:
+    # one event-loop turn after the result, so that its frame and this one are two short stalls
+    worker.finished.connect(lambda: QTimer.singleShot(0, finished))
     if cancel_button is not None:
         cancel_button.setEnabled(True)
         cancel_button.clicked.connect(worker.quit)
