@@ -165,3 +165,41 @@ def test_add_square_pixels():
     assert np.all(out == 7) and np.all(img == 7)
     with pytest.raises(ValueError):
         add_square(img, size=5, position=(8, 0))
+
+
+def test_comedo_necrosis_changes_only_necrosis():
+    """"comedo" necrosis: same layout and intact cells; only necrosis (and its ghosts' reach)
+    is drawn differently, with many more tumour-nucleus-sized haematoxylin objects."""
+    from scipy import ndimage as ndi
+
+    a = generate_tissue(1024, 1024, seed=8, mpp=1.0, jpeg_quality=None)
+    b = generate_tissue(1024, 1024, seed=8, mpp=1.0, jpeg_quality=None, necrosis="comedo")
+    assert np.array_equal(a.tissue_map, b.tissue_map)
+    assert np.array_equal(a.cells.rows, b.cells.rows)
+    assert list(a.cells.classes) == list(b.cells.classes)
+    nec = a.tissue_map == CODE["necrosis"]
+    assert nec.mean() > 0.05, "this seed should show necrosis"
+    far = ~ndi.binary_dilation(nec, iterations=30)
+    far[:30], far[-30:], far[:, :30], far[:, -30:] = False, False, False, False
+    assert np.array_equal(a.rgb[far], b.rgb[far])
+    tumour = a.tissue_map == CODE["tumour"]
+    core = ndi.binary_erosion(nec, iterations=3)
+
+    def big_nuclei_per_area(t, where):
+        h = rgb2hed(t.rgb)[..., 0]
+        lab, _ = ndi.label((h > np.percentile(h[tumour], 60)) & where)
+        return np.sum(np.bincount(lab.ravel())[1:] >= 40) / where.sum()
+
+    tum = big_nuclei_per_area(a, ndi.binary_erosion(tumour, iterations=3))
+    classic, comedo = big_nuclei_per_area(a, core), big_nuclei_per_area(b, core)
+    assert comedo > 2.5 * classic  # ghosts of the dead tumour cells
+    assert 0.5 * tum < comedo < 1.2 * tum  # about the viable nests' density, no more
+    with pytest.raises(ValueError, match="necrosis must be one of"):
+        SynthWorld(64, 64, necrosis="liquefactive")
+
+
+def test_comedo_windows_agree_with_the_whole_field():
+    world = SynthWorld(1024, 1024, seed=8, mpp=1.0, necrosis="comedo")
+    whole, _ = world.render(0, 0, 1024, 1024)
+    part, _ = world.render(300, 420, 400, 500)
+    assert np.abs(part.astype(int) - whole[300:700, 420:920].astype(int)).max() <= 1

@@ -8,12 +8,15 @@ tile with its ground truth as QuPath GeoJSON. Everything is deterministic by see
 
 from .cells import CELL_CLASSES
 from .layout import TISSUE_CODES
+from .necrosis import NECROSIS_STYLES, NecrosisStyle
 from .patches import PatchSet, add_square, sample_patches
 from .render import SynthWorld
 from .tissue import SynthTissue, generate_tissue
 
 __all__ = [
     "CELL_CLASSES",
+    "NECROSIS_STYLES",
+    "NecrosisStyle",
     "TISSUE_CODES",
     "PatchSet",
     "SynthTissue",

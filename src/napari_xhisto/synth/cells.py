@@ -14,13 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .layout import CODE, Layout, classify_points
+from .necrosis import NECROSIS_STYLES, NecrosisStyle
 from .stamps import N_ORIENT
 
 CELL_BLOCK = 512
 CELL_CLASSES = ("tumour", "lymphocyte", "stroma", "other")
-NOT_A_CELL = 255  # debris, erythrocytes: drawn, not ground truth
+NOT_A_CELL = 255  # debris, erythrocytes, ghosts of dead cells: drawn, not ground truth
 KINDS = ("tumour", "lymphocyte", "other", "debris", "rbc") + tuple(
-    f"spindle{o}" for o in range(N_ORIENT)) + tuple(f"endothelial{o}" for o in range(N_ORIENT))
+    f"spindle{o}" for o in range(N_ORIENT)) + tuple(f"endothelial{o}" for o in range(N_ORIENT)) + (
+    "ghost",)
 KIND = {k: i for i, k in enumerate(KINDS)}
 
 
@@ -71,8 +73,10 @@ def _orient_index(lay: Layout, rows, cols):
 class CellField:
     """All cells of a layout, generated block by block on demand (with a small cache)."""
 
-    def __init__(self, lay: Layout, tex, seed: int, *, cache_size: int = 512):
+    def __init__(self, lay: Layout, tex, seed: int, *, cache_size: int = 512,
+                 necrosis: NecrosisStyle = NECROSIS_STYLES["classic"]):
         self.lay, self.tex, self.seed = lay, tex, int(seed)
+        self.necrosis = necrosis
         self._cache: dict = {}
         self._lock = threading.Lock()
         self._cache_size = cache_size
@@ -136,17 +140,40 @@ class CellField:
         lym = lay.fields_points(r, c, ["lymph"])["lymph"]
         s = (code == CODE["stroma"]) & (rng.random(len(r)) < lym)
         add(r[s], c[s], 1, KIND["lymphocyte"])
-        # necrosis: few intact cells, much karyorrhectic debris
+        # necrosis: few intact cells, karyorrhectic debris (and ghosts, see _ghost_cells)
         r, c = _jittered(rng, r0, c0, CELL_BLOCK, 30.0 * um)
         s = (classify_points(lay, tex, r, c) == CODE["necrosis"]) & (rng.random(len(r)) < 0.3)
         add(r[s], c[s], 3, KIND["other"])
         r, c = _jittered(rng, r0, c0, CELL_BLOCK, 7.0 * um, jitter=1.0)
-        s = (classify_points(lay, tex, r, c) == CODE["necrosis"]) & (rng.random(len(r)) < 0.4)
+        s = ((classify_points(lay, tex, r, c) == CODE["necrosis"])
+             & (rng.random(len(r)) < self.necrosis.debris_p))
         add(r[s], c[s], NOT_A_CELL, KIND["debris"])
         parts.extend(self._vessel_cells(r0, c0, um))
+        if self.necrosis.has_ghosts:
+            parts.append(self._ghost_cells(r0, c0, um, bi, bj))
         cb = CellBlock.concat(parts)
         cb.uid = ((bi * 4096 + bj) << 20) + np.arange(len(cb.rows), dtype=np.int64)
         return cb
+
+    def _ghost_cells(self, r0, c0, um, bi, bj) -> CellBlock:
+        """Ghosts of the dead tumour cells in "comedo" necrosis (drawn, not ground truth).
+
+        Necrosis is dead tumour: the ghosts sit on the tumour cells' spacing, most of them
+        near the viable rim and fewer deeper in, where they have dissolved. Own random stream
+        and last in the block, so the other cells and their ids stay as they were.
+        """
+        lay, sty = self.lay, self.necrosis
+        rng = np.random.default_rng([self.seed, 556, bi, bj])
+        r, c = _jittered(rng, r0, c0, CELL_BLOCK, 15.0 * um)
+        s = classify_points(lay, self.tex, r, c) == CODE["necrosis"]
+        r, c = r[s], c[s]
+        depth = np.maximum(lay.fields_points(r, c, ["necrosis"])["necrosis"], 0)
+        keep = rng.random(len(r)) < sty.ghost_p0 + sty.ghost_p1 * np.exp(
+            -depth / (sty.ghost_depth_um * um))
+        n = int(keep.sum())
+        return CellBlock(r[keep], c[keep], np.full(n, NOT_A_CELL, np.uint8),
+                         np.full(n, KIND["ghost"], np.uint8),
+                         rng.integers(0, 1 << 16, n).astype(np.int32))
 
     def _vessel_cells(self, r0, c0, um):
         lay = self.lay

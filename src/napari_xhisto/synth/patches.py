@@ -72,7 +72,8 @@ def sample_patches(n: int, *, patch_size: int, mpp: float = 0.5, seed: int = 0,
                    label: str = "tumour-fraction", translate: bool = True, exclude=(),
                    corner_square=None, tumour_ratio: float | None = None,
                    tumour_threshold: float = 0.5, exclude_max_fraction: float = 0.1,
-                   field_size: int | None = None, jpeg_quality: int | None = 85) -> PatchSet:
+                   field_size: int | None = None, jpeg_quality: int | None = 85,
+                   necrosis="classic") -> PatchSet:
     """Draw labelled patches from fields of synthetic tissue (layout "mixed").
 
     Parameters
@@ -105,6 +106,8 @@ def sample_patches(n: int, *, patch_size: int, mpp: float = 0.5, seed: int = 0,
         Side of each tissue field (default: about 1 mm, at least 6 patches).
     jpeg_quality : int or None
         JPEG round trip of each field.
+    necrosis : {"classic", "comedo"} or NecrosisStyle
+        How necrosis looks (``napari_xhisto.synth.necrosis``).
 
     Returns
     -------
@@ -141,7 +144,8 @@ def sample_patches(n: int, *, patch_size: int, mpp: float = 0.5, seed: int = 0,
                              f"fields (label counts {[len(got[0]), len(got[1])]})")
         field_seed = int(seed) * 100_003 + k_field
         k_field += 1
-        world = SynthWorld(fs, fs, seed=field_seed, mpp=mpp, layout="mixed", bank_seed=seed)
+        world = SynthWorld(fs, fs, seed=field_seed, mpp=mpp, layout="mixed", bank_seed=seed,
+                           necrosis=necrosis)
         rgb, codes = world.render(0, 0, fs, fs)
         if jpeg_quality:
             rgb = jpeg_roundtrip(rgb, jpeg_quality)

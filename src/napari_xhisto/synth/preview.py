@@ -29,8 +29,11 @@ def pick_window(world: SynthWorld, side: int, *, stride: int = 256) -> tuple[int
 
 
 def save_previews(region_png, overlay_png, *, seed: int = 0, slide_size: int = 6144,
-                  side: int = 1024, mpp: float = 0.5) -> dict:
+                  side: int = 1024, mpp: float = 0.5, necrosis="classic") -> dict:
     """Save a ``side`` px region of a synthetic slide and its ground-truth overlay as PNGs.
+
+    ``necrosis`` is the look of necrosis (``napari_xhisto.synth.necrosis``); the previews in
+    ``resources/`` use the default.
 
     Returns a dict with the window (row, col), cell counts and region classes shown.
     """
@@ -43,7 +46,8 @@ def save_previews(region_png, overlay_png, *, seed: int = 0, slide_size: int = 6
     from ..annotations import DEFAULT_COLORS
     from .render import blas_one_thread
 
-    world = SynthWorld(slide_size, slide_size, seed=seed, mpp=mpp, layout="slide")
+    world = SynthWorld(slide_size, slide_size, seed=seed, mpp=mpp, layout="slide",
+                       necrosis=necrosis)
     with blas_one_thread():
         r0, c0 = pick_window(world, side)
     rgb, _ = world.render(r0, c0, side, side)
@@ -81,3 +85,37 @@ def save_previews(region_png, overlay_png, *, seed: int = 0, slide_size: int = 6
     return {"window": [int(r0), int(c0), side, side], "cells": cells.counts(),
             "regions": sorted({r.cls for r in regions}), "paths": [str(Path(region_png)),
                                                                  str(Path(overlay_png))]}
+
+
+def save_necrosis_styles(png, *, seed: int = 0, slide_size: int = 6144, side: int = 1024,
+                         crop=(420, 80, 360), mpp: float = 0.5) -> dict:
+    """Save the same necrosis (the preview region's) in each ``NECROSIS_STYLES`` side by side.
+
+    ``crop`` is (row, col, side) inside the preview window of ``save_previews``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .necrosis import NECROSIS_STYLES
+    from .render import blas_one_thread
+
+    r, c, s = crop
+    crops = []
+    for name in NECROSIS_STYLES:
+        world = SynthWorld(slide_size, slide_size, seed=seed, mpp=mpp, layout="slide",
+                           necrosis=name)
+        with blas_one_thread():
+            r0, c0 = pick_window(world, side)
+        rgb, _ = world.render(r0 + r, c0 + c, s, s)
+        crops.append((name, jpeg_roundtrip(rgb, 85)))
+    fig, axes = plt.subplots(1, len(crops), figsize=(4.2 * len(crops), 4.5), dpi=100)
+    for ax, (name, rgb) in zip(axes, crops):
+        ax.imshow(rgb)
+        ax.set_title(f'necrosis="{name}"', fontsize=10)
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+    return {"window_offset": [r, c, s], "styles": [n for n, _ in crops], "path": str(png)}

@@ -13,6 +13,7 @@ import numpy as np
 
 from .cells import CELL_CLASSES, KINDS, NOT_A_CELL, CellBlock, CellField, vessel_lumen
 from .layout import CODE, NECROSIS_RIM_UM, Layout, make_layout, vessel_distance
+from .necrosis import necrosis_style
 from .stain import StainParams, od_to_rgb
 from .stamps import StampBank, paste
 from .textures import MAX_WINDOW, TextureBank
@@ -68,10 +69,13 @@ class SynthWorld:
     layout : {"mixed", "slide"}
     bank_seed : int, optional
         Seed of the textures and nucleus stamps (default: ``seed``); cached per (seed, mpp).
+    necrosis : {"classic", "comedo"} or NecrosisStyle
+        How necrosis looks (``napari_xhisto.synth.necrosis``); "classic" is what the bundled
+        demo model was trained on.
     """
 
     def __init__(self, height: int, width: int, *, seed: int = 0, mpp: float = 0.5,
-                 layout: str = "mixed", bank_seed: int | None = None):
+                 layout: str = "mixed", bank_seed: int | None = None, necrosis="classic"):
         if height <= 0 or width <= 0:
             raise ValueError(f"size must be positive, got {height} x {width}")
         if not (0.05 <= mpp <= 10):
@@ -79,7 +83,8 @@ class SynthWorld:
         self.height, self.width, self.seed, self.mpp = int(height), int(width), int(seed), float(mpp)
         self.layout: Layout = make_layout(height, width, seed=seed, mpp=mpp, kind=layout)
         self.tex, self.stamps = _banks(int(seed if bank_seed is None else bank_seed), self.mpp)
-        self.cells = CellField(self.layout, self.tex, seed)
+        self.necrosis = necrosis_style(necrosis)
+        self.cells = CellField(self.layout, self.tex, seed, necrosis=self.necrosis)
         self.stain = StainParams.random(np.random.default_rng([self.seed, 99]))
 
     # ------------------------------------------------------------------------------------
@@ -128,8 +133,15 @@ class SynthWorld:
             h_od += w_nest * (np.float32(0.19) + np.float32(0.02) * gran)
         if not _is_zero(w_nec):
             smudge = tex.window("smudge", R0, C0, H, W)
-            e_od += w_nec * (np.float32(0.72) + np.float32(0.10) * smudge)
-            h_od += w_nec * (np.float32(0.09) + np.float32(0.04) * smudge)
+            n = self.necrosis
+            e_nec = np.float32(n.e) + np.float32(n.e_smudge) * smudge
+            h_nec = np.float32(n.h) + np.float32(n.h_smudge) * smudge
+            if n.e_gran or n.h_gran:  # granular dead cytoplasm and nuclear dust
+                e_nec += np.float32(n.e_gran) * gran
+                h_nec += np.float32(n.h_gran) * gran
+            e_od += w_nec * e_nec
+            h_od += w_nec * h_nec
+            del e_nec, h_nec
         if not np.isscalar(w_tis):
             e_od *= w_tis
             h_od *= w_tis

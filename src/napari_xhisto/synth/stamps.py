@@ -3,7 +3,9 @@
 Stamps are drawn once per (seed, mpp) and then pasted: tumour nuclei (large, pleomorphic,
 hyperchromatic, irregular outline, coarse chromatin, nucleoli, faint cell border), lymphocytes
 (small, round, dense), spindle fibroblast / endothelial nuclei at several orientations,
-"other" cells (pyknotic nuclei, neutrophils, macrophages), karyorrhectic debris, erythrocytes.
+"other" cells (pyknotic nuclei, neutrophils, macrophages), karyorrhectic debris, erythrocytes,
+and the ghosts of dead tumour cells in "comedo" necrosis (tumour-sized, pale, smudged nuclear
+shadows in a hypereosinophilic cell outline, half with karyorrhectic fragments inside).
 """
 
 from __future__ import annotations
@@ -148,6 +150,32 @@ def debris_stamp(rng, um):
     return _finish(h, np.zeros_like(h), half, 0.5 * um)
 
 
+def ghost_stamp(rng, um):
+    """A dead tumour cell in (comedo) necrosis: the nucleus' shadow, same size and outline as
+    a viable tumour nucleus but pale and smudged (karyolysis); its cell outline persists,
+    the cytoplasm hypereosinophilic; half of them show karyorrhexis (dark fragments inside the
+    nuclear outline)."""
+    radius = rng.uniform(4.3, 7.6) * um * rng.uniform(0.85, 1.0)
+    cell_r = radius * rng.uniform(1.5, 1.8)
+    half, y, x = _grid(cell_r + 1.5 * um)
+    alpha, dist = _blob(rng, y, x, radius, rng.uniform(1.05, 1.5), rng.uniform(0, np.pi), 0.09)
+    smudge = 1 + 0.15 * _texture(rng, y.shape, 1.5 * um)
+    h = alpha * rng.uniform(0.4, 0.8) * smudge  # viable tumour nuclei: 0.8-1.9
+    h += alpha * np.exp(-((dist - 0.4 * um) / (0.7 * um)) ** 2) * rng.uniform(0.05, 0.2)
+    if rng.random() < 0.5:
+        for _ in range(rng.integers(2, 7)):
+            cy, cx = rng.normal(0, 0.45 * radius, 2)
+            r = rng.uniform(0.4, 1.1) * um
+            spot = np.clip(r - np.hypot(y - cy, x - cx) + 0.5, 0, 1) * rng.uniform(1.4, 2.2)
+            h = np.maximum(h, spot)
+    rr = np.hypot(y, x)
+    cyto = np.clip(cell_r - rr + 0.5, 0, 1) * (1 - alpha)
+    ring = np.exp(-((rr - cell_r) / (0.5 * um)) ** 2)
+    ring *= np.clip(_texture(rng, y.shape, 3 * um) + 0.8, 0, 1.5)
+    e = -0.08 * alpha + 0.08 * cyto + 0.12 * ring
+    return _finish(h, e, half, 0.7 * um)
+
+
 def rbc_stamp(rng, um):
     radius = rng.uniform(3.2, 3.8) * um
     half, y, x = _grid(radius + 1)
@@ -159,7 +187,7 @@ def rbc_stamp(rng, um):
 
 class StampBank:
     """Stamps per kind: ``tumour``, ``lymphocyte``, ``spindle`` (by orientation), ``endothelial``
-    (by orientation), ``other``, ``debris``, ``rbc``.
+    (by orientation), ``other``, ``debris``, ``rbc``, ``ghost``.
 
     Parameters
     ----------
@@ -182,6 +210,9 @@ class StampBank:
                 ang = np.pi * o / N_ORIENT
                 self.kinds[f"{name}{o}"] = [spindle_stamp(rng, um, ang, thin=thin)
                                             for _ in range(4)]
+        # own stream: adding ghosts left every other stamp as it was
+        g_rng = np.random.default_rng([int(seed), 4243])
+        self.kinds["ghost"] = [ghost_stamp(g_rng, um) for _ in range(48)]
         self.max_half = max(s.half for v in self.kinds.values() for s in v)
 
     def pick(self, kind: str, index: int) -> Stamp:

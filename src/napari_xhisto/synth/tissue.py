@@ -93,7 +93,7 @@ def world_regions(world: SynthWorld, r0: int, c0: int, h: int, w: int) -> list:
 
 def generate_tissue(height: int, width: int, *, seed: int = 0, mpp: float = 0.5,
                     layout: str = "mixed", jpeg_quality: int | None = 85,
-                    bank_seed: int | None = None) -> SynthTissue:
+                    bank_seed: int | None = None, necrosis="classic") -> SynthTissue:
     """Render a field of synthetic H&E tissue with its ground truth.
 
     Parameters
@@ -112,6 +112,8 @@ def generate_tissue(height: int, width: int, *, seed: int = 0, mpp: float = 0.5,
     bank_seed : int, optional
         Seed of the textures and nucleus stamps (defaults to ``seed``); fields sharing it
         are cheaper to make.
+    necrosis : {"classic", "comedo"} or NecrosisStyle
+        How necrosis looks (``napari_xhisto.synth.necrosis``).
 
     Returns
     -------
@@ -123,7 +125,8 @@ def generate_tissue(height: int, width: int, *, seed: int = 0, mpp: float = 0.5,
     >>> t.rgb.shape, t.tissue_map.shape, len(t.cells) > 0
     ((256, 256, 3), (256, 256), True)
     """
-    world = SynthWorld(height, width, seed=seed, mpp=mpp, layout=layout, bank_seed=bank_seed)
+    world = SynthWorld(height, width, seed=seed, mpp=mpp, layout=layout, bank_seed=bank_seed,
+                        necrosis=necrosis)
     rgb, codes = world.render(0, 0, height, width)
     if jpeg_quality:
         rgb = jpeg_roundtrip(rgb, jpeg_quality)
