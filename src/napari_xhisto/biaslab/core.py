@@ -89,7 +89,8 @@ def run_bias_lab(out_dir, *, quick: bool = False, seed: int = 0,
         centre = run_centre_check(models, data["test"], data["test-centred"])
         yield base + 2 * unit, total
         fields = [generate_tissue(cfg.field_size, cfg.field_size,
-                                  seed=cfg.seed + FIELD_SEED_OFFSET + k, mpp=cfg.mpp)
+                                  seed=cfg.seed + FIELD_SEED_OFFSET + k, mpp=cfg.mpp,
+                                  necrosis=cfg.necrosis)
                   for k in range(cfg.n_fields)]
         yield base + 3 * unit, total
         heat = field_heatmaps(models, fields, ("clean", "centre-label", "no-necrosis"),

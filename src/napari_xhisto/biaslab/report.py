@@ -85,7 +85,10 @@ def summary_markdown(s: dict) -> str:
     lines = ["# Bias lab (seed 000 on synthetic tissue)", "",
              f"Heatmaps: LRP `{s['method']}` for the class 'tumour' (red = evidence for tumour). "
              f"Run {'quick' if s['config']['quick'] else 'full'}, seed {s['config']['seed']}, "
-             f"{s['config']['patch_size']} px patches at {s['config']['mpp']} µm/px.", "",
+             f"{s['config']['patch_size']} px patches at {s['config']['mpp']} µm/px, "
+             f"{s['config']['n_train']} training patches x {s['config']['epochs']} epochs, "
+             f"{s['config'].get('necrosis', 'classic')!r} necrosis (`napari_xhisto.synth.necrosis`)"
+             ".", "",
              "| Model | What was wrong with its training | Diagnostic | Measured | Clean model "
              "| Caught? |", "|---|---|---|---|---|---|"]
     for name, v in s["class_correlated_square"].items():
@@ -109,10 +112,14 @@ def summary_markdown(s: dict) -> str:
         f"{_yes(s['cell_level']['pass'])} |")
     n = s["necrosis"]
     if "mean_clean" in n:
+        regs = n["comparison"]["regions"]
+        pos_b = sum(r["mean_no-necrosis"] > 0 for r in regs)
+        pos_a = sum(r["mean_clean"] > 0 for r in regs)
         lines.append(
             f"| no-necrosis | necrosis left out of training | mean tumour relevance on "
-            f"{n['n_regions']} necrosis regions | {n['mean_no_necrosis']:+.4f} | "
-            f"{n['mean_clean']:+.4f} | {_yes(n['pass'])} |")
+            f"{n['n_regions']} necrosis regions | {n['mean_no_necrosis']:+.4f} (positive in "
+            f"{pos_b} of {len(regs)}) | {n['mean_clean']:+.4f} ({pos_a} of {len(regs)}) | "
+            f"{_yes(n['pass'])} |")
     else:
         lines.append(f"| no-necrosis | necrosis left out | - | {n.get('error')} | - | **NO** |")
     lines += ["", "How to read it: a clean model spreads its evidence over the cells; a square "

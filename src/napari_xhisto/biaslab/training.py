@@ -66,7 +66,7 @@ def necrosis_as_non_tumour(ps):
 
 def sample_data(cfg: BiasLabConfig) -> dict:
     """Training sets (clean, centre-cell, necrosis excluded) and the held-out test sets."""
-    common = dict(patch_size=cfg.patch_size, mpp=cfg.mpp)
+    common = dict(patch_size=cfg.patch_size, mpp=cfg.mpp, necrosis=cfg.necrosis)
     test_seed = cfg.seed + TEST_SEED_OFFSET
     return {
         "clean": necrosis_as_non_tumour(sample_patches(cfg.n_train, seed=cfg.seed, **common)),
