@@ -10,7 +10,7 @@ DESCRIPTION = (
     "saw necrosis. Explain held-out patches and tissue fields with LRP (epsilon-plus) and check "
     "that the class-mean hotspot scan, the centre-bias profile with cell-level AUC, and necrosis "
     "region relevance flag each biased model and not the clean one. Writes figures (PNG), "
-    "summary.json and summary.md into OUT. Full run: about 10 CPU minutes; --quick: 2-3."
+    "summary.json and summary.md into OUT. Full run: about 3-4 CPU minutes; --quick: about 2.5."
 )
 
 
