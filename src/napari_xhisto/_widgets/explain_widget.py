@@ -651,6 +651,8 @@ class ExplainWidget(QWidget):
         threading.Thread(target=draw, name="xhisto-legend", daemon=True).start()
 
     def _show_legend(self, args, rgba):
+        if len(self._legends) >= 64:  # one per contrast range: keep the newest
+            self._legends.pop(next(iter(self._legends)))
         self._legends[args] = qimage(rgba)
         if self._legend_wanted == args:
             self.legend.setPixmap(self._legends[args])
