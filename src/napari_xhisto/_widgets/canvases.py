@@ -21,6 +21,7 @@ from . import layers as L
 
 KEY = "xhisto_canvas_key"
 CANVAS = "xhisto_canvas"
+AUTO_LIMITS = "xhisto_auto_limits"  # the contrast limits the last paste set
 NORMALIZE_NOTE = "global-max over all clicks on this canvas"
 
 
@@ -89,11 +90,15 @@ class CanvasLayers:
         for layer in self.unpainted():
             self.viewer.layers.remove(layer)
 
-    def paste(self, plan: CanvasPlan, heat, *, opacity: float):
+    def paste(self, plan: CanvasPlan, heat, *, opacity: float, display_peak: float | None = None):
         """Paste ``heat`` (a normalised ``Heatmap``) on its canvas and refresh the layer.
 
         The values go back to raw relevance (times the run's ``normalization_scale``); the
         canvas divides everything by the largest patch maximum of all its clicks (seed 000).
+        ``display_peak`` (raw units, e.g. the 99.5th percentile of |R| of this paste) sets the
+        contrast limits to +-the largest one so far over that maximum, for display only (LRP
+        maps are sparse: limits at the maximum hide most of them), unless the user has changed
+        the limits since.
         """
         layer = self.find(plan.key) or self._add(plan, opacity)
         canvas = layer.metadata[CANVAS]
@@ -102,6 +107,13 @@ class CanvasLayers:
         prov = {**heat.provenance, "normalize": NORMALIZE_NOTE,
                 "normalization_scale": canvas.scale_value}
         layer.metadata["xhisto"] = self._metadata(plan, canvas, prov)
+        if display_peak is not None and display_peak > 0 and canvas.scale_value > 0:
+            canvas.display_peak = max(canvas.display_peak, float(display_peak))
+            auto = layer.metadata.get(AUTO_LIMITS, (-1.0, 1.0))
+            if tuple(layer.contrast_limits) == tuple(auto):
+                m = min(1.0, canvas.display_peak / canvas.scale_value)
+                layer.contrast_limits = (-m, m)
+                layer.metadata[AUTO_LIMITS] = tuple(layer.contrast_limits)
         layer.refresh()
         return layer
 

@@ -503,7 +503,11 @@ class ExplainWidget(QWidget):
                     gen = explain_region(slide, region, model, method, target=target_index,
                                          overlap=settings["overlap"],
                                          normalize=settings["normalize"], **params)
-                    results.append(("heatmap", method, params, (yield from scaled(gen, k, n))))
+                    heat = yield from scaled(gen, k, n)
+                    # display limits of the run (percentile of |R|: too slow for the GUI thread)
+                    peak = L.symmetric_limits(heat.values, percentile=L.DISPLAY_PERCENTILE)[1]
+                    scale = float(heat.provenance.get("normalization_scale") or 1.0)
+                    results.append(("heatmap", method, peak * scale, heat))
             finally:
                 release_thread_caches()
             if with_prob:
@@ -514,11 +518,12 @@ class ExplainWidget(QWidget):
             return results
 
         def done(results):
-            for k, (kind, method, _params, res) in enumerate(results):
+            for k, (kind, method, display_peak, res) in enumerate(results):
                 if kind == "probability":
                     self._add_probability(res, layer, mpp, path, region)
                 elif plans is not None:
-                    self.canvases.paste(plans[k], res, opacity=self._opacity())
+                    self.canvases.paste(plans[k], res, opacity=self._opacity(),
+                                        display_peak=display_peak)
                 else:
                     self._add_heatmap(res, method, region, mpp, path)
             self._update_legend()

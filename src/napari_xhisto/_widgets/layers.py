@@ -147,6 +147,7 @@ class SparseCanvas:
                       max(1, math.ceil(slide_shape[1] / self.step)))
         self._tiles: dict[tuple[int, int], np.ndarray] = {}
         self.scale_value = 0.0  # largest |raw| pasted so far
+        self.display_peak = 0.0  # largest display limit (raw) of the pastes, set by the widget
         self.pastes: list[dict] = []  # placement + provenance of every paste, in order
 
     @property
