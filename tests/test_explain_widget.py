@@ -402,13 +402,16 @@ def test_explain_mode_makes_the_canvas_ahead_and_clicks_only_paint_it(setup):
                    normalize="global-max")
     full = np.asarray(layer.data[0])
     np.testing.assert_allclose(full[68:132, 68:132], heat.values, rtol=1e-5, atol=1e-6)
-    # display limits as for a single-click layer: +-99.5th percentile of |R| (values untouched)
+    # display limits as for a single-click layer: +-99.5th percentile of |R| (values untouched),
+    # set once the frame with the data has been drawn
+    s.qtbot.waitUntil(lambda: layer.contrast_limits[1] != 1.0)
     lo, hi = layer.contrast_limits
     assert lo == pytest.approx(-hi)
     assert hi == pytest.approx(np.percentile(np.abs(heat.values), 99.5), rel=1e-4)
     layer.contrast_limits = (-0.5, 0.5)  # the user's choice survives the next click
     _click(s.viewer, _world_of_pixel(s.slide, 500, 500))
     _wait_idle(s)
+    s.qtbot.wait(500)  # past the deferred limits update
     assert tuple(layer.contrast_limits) == (-0.5, 0.5)
     assert len(layer.metadata["xhisto"]["pastes"]) == 2
 

@@ -37,6 +37,9 @@ PROGRESS_INTERVAL_S = 0.25
 # napari's "in progress" spinner (a 33 frames/s GIF) runs at this % of its speed while our jobs
 # run: under Mesa every frame composes the whole OpenGL window, 81% of a core at full speed
 SPINNER_SPEED_PERCENT = 25
+# a zero timer fires before the pending repaint; this delay lets the frame that shows a result
+# be drawn first (Qt processes posted repaints right after the slot that caused them)
+AFTER_THE_FRAME_MS = 40
 
 
 def slow_spinners(speed: int = SPINNER_SPEED_PERCENT) -> list:
@@ -220,8 +223,8 @@ def start_generator(
     worker.errored.connect(on_error or (lambda exc: notify_error(exc, context=label)))
     worker.aborted.connect(aborted)
     # tidying up (the activity dock drops its bar, the widget's bar resets) repaints the window:
-    # one event-loop turn after the result, so that its frame and this one are two short stalls
-    worker.finished.connect(lambda: QTimer.singleShot(0, finished))
+    # after the frame that shows the result, so that they are two short stalls, not one long
+    worker.finished.connect(lambda: QTimer.singleShot(AFTER_THE_FRAME_MS, finished))
     if cancel_button is not None:
         cancel_button.setEnabled(True)
         cancel_button.clicked.connect(worker.quit)

@@ -15,6 +15,7 @@ when explain mode ends.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from . import layers as L
@@ -95,10 +96,9 @@ class CanvasLayers:
 
         The values go back to raw relevance (times the run's ``normalization_scale``); the
         canvas divides everything by the largest patch maximum of all its clicks (seed 000).
-        ``display_peak`` (raw units, e.g. the 99.5th percentile of |R| of this paste) sets the
-        contrast limits to +-the largest one so far over that maximum, for display only (LRP
-        maps are sparse: limits at the maximum hide most of them), unless the user has changed
-        the limits since.
+        ``display_peak`` (raw units, e.g. the 99.5th percentile of |R| of this paste) is kept for
+        :meth:`update_display_limits`: display only (LRP maps are sparse: limits at the maximum
+        hide most of them).
         """
         layer = self.find(plan.key) or self._add(plan, opacity)
         canvas = layer.metadata[CANVAS]
@@ -107,15 +107,28 @@ class CanvasLayers:
         prov = {**heat.provenance, "normalize": NORMALIZE_NOTE,
                 "normalization_scale": canvas.scale_value}
         layer.metadata["xhisto"] = self._metadata(plan, canvas, prov)
-        if display_peak is not None and display_peak > 0 and canvas.scale_value > 0:
+        if display_peak is not None and display_peak > 0:
             canvas.display_peak = max(canvas.display_peak, float(display_peak))
-            auto = layer.metadata.get(AUTO_LIMITS, (-1.0, 1.0))
-            if tuple(layer.contrast_limits) == tuple(auto):
-                m = min(1.0, canvas.display_peak / canvas.scale_value)
-                layer.contrast_limits = (-m, m)
-                layer.metadata[AUTO_LIMITS] = tuple(layer.contrast_limits)
         layer.refresh()
         return layer
+
+    def update_display_limits(self, plan: CanvasPlan) -> None:
+        """Contrast limits +-(largest display peak / global max) unless the user set their own.
+
+        Separate from :meth:`paste`: a change of limits is a redraw of its own (25 ms under
+        Mesa), so the widget applies it one event-loop turn after the new data is drawn.
+        """
+        layer = self.find(plan.key)
+        if layer is None:
+            return
+        canvas = layer.metadata[CANVAS]
+        if canvas.display_peak <= 0 or canvas.scale_value <= 0:
+            return
+        auto = layer.metadata.get(AUTO_LIMITS, (-1.0, 1.0))
+        m = min(1.0, canvas.display_peak / canvas.scale_value)
+        if tuple(layer.contrast_limits) == tuple(auto) and not math.isclose(m, auto[1]):
+            layer.contrast_limits = (-m, m)
+            layer.metadata[AUTO_LIMITS] = tuple(layer.contrast_limits)
 
     # -- internals
     @staticmethod

@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 from ..geometry import Region
 from . import layers as L
 from ._workers import (
+    AFTER_THE_FRAME_MS,
     import_heavy_modules,
     leave_a_core_to_the_gui,
     notify_error,
@@ -526,7 +527,11 @@ class ExplainWidget(QWidget):
                                         display_peak=display_peak)
                 else:
                     self._add_heatmap(res, method, region, mpp, path)
-            self._update_legend()
+            if plans is not None:  # a redraw of its own: after the one that shows the data
+                QTimer.singleShot(3 * AFTER_THE_FRAME_MS,  # after the tidy-up
+                                  lambda: self._update_display_limits(plans))
+            else:
+                self._update_legend()
             if len(results) > 1 and not self.grid_check.isChecked():
                 self.status.setText(f"{len(results)} layers added: tick 'side by side' to compare")
 
@@ -576,6 +581,14 @@ class ExplainWidget(QWidget):
         layer = self.viewer.add_image(data, **self._units_of_slide(kwargs))
         self._update_legend()
         return layer
+
+    def _update_display_limits(self, plans):
+        try:
+            for plan in plans:
+                self.canvases.update_display_limits(plan)
+            self._update_legend()
+        except RuntimeError:  # the widget was closed meanwhile
+            pass
 
     def _add_probability(self, pmap, layer, mpp, path, region):
         target = self.target_combo.currentText()
