@@ -116,7 +116,7 @@ class CanvasLayers:
         """Contrast limits +-(largest display peak / global max) unless the user set their own.
 
         Separate from :meth:`paste`: a change of limits is a redraw of its own (25 ms under
-        Mesa), so the widget applies it one event-loop turn after the new data is drawn.
+        Mesa), so the widget applies it once the frame with the new data is drawn.
         """
         layer = self.find(plan.key)
         if layer is None:
