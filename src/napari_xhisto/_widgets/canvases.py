@@ -91,14 +91,14 @@ class CanvasLayers:
         for layer in self.unpainted():
             self.viewer.layers.remove(layer)
 
-    def paste(self, plan: CanvasPlan, heat, *, opacity: float, display_peak: float | None = None):
+    def paste(self, plan: CanvasPlan, heat, *, opacity: float, display_limit: float | None = None):
         """Paste ``heat`` (a normalised ``Heatmap``) on its canvas and refresh the layer.
 
         The values go back to raw relevance (times the run's ``normalization_scale``); the
         canvas divides everything by the largest patch maximum of all its clicks (seed 000).
-        ``display_peak`` (raw units, e.g. the 99.5th percentile of |R| of this paste) is kept for
-        :meth:`update_display_limits`: display only (LRP maps are sparse: limits at the maximum
-        hide most of them).
+        ``display_limit`` (in ``heat.values``' units, e.g. their 99.5th percentile of |R|) is
+        kept, as raw relevance, for :meth:`update_display_limits`: display only (LRP maps are
+        sparse: limits at the maximum hide most of them).
         """
         layer = self.find(plan.key) or self._add(plan, opacity)
         canvas = layer.metadata[CANVAS]
@@ -107,8 +107,8 @@ class CanvasLayers:
         prov = {**heat.provenance, "normalize": NORMALIZE_NOTE,
                 "normalization_scale": canvas.scale_value}
         layer.metadata["xhisto"] = self._metadata(plan, canvas, prov)
-        if display_peak is not None and display_peak > 0:
-            canvas.display_peak = max(canvas.display_peak, float(display_peak))
+        if display_limit is not None and display_limit > 0:
+            canvas.display_peak = max(canvas.display_peak, float(display_limit) * scale)
         layer.refresh()
         return layer
 

@@ -474,7 +474,7 @@ class ExplainWidget(QWidget):
         if self._busy():
             return None
         try:
-            layer, path, mpp, _ = self._slide_info()
+            layer, path, mpp, shape = self._slide_info()
             methods = list(methods or self._methods())
             jobs = [(m, self._params(m)) for m in methods]
         except ValueError as exc:
@@ -486,7 +486,6 @@ class ExplainWidget(QWidget):
         settings = {"target": target, "overlap": self.overlap_spin.value(), "normalize": normalize}
         plans = None
         if self._uses_canvas():
-            _, _, _, shape = self._slide_info()
             plans = self._canvas_plans(jobs, layer=layer, path=path, mpp=mpp, shape=shape,
                                        target=target)
             # made ahead in explain mode; otherwise now, before the work rather than after it
@@ -505,10 +504,9 @@ class ExplainWidget(QWidget):
                                          overlap=settings["overlap"],
                                          normalize=settings["normalize"], **params)
                     heat = yield from scaled(gen, k, n)
-                    # display limits of the run (percentile of |R|: too slow for the GUI thread)
-                    peak = L.symmetric_limits(heat.values, percentile=L.DISPLAY_PERCENTILE)[1]
-                    scale = float(heat.provenance.get("normalization_scale") or 1.0)
-                    results.append(("heatmap", method, peak * scale, heat))
+                    # display limit of the run (percentile of |R|: too slow for the GUI thread)
+                    limit = L.symmetric_limits(heat.values, percentile=L.DISPLAY_PERCENTILE)[1]
+                    results.append(("heatmap", method, limit, heat))
             finally:
                 release_thread_caches()
             if with_prob:
@@ -519,14 +517,14 @@ class ExplainWidget(QWidget):
             return results
 
         def done(results):
-            for k, (kind, method, display_peak, res) in enumerate(results):
+            for k, (kind, method, limit, res) in enumerate(results):
                 if kind == "probability":
                     self._add_probability(res, layer, mpp, path, region)
                 elif plans is not None:
                     self.canvases.paste(plans[k], res, opacity=self._opacity(),
-                                        display_peak=display_peak)
+                                        display_limit=limit)
                 else:
-                    self._add_heatmap(res, method, region, mpp, path)
+                    self._add_heatmap(res, method, region, mpp, path, display_limit=limit)
             if plans is not None:  # a redraw of its own: after the one that shows the data
                 QTimer.singleShot(3 * AFTER_THE_FRAME_MS,  # after the tidy-up
                                   lambda: self._update_display_limits(plans))
@@ -557,7 +555,8 @@ class ExplainWidget(QWidget):
             return (yield from predict_region(self._slide(layer, path), region, self._model()))
 
         return self._start(run, f"probability map of the {scope}",
-                           lambda pmap: self._add_probability(pmap, layer, mpp, path, region))
+                           lambda pmap: (self._add_probability(pmap, layer, mpp, path, region),
+                                         self._update_legend()))
 
     def _start(self, run, label, on_result):
         def finished(cancelled):
@@ -573,14 +572,13 @@ class ExplainWidget(QWidget):
         return self.worker
 
     # -- results to layers
-    def _add_heatmap(self, heat, method, region, mpp, path):
+    def _add_heatmap(self, heat, method, region, mpp, path, *, display_limit=None):
         name = f"{method} {self.target_combo.currentText()} @{region.level0_row},{region.level0_col}"
         data, kwargs, _ = L.heatmap_layer_data(heat.values, heat.placement, mpp=mpp,
                                                provenance=heat.provenance, name=name,
-                                               slide_path=path, opacity=self._opacity())
-        layer = self.viewer.add_image(data, **self._units_of_slide(kwargs))
-        self._update_legend()
-        return layer
+                                               slide_path=path, opacity=self._opacity(),
+                                               display_limit=display_limit)
+        return self.viewer.add_image(data, **self._units_of_slide(kwargs))
 
     def _update_display_limits(self, plans):
         try:
@@ -599,7 +597,6 @@ class ExplainWidget(QWidget):
             provenance=pmap.provenance, name=f"p({pmap.class_names[idx]}) {where}",
             slide_path=path, opacity=self._opacity())
         self.viewer.add_image(data, **self._units_of_slide(kwargs))
-        self._update_legend()
 
     # -- display
     def _units_of_slide(self, kwargs: dict) -> dict:

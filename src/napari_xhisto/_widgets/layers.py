@@ -55,7 +55,8 @@ def heatmap_metadata(*, kind: str, placement: Placement, mpp: float, provenance:
 
 
 def heatmap_layer_data(values, placement: Placement, *, mpp: float, provenance: dict,
-                       name: str, slide_path=None, opacity: float = 0.6) -> tuple:
+                       name: str, slide_path=None, opacity: float = 0.6,
+                       display_limit: float | None = None) -> tuple:
     """A napari ``LayerData`` tuple for a signed attribution map over a slide of ``mpp`` µm/px.
 
     Parameters
@@ -70,6 +71,9 @@ def heatmap_layer_data(values, placement: Placement, *, mpp: float, provenance: 
         Model, method, parameters, region, normalisation (``Heatmap.provenance``).
     name : str
         Layer name.
+    display_limit : float, optional
+        ``symmetric_limits(values, percentile=DISPLAY_PERCENTILE)[1]`` when the caller has it
+        already (computed off the GUI thread); else computed here.
     """
     data = np.asarray(values, dtype=np.float32)
     if data.ndim != 2:
@@ -79,7 +83,8 @@ def heatmap_layer_data(values, placement: Placement, *, mpp: float, provenance: 
         **placement.layer_transform(mpp),
         "units": UNITS,
         "colormap": heatmap_colormap(),
-        "contrast_limits": symmetric_limits(data, percentile=DISPLAY_PERCENTILE),
+        "contrast_limits": (symmetric_limits(data, percentile=DISPLAY_PERCENTILE)
+                            if display_limit is None else (-display_limit, display_limit)),
         "opacity": float(opacity),
         "blending": "translucent",
         "interpolation2d": "nearest",
