@@ -64,12 +64,12 @@ def child(method: str, path: str, pan_steps: int) -> dict:
         # full resolution: one screen pixel per level-0 pixel, then pan along the diagonal
         scale = float(layer.scale[-1])
         h, w = layer.data[0].shape[:2]
-        viewer.camera.zoom = 1.0 / scale
+        viewer.scene.camera.zoom = 1.0 / scale
         rss, times = [], []
         t_pan = time.perf_counter()
         for k in range(pan_steps):
             f = (k + 0.5) / pan_steps
-            viewer.camera.center = (f * h * scale, f * w * scale)
+            viewer.scene.camera.center = (f * h * scale, f * w * scale)
             t0 = time.perf_counter()
             viewer.screenshot(canvas_only=True, flash=False)
             times.append(time.perf_counter() - t0)

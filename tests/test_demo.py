@@ -91,4 +91,4 @@ def test_demo_viewer_docks_the_widgets(make_napari_viewer, small_cache):
     assert slide_layer.multiscale and slide_layer.rgb
     assert slide_layer.scale[-1] == pytest.approx(slide_layer.metadata["xhisto"]["mpp"])
     names = [layer.name for layer in viewer.layers]
-    assert "ground truth cells" in names and viewer.scale_bar.visible
+    assert "ground truth cells" in names and viewer.canvas.overlays.scale_bar.visible

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
 
 pytestmark = pytest.mark.viewer
 
@@ -126,7 +127,7 @@ def _qt_click(viewer, world):
     try:
         QApplication.processEvents()
         h, w = viewer.canvas.size
-        cam = viewer.camera
+        cam = viewer.scene.camera
         y = (world[0] - cam.center[-2]) * cam.zoom + h / 2
         x = (world[1] - cam.center[-1]) * cam.zoom + w / 2
         QTest.mouseClick(viewer.window._qt_viewer.canvas.native, Qt.LeftButton, Qt.NoModifier,
@@ -304,7 +305,7 @@ def test_view_too_large_is_refused_with_probability_offer(setup, notifications):
     s, w = setup, setup.widget
     w.method_combo.setCurrentText("integrated-gradients")
     s.viewer.reset_view()
-    s.viewer.camera.zoom = s.viewer.camera.zoom * 0.5
+    s.viewer.scene.camera.zoom = s.viewer.scene.camera.zoom * 0.5
     assert w.explain_view() is None and w.worker is None
     assert not w.offer_button.isHidden()
     assert "probability map" in notifications[-1].message
@@ -325,7 +326,7 @@ def test_compare_methods_adds_one_layer_each_and_grid(setup):
     for i in range(w.compare_list.count()):
         item = w.compare_list.item(i)
         if item.text() in ("saliency", "gradcam"):
-            item.setCheckState(2)
+            item.setCheckState(Qt.CheckState.Checked)
     w.compare_prob.setChecked(True)
     w.explain_region(Region(128, 128, 128, 128))
     _wait_idle(s)
@@ -337,7 +338,7 @@ def test_compare_methods_adds_one_layer_each_and_grid(setup):
     w.grid_check.setChecked(True)
     assert s.viewer.canvas.grid.enabled
     # every grid cell shows the compared region: the camera centres on it (128 px at 0.5 µm/px)
-    np.testing.assert_allclose(np.asarray(s.viewer.camera.center)[-2:], (128 + 64) * MPP, atol=1.5)
+    np.testing.assert_allclose(np.asarray(s.viewer.scene.camera.center)[-2:], (128 + 64) * MPP, atol=1.5)
 
 
 def test_parameters_shown_per_method_with_declared_ranges(setup):

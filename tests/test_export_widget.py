@@ -76,8 +76,8 @@ def test_rgb_png_contours_report(scene, qtbot, monkeypatch):
     assert int(ring[0]) - int(ring[2]) > 100  # +1 -> red
 
     # the snapshot is the current view: centre the camera on the heatmap
-    viewer.camera.center = (MPP * (100 + 4 * 75), MPP * (200 + 4 * 100))
-    viewer.camera.zoom = 2.0
+    viewer.scene.camera.center = (MPP * (100 + 4 * 75), MPP * (200 + 4 * 100))
+    viewer.scene.camera.zoom = 2.0
     png = tmp / "view.png"
     layout = widget.export("png", png)
     expected = widget.view_region(widget.source(), widget.slide())

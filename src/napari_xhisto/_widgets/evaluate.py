@@ -569,7 +569,7 @@ class EvaluateWidget(QWidget):
             self.viewer.layers.selection.active = layer
             layer.mode = "select"
         mpp = self.result["heatmap"]["mpp"]
-        self.viewer.camera.center = ((t["row0"] + t["size"] / 2) * mpp, (t["col0"] + t["size"] / 2) * mpp)
+        self.viewer.scene.camera.center = ((t["row0"] + t["size"] / 2) * mpp, (t["col0"] + t["size"] / 2) * mpp)
 
     def select_region(self, row: int, *_):
         """Select the shape of the clicked region row."""

@@ -444,7 +444,7 @@ class ExplainWidget(QWidget):
         return self.explain_region(region)
 
     def _view_region(self, layer, shape) -> Region:
-        cam = self.viewer.camera
+        cam = self.viewer.scene.camera
         return L.view_region(cam.center, cam.zoom, self.viewer.canvas.size, scale=layer.scale,
                              translate=layer.translate, slide_shape=shape)
 
@@ -633,8 +633,8 @@ class ExplainWidget(QWidget):
         lo, hi = (np.asarray(v, float)[-2:] for v in layer.extent.world)
         box = np.asarray(self.viewer.canvas.viewbox_size(self.viewer.layers), float)[-2:]
         span = np.maximum(hi - lo, 1e-9)
-        self.viewer.camera.center = tuple((lo + hi) / 2)
-        self.viewer.camera.zoom = float(np.min(box / span)) * 0.95
+        self.viewer.scene.camera.center = tuple((lo + hi) / 2)
+        self.viewer.scene.camera.zoom = float(np.min(box / span)) * 0.95
 
     def _update_legend(self, *_):
         active = self.viewer.layers.selection.active

@@ -170,7 +170,7 @@ class ExportWidget(QWidget):
             p = source.placement
             shape = (math.ceil(p.origin_row + source.shape[0] * p.step_row),
                      math.ceil(p.origin_col + source.shape[1] * p.step_col))
-        cam = self.viewer.camera
+        cam = self.viewer.scene.camera
         return L.view_region(cam.center, cam.zoom, self.viewer.canvas.size, scale=(mpp, mpp),
                              translate=(0.0, 0.0), slide_shape=shape)
 

@@ -25,8 +25,7 @@ def build_demo_viewer(viewer=None, *, size: int | None = None, seed: int | None 
     for data, kwargs, kind in ground_truth_layer_data(truth_path, mpp, slide_path=slide_path):
         kwargs["visible"] = kind == "shapes"
         viewer.add_layer(Layer.create(data, kwargs, kind))
-    viewer.scale_bar.visible = True
-    viewer.scale_bar.unit = "um"
+    viewer.canvas.overlays.scale_bar.visible = True
     widgets = {
         "Explain": ExplainWidget(viewer),
         "Annotate": AnnotateWidget(viewer),
