@@ -116,7 +116,7 @@ def test_csv_from_other_tools(tmp_path):
     back = read_annotations(path)
     assert back.cells.cols.tolist() == [1.5, 3.0, 5.0]
     assert back.cells.rows.tolist() == [2.5, 4.0, 6.0]
-    assert back.cells.classes.tolist() == ["tumour", "lymphocyte", "Mitosis"]
+    assert back.cells.classes.tolist() == ["Tumor", "Immune cells", "Mitosis"]  # as written
     path.write_text("x,y,class\n1,2,tumour\n1,oops,tumour\n")
     with pytest.raises(AnnotationError, match=r"line 3: 'y' must be a number, got 'oops'"):
         read_annotations(path)
@@ -177,29 +177,31 @@ def test_qupath_style_file_imports_every_variant(tmp_path):
     cells = got.cells
     assert cells.cols.tolist() == [10, 11.5, 1, 3, 5, 2, 9, 7]
     assert cells.rows.tolist() == [20, 21.5, 2, 4, 6, 1, 9, 8]
-    assert cells.classes.tolist() == ["tumour", "lymphocyte", "lymphocyte", "lymphocyte",
-                                      "lymphocyte", "Plasma cell", "Tumor: Positive", "unclassified"]
+    # class names as the file writes them (roles come from a ClassMap, never by renaming)
+    assert cells.classes.tolist() == ["Tumor", "Immune cells", "Lymphocyte", "Lymphocyte",
+                                      "Lymphocyte", "Plasma cell", "Tumor: Positive", "unclassified"]
     ids = cells.ids.tolist()
     assert ids[0] == "a1" and ids[2:5] == ["mp:0", "mp:1", "mp:2"] and len(set(ids)) == len(ids)
     assert [(r.cls, r.id, r.name) for r in got.regions] == [
-        ("necrosis", "p1", "big"), ("tumour area", "mpoly:0", None), ("tumour area", "mpoly:1", None)]
+        ("Necrosis", "p1", "big"), ("Tumor", "mpoly:0", None), ("Tumor", "mpoly:1", None)]
     necrosis = got.regions[0]
     # x = col, y = row; closing vertex dropped
     np.testing.assert_array_equal(necrosis.exterior, [[0, 0], [0, 100], [50, 100], [50, 0]])
     np.testing.assert_array_equal(necrosis.holes[0], [[10, 10], [10, 20], [20, 20], [20, 10]])
-    assert got.colors["tumour"] == (200, 0, 0)
-    assert got.colors["lymphocyte"] == (0, 128, 128)  # -16744320 = 0xFF008080
+    assert got.colors["Tumor"] == (200, 0, 0)  # the first colour given for the class
+    assert got.colors["Lymphocyte"] == (0, 128, 128)  # -16744320 = 0xFF008080
     assert got.colors["Plasma cell"] == (1, 2, 3)
-    assert got.colors["tumour area"] == (255, 0, 0)
     # a bare array of features (QuPath "export as array") reads the same
     assert len(geojson_to_annotations(QUPATH_STYLE["features"]).cells) == 8
 
 
-def test_class_name_mapping():
+def test_class_name_suggestion():
     assert canonical_class("Tumor") == "tumour"
     assert canonical_class("Tumor", kind="region") == "tumour area"
     assert canonical_class("Immune cells") == canonical_class("Lymphocyte") == "lymphocyte"
-    assert canonical_class("Stroma") == "stroma" and canonical_class("Necrosis") == "necrosis"
+    assert canonical_class("Stroma") == "stroma"
+    assert canonical_class("Necrosis", kind="region") == "necrosis"
+    assert canonical_class("Artefact", kind="region") == "artefact"
     assert canonical_class(" Ganglion ") == "Ganglion"
     # our own canonical names never change
     for name in ["tumour", "lymphocyte", "stroma", "other", "necrosis", "tumour area", "vessel"]:

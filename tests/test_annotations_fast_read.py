@@ -51,7 +51,7 @@ def test_fast_read_equals_full_parse(ids):
     assert fast is not None
     assert_identical(fast, full)
     assert np.array_equal(fast.cells.rows, annotations.cells.rows)  # bit-exact numbers
-    assert fast.cells.classes[annotations.cells.classes == "Tumor"].tolist()[0] == "tumour"
+    assert fast.cells.classes[annotations.cells.classes == "Tumor"].tolist()[0] == "Tumor"
 
 
 def test_escaped_ids_fall_back_to_the_full_parse_with_the_same_result(tmp_path):

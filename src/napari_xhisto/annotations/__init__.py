@@ -5,6 +5,15 @@ No napari, Qt or torch here.
 """
 
 from .autosave import AutosaveStore, autosave_path, load_latest
+from .classmap import (
+    CELL_ROLES,
+    REGION_ROLES,
+    ClassMap,
+    apply_class_map,
+    load_class_map,
+    suggest_class_map,
+    suggest_role,
+)
 from .io import read_annotations, write_annotations
 from .model import (
     CELL_CLASSES,
@@ -28,6 +37,13 @@ from .napari_data import (
 from .qupath_check import validate_qupath_geojson
 
 __all__ = [
+    "CELL_ROLES",
+    "REGION_ROLES",
+    "ClassMap",
+    "apply_class_map",
+    "load_class_map",
+    "suggest_class_map",
+    "suggest_role",
     "CELL_CLASSES",
     "DEFAULT_COLORS",
     "REGION_CLASSES",

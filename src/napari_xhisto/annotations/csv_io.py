@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AnnotationError
-from .model import AnnotationSet, CellPoints, canonical_class, color_for_class
+from .model import AnnotationSet, CellPoints, color_for_class, qupath_class_name
 
 _X_NAMES = ("x", "centroid x px", "centroid_x", "col", "column")
 _Y_NAMES = ("y", "centroid y px", "centroid_y", "row")
@@ -80,7 +80,7 @@ def csv_to_annotations(text: str, *, origin=(0.0, 0.0), source: str = "CSV") -> 
     if ic is None:
         classes = np.full(len(body), "unclassified")
     else:
-        classes = np.array([canonical_class(r[ic]) or "unclassified" for r in body], dtype=str)
+        classes = np.array([qupath_class_name(r[ic]) or "unclassified" for r in body], dtype=str)
     ids = None
     if iid is not None:
         ids = np.array([r[iid].strip() for r in body], dtype=str)

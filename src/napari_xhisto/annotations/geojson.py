@@ -3,8 +3,8 @@ Polygons (writing: :mod:`.geojson_write`).
 
 Layout (REFERENCES.md "QuPath GeoJSON"): a FeatureCollection; ``objectType`` inside
 ``properties``; ``classification`` = ``{"name": ..., "color": [r, g, b]}``; coordinates are
-level-0 pixels with x = column, y = row. Class names are written as our canonical lower-case
-names; QuPath's standard names (``"Tumor"``, ``"Immune cells"`` ...) are mapped on import.
+level-0 pixels with x = column, y = row. Class names are kept as the file writes them
+(``"Tumor"``, ``"Immune cells"``); :mod:`.classmap` says which plugin role each plays.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import AnnotationError
 from .geojson_write import OUR_HEAD, WRITER_TAG, annotations_to_geojson, geojson_text
-from .model import AnnotationSet, CellPoints, RegionShape, canonical_class, color_for_class
+from .model import AnnotationSet, CellPoints, RegionShape, color_for_class, qupath_class_name
 
 __all__ = ["WRITER_TAG", "annotations_to_geojson", "geojson_text", "geojson_to_annotations",
            "read_geojson"]
@@ -216,7 +216,7 @@ def geojson_to_annotations(obj, *, origin=(0.0, 0.0), skip_unsupported: bool = F
         coords = geometry.get("coordinates")
         if gtype == "Point":
             if raw_name not in cell_class_of:
-                cell_class_of[raw_name] = UNCLASSIFIED if raw_name is None else canonical_class(raw_name)
+                cell_class_of[raw_name] = UNCLASSIFIED if raw_name is None else qupath_class_name(raw_name)
             cls = cell_class_of[raw_name]
             value = properties.get("classification")
             if type(value) is dict and type(value.get("color")) is list and color is not None:
@@ -229,7 +229,7 @@ def geojson_to_annotations(obj, *, origin=(0.0, 0.0), skip_unsupported: bool = F
             gtype in _POLYGON_GEOMETRIES
             and str(properties.get("objectType", feature.get("objectType"))).lower() in _CELL_TYPES
         ):
-            cls = UNCLASSIFIED if raw_name is None else canonical_class(raw_name)
+            cls = UNCLASSIFIED if raw_name is None else qupath_class_name(raw_name)
             if gtype == "MultiPoint":
                 if not isinstance(coords, list):
                     _fail(index, "a MultiPoint needs a list of positions")
@@ -250,7 +250,7 @@ def geojson_to_annotations(obj, *, origin=(0.0, 0.0), skip_unsupported: bool = F
                 many = len(positions) > 1
                 cell_ids.append(None if fid is None else (f"{fid}:{k}" if many else fid))
         elif gtype in _POLYGON_GEOMETRIES:
-            cls = UNCLASSIFIED if raw_name is None else canonical_class(raw_name, kind="region")
+            cls = UNCLASSIFIED if raw_name is None else qupath_class_name(raw_name)
             name = properties.get("name")
             name = None if name is None else str(name)
             if gtype == "Polygon":

@@ -18,7 +18,13 @@ import numpy as np
 from ..errors import AnnotationError
 from .geojson import _classification, geojson_to_annotations
 from .geojson_write import OUR_HEAD
-from .model import AnnotationSet, CellPoints, canonical_class, color_for_class, concat_annotations
+from .model import (
+    AnnotationSet,
+    CellPoints,
+    color_for_class,
+    concat_annotations,
+    qupath_class_name,
+)
 
 _NUMBER = r"(-?[0-9][0-9.eE+-]*)"
 _CELL_LINE = re.compile(
@@ -59,7 +65,7 @@ def read_our_layout(text: str, *, origin=(0.0, 0.0), skip_unsupported: bool = Fa
             name, color = _classification({"classification": json.loads(raw)}, index)
         except (ValueError, AnnotationError):
             return None
-        cls = canonical_class(name)
+        cls = qupath_class_name(name)
         class_of[raw] = cls
         if color is not None:
             colors.setdefault(cls, color)

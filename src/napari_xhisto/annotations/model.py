@@ -28,38 +28,11 @@ DEFAULT_COLORS: dict[str, tuple[int, int, int]] = {
     "vessel": (255, 120, 120),
 }
 
-# QuPath's standard class names (and common spellings) -> our canonical names. Only names we
-# never write ourselves are mapped, so reading back our own files changes nothing.
-_CELL_ALIASES = {
-    "tumor": "tumour",
-    "tumour": "tumour",
-    "stroma": "stroma",
-    "immune cells": "lymphocyte",
-    "immune cell": "lymphocyte",
-    "lymphocyte": "lymphocyte",
-    "lymphocytes": "lymphocyte",
-    "necrosis": "necrosis",
-    "other": "other",
-}
-_REGION_ALIASES = {
-    "tumor": "tumour area",
-    "tumor area": "tumour area",
-    "stroma": "stroma",
-    "necrosis": "necrosis",
-    "immune cells": "lymphocyte",
-    "other": "other",
-}
-
-
 def canonical_class(name: str, *, kind: str = "cell") -> str:
-    """Map a class name from another tool to our canonical name; unknown names pass through.
+    """The suggested plugin role of a class name, or the name itself (stripped) when none fits.
 
-    Parameters
-    ----------
-    name : str
-        Class name as found in a file, e.g. QuPath's ``"Tumor"`` or ``"Immune cells"``.
-    kind : {"cell", "region"}
-        Cells and regions map ``"Tumor"`` differently (``"tumour"`` vs ``"tumour area"``).
+    Reading no longer renames classes (see :mod:`.classmap`); this is the default suggestion of
+    :func:`.classmap.suggest_role` kept under its old name.
 
     Examples
     --------
@@ -68,9 +41,26 @@ def canonical_class(name: str, *, kind: str = "cell") -> str:
     >>> canonical_class("Mitosis")
     'Mitosis'
     """
-    stripped = str(name).strip()
-    aliases = _REGION_ALIASES if kind == "region" else _CELL_ALIASES
-    return aliases.get(stripped.lower(), stripped)
+    from .classmap import suggest_role
+
+    return suggest_role(name, kind=kind) or str(name).strip()
+
+
+def qupath_class_name(name: str) -> str:
+    """A class name as QuPath shows it: parts of a derived class joined by ": ", each stripped.
+
+    QuPath's ``PathClass.fromString`` splits on ":" and strips every part; ``toString`` joins the
+    parts with ": " (qupath-core ``qupath/lib/objects/classes/PathClass.java``).
+
+    Examples
+    --------
+    >>> qupath_class_name(" Tumor:Positive "), qupath_class_name("Immune cells")
+    ('Tumor: Positive', 'Immune cells')
+    """
+    text = str(name)
+    if ":" not in text:
+        return text.strip()
+    return ": ".join(part.strip() for part in text.split(":"))
 
 
 def color_for_class(name: str) -> tuple[int, int, int]:
