@@ -14,7 +14,7 @@ from .classmap import (
     suggest_class_map,
     suggest_role,
 )
-from .io import read_annotations, write_annotations
+from .io import AnnotationWarning, read_annotations, read_report, write_annotations
 from .model import (
     CELL_CLASSES,
     DEFAULT_COLORS,
@@ -34,9 +34,16 @@ from .napari_data import (
     regions_to_shapes_data,
     shapes_data_to_regions,
 )
+from .objects import ObjectRecord, objects_from_json, objects_to_json, outline_rings_rc
 from .qupath_check import validate_qupath_geojson
 
 __all__ = [
+    "AnnotationWarning",
+    "ObjectRecord",
+    "objects_from_json",
+    "objects_to_json",
+    "outline_rings_rc",
+    "read_report",
     "CELL_ROLES",
     "REGION_ROLES",
     "ClassMap",
