@@ -403,8 +403,12 @@ def read_geojson(path, *, origin=(0.0, 0.0), skip_unsupported: bool = True,
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as err:
+            ends_early = err.pos >= len(text.rstrip()) - 1 or err.msg.startswith("Unterminated")
+            hint = ("; the file ends before its JSON does: it looks truncated, copy it again"
+                    if ends_early else "")
             raise AnnotationError(
-                f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+                f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}){hint}"
+            ) from None
         return geojson_to_annotations(obj, origin=origin, skip_unsupported=skip_unsupported,
                                       image_shape=image_shape)
     except AnnotationError as err:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..errors import AnnotationError
+from ..errors import AnnotationError, XhistoWarning
 from .csv_io import csv_text, read_csv
 from .files import atomic_write, free_backup_path, keep_backup, strip_backup_suffix
 from .geojson import WRITER_TAG, geojson_text, read_geojson
@@ -81,8 +81,14 @@ def write_annotations(path, annotations: AnnotationSet, *, origin=(0.0, 0.0),
     return atomic_write(path, text)
 
 
-class AnnotationWarning(UserWarning):
+class AnnotationWarning(XhistoWarning):
     """Objects of an annotation file were skipped (and counted) or kept aside."""
+
+
+def _geometry_type(item: dict) -> str:
+    geometry = (item.get("feature") or {}).get("geometry")
+    kind = geometry.get("type") if isinstance(geometry, dict) else None
+    return kind if isinstance(kind, str) else "untyped"
 
 
 def read_report(annotations: AnnotationSet) -> str | None:
@@ -93,8 +99,7 @@ def read_report(annotations: AnnotationSet) -> str | None:
         total = sum(annotations.skipped.values())
         text = f"skipped {total} object{'s' if total != 1 else ''} ({', '.join(parts)})"
     if annotations.kept:
-        kinds = sorted({str((f.get("feature") or {}).get("geometry", {}).get("type"))
-                        for f in annotations.kept})
+        kinds = sorted({_geometry_type(item) for item in annotations.kept})
         text += ("; " if text else "") + (
             f"kept {len(annotations.kept)} {'/'.join(kinds)} feature(s) as read: not scored, "
             "written back unchanged")
