@@ -88,11 +88,14 @@ def csv_to_annotations(text: str, *, origin=(0.0, 0.0), source: str = "CSV",
     if ic is None:
         classes = np.full(len(body), "unclassified")
     else:
-        classes = np.array([qupath_class_name(r[ic]) or "unclassified" for r in body], dtype=str)
+        names, inverse = np.unique(np.array([r[ic] for r in body], dtype=str), return_inverse=True)
+        mapped = [qupath_class_name(n) or "unclassified" for n in names.tolist()]
+        classes = np.asarray(mapped, dtype=str)[inverse.reshape(-1)] if len(body) else names
     ids = np.array([r[iid].strip() for r in body] if iid is not None else [""] * len(body),
-                   dtype=object)
+                   dtype=str)
     missing = ids == ""
     if missing.any():
+        ids = ids.astype(object)
         ids[missing] = stable_point_ids(xs[missing], ys[missing], classes[missing],
                                         np.flatnonzero(missing))
     ids, _ = unique_stable(ids.astype(str))

@@ -26,7 +26,7 @@ from .model import (
     concat_annotations,
     qupath_class_name,
 )
-from .objects import stable_point_ids
+from .objects import no_gc_pauses, stable_point_ids
 
 _NUMBER = r"(-?[0-9][0-9.eE+-]*)"
 _CELL_LINE = re.compile(
@@ -87,7 +87,8 @@ def read_our_layout(text: str, *, origin=(0.0, 0.0), skip_unsupported: bool = Tr
     rest = body[n:]
     if rest:
         try:
-            tail = json.loads("[" + "\n".join(rest) + "]")
+            with no_gc_pauses():
+                tail = json.loads("[" + "\n".join(rest) + "]")
         except ValueError:
             return None  # the full parse reports where
         parts.append(geojson_to_annotations(tail, origin=origin, image_shape=image_shape,

@@ -109,6 +109,22 @@ def _legacy_class(value: dict, index: int) -> tuple[str | None, tuple | None]:
     return _check_names(names, index), parse_color(value.get("colorRGB"), index)
 
 
+def class_key(value):
+    """Hashable key of a {name|names, color} classification object, or None."""
+    if type(value) is not dict or len(value) != 2 or type(value.get("color")) is not list:
+        return None
+    name = value.get("name")
+    try:
+        if name is not None:
+            key = (name, None, *value["color"])
+        else:
+            key = (None, tuple(value["names"]), *value["color"])
+        hash(key)
+    except (TypeError, KeyError):
+        return None
+    return key
+
+
 def classification_json(name: str, rgb) -> dict:
     """How we write a class: ``{"name": ..., "color": [r, g, b]}``, or ``{"names": [...]}`` for
     a derived class ("Tumor: Positive"), as QuPath's ``PathClassTypeAdapter.write`` does."""

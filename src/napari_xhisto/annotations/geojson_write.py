@@ -20,9 +20,9 @@ import re
 import numpy as np
 
 from ..errors import AnnotationError
-from .geojson_parse import UNCLASSIFIED, classification_json, parse_classification
+from .geojson_parse import UNCLASSIFIED, class_key, classification_json, parse_classification
 from .model import AnnotationSet
-from .objects import derived_id, shift_geometry
+from .objects import derived_id, no_gc_pauses, shift_geometry
 
 # a foreign member (allowed by RFC 7946, ignored by QuPath) that marks files we wrote
 WRITER_TAG = "napari-xhisto"
@@ -49,14 +49,25 @@ def _polygon_xy(region, index: int, origin) -> list:
     return [_ring_xy(r, origin) for r in rings]
 
 
-def _classification_out(properties: dict, cls: str, rgb):
+def _parsed(raw, cache: dict) -> tuple[str | None, tuple | None]:
+    """(name, colour) of a classification as read (None, None when unreadable); cached."""
+    key = ("s", raw) if type(raw) is str else class_key(raw)
+    if key is not None and key in cache:
+        return cache[key]
+    try:
+        result = parse_classification(raw, 0)
+    except AnnotationError:
+        result = (None, None)
+    if key is not None:
+        cache[key] = result
+    return result
+
+
+def _classification_out(properties: dict, cls: str, rgb, cache: dict):
     """The classification to write: as read when the class and its colour are unchanged."""
-    raw = properties.get("classification")
     if "classification" in properties:
-        try:
-            name, color = parse_classification(raw, 0)
-        except AnnotationError:
-            name, color = None, None
+        raw = properties["classification"]
+        name, color = _parsed(raw, cache)
         if name is not None and name == cls and (color is None or tuple(color) == tuple(rgb)):
             return raw
         if name is None and cls == UNCLASSIFIED:
@@ -69,19 +80,19 @@ def _classification_out(properties: dict, cls: str, rgb):
 _ABSENT = object()
 
 
-def _record_feature(record, fid: str, geometry: dict, extra: dict, cls: str, rgb,
+def _record_feature(record, fid: str, geometry: dict, extra: dict, cls: str, rgb, cache: dict,
                     name=_ABSENT) -> dict:
     properties = {}
     wrote_class = False
     for key, value in record.properties.items():
         if key == "classification":
-            value, wrote_class = _classification_out(record.properties, cls, rgb), True
+            value, wrote_class = _classification_out(record.properties, cls, rgb, cache), True
         elif key == "name" and name is not _ABSENT:
             value = _ABSENT if name is None else name
         if value is not _ABSENT:
             properties[key] = value
     if not wrote_class:
-        value = _classification_out(record.properties, cls, rgb)
+        value = _classification_out(record.properties, cls, rgb, cache)
         if value is not _ABSENT:
             properties["classification"] = value
     if name is not _ABSENT and name is not None and "name" not in properties:
@@ -100,33 +111,41 @@ def _groups(members: list[str], cls_of: dict, original: str | None) -> list[tupl
     return [(c, groups[c]) for c in order]
 
 
-def _original_class(record) -> str | None:
-    try:
-        name, _ = parse_classification(record.properties.get("classification"), 0)
-    except AnnotationError:
-        return None
+def _original_class(record, cache: dict) -> str | None:
+    name, _ = _parsed(record.properties.get("classification"), cache)
     return UNCLASSIFIED if name is None else name
 
 
-def _cell_record_features(record, at: dict, cells, colors, origin) -> list[dict]:
+def _cell_record_features(record, at: dict, cells, colors, origin, cache: dict) -> list[dict]:
     """Features of one cell record from its members' current positions and classes."""
+    gtype = record.geometry.get("type")
+    same_origin = record.origin[0] == origin[0] and record.origin[1] == origin[1]
+    if gtype == "Point" and len(record.members) == 1:  # the common case, kept quick
+        m = record.members[0]
+        k = at[m]
+        cls, row, col = str(cells.classes[k]), float(cells.rows[k]), float(cells.cols[k])
+        if same_origin and record.anchors[0] == [row, col]:
+            geometry = record.geometry  # unchanged: as read (z included)
+        else:
+            geometry = {**record.geometry, "coordinates": [col - origin[1], row - origin[0]]}
+        return [_record_feature(record, record.id, geometry, record.extra, cls, colors[cls],
+                                cache)]
     cls_of = {m: str(cells.classes[at[m]]) for m in record.members if m in at}
     anchors = dict(zip(record.members, record.anchors))
-    same_origin = list(record.origin) == [float(origin[0]), float(origin[1])]
-    gtype = record.geometry.get("type")
     raw = record.geometry.get("coordinates")
     raw_positions = raw if gtype == "MultiPoint" else [raw]
     raw_of = dict(zip(record.members, raw_positions)) if isinstance(raw_positions, list) else {}
     features = []
-    for k, (cls, members) in enumerate(_groups(record.members, cls_of, _original_class(record))):
+    groups = _groups(record.members, cls_of, _original_class(record, cache))
+    for k, (cls, members) in enumerate(groups):
         fid = record.id if k == 0 else derived_id(record.id, 1000 + k)
         extra = dict(record.extra)
         if gtype in ("Polygon", "MultiPolygon"):  # an outlined cell: move outlines with it
             m = members[0]
             row, col = cells.rows[at[m]], cells.cols[at[m]]
             a_row, a_col = anchors.get(m, (row, col))
-            dx = (col - a_col) + (record.origin[1] - origin[1])
-            dy = (row - a_row) + (record.origin[0] - origin[0])
+            dx = float(col - a_col) + (record.origin[1] - origin[1])
+            dy = float(row - a_row) + (record.origin[0] - origin[0])
             geometry = shift_geometry(record.geometry, dx, dy)
             if "nucleusGeometry" in extra:
                 extra["nucleusGeometry"] = shift_geometry(extra["nucleusGeometry"], dx, dy)
@@ -142,15 +161,16 @@ def _cell_record_features(record, at: dict, cells, colors, origin) -> list[dict]
                 geometry = {**record.geometry, "coordinates": positions}
             else:
                 geometry = {**record.geometry, "type": "Point", "coordinates": positions[0]}
-        features.append(_record_feature(record, fid, geometry, extra, cls, colors[cls]))
+        features.append(_record_feature(record, fid, geometry, extra, cls, colors[cls], cache))
     return features
 
 
-def _region_record_features(record, regions_by_id: dict, colors, origin) -> list[dict]:
+def _region_record_features(record, regions_by_id: dict, colors, origin, cache: dict
+                            ) -> list[dict]:
     present = [m for m in record.members if m in regions_by_id]
     cls_of = {m: regions_by_id[m][1].cls for m in present}
     features = []
-    for k, (cls, members) in enumerate(_groups(present, cls_of, _original_class(record))):
+    for k, (cls, members) in enumerate(_groups(present, cls_of, _original_class(record, cache))):
         fid = record.id if k == 0 else derived_id(record.id, 1000 + k)
         polygons = [_polygon_xy(regions_by_id[m][1], regions_by_id[m][0], origin) for m in members]
         if record.geometry.get("type") == "MultiPolygon":
@@ -159,7 +179,7 @@ def _region_record_features(record, regions_by_id: dict, colors, origin) -> list
             geometry = {**record.geometry, "type": "Polygon", "coordinates": polygons[0]}
         name = regions_by_id[members[0]][1].name
         features.append(_record_feature(record, fid, geometry, dict(record.extra), cls,
-                                        colors[cls], name=name))
+                                        colors[cls], cache, name=name))
     return features
 
 
@@ -178,8 +198,10 @@ def _split_cells(annotations: AnnotationSet):
     owned = [m for r in annotations.objects.values() if r.kind == "cells" for m in r.members]
     if not owned or cells.ids is None:
         return np.ones(len(cells), dtype=bool), {}
-    in_record = np.isin(cells.ids, np.asarray(owned, dtype=str))
-    at = {str(cells.ids[i]): int(i) for i in np.flatnonzero(in_record)}
+    owned_set = set(owned)
+    ids = cells.ids.tolist()
+    in_record = np.fromiter((i in owned_set for i in ids), dtype=bool, count=len(ids))
+    at = {ids[i]: i for i in np.flatnonzero(in_record).tolist()}
     return ~in_record, at
 
 
@@ -188,13 +210,15 @@ def _cell_record_items(annotations: AnnotationSet, colors: dict, origin, at: dic
     """Features of the cell records, each with the index of its first cell (its place in the
     file: the writer keeps the cells' order)."""
     keys, features = [], []
+    cache: dict = {}
     for record in sorted(annotations.objects.values(), key=lambda r: r.index):
         if record.kind != "cells":
             continue
         present = [at[m] for m in record.members if m in at]
         if not present:
             continue  # every cell of it was deleted
-        for feature in _cell_record_features(record, at, annotations.cells, colors, origin):
+        for feature in _cell_record_features(record, at, annotations.cells, colors, origin,
+                                             cache):
             keys.append(min(present))
             features.append(feature)
     return keys, features
@@ -208,12 +232,14 @@ def _region_and_kept_features(annotations: AnnotationSet, colors: dict, origin) 
     regions_by_id = {r.id: (i, r) for i, r in enumerate(annotations.regions)
                      if r.id is not None and r.id in region_owner}
     written: set[str] = set()
+    cache: dict = {}
     for index, region in enumerate(annotations.regions):
         record = region_owner.get(region.id) if region.id is not None else None
         if record is not None:
             if record.id not in written:
                 written.add(record.id)
-                features.extend(_region_record_features(record, regions_by_id, colors, origin))
+                features.extend(_region_record_features(record, regions_by_id, colors, origin,
+                                                         cache))
             continue
         feature = {"type": "Feature"}
         if region.id is not None:
@@ -317,9 +343,10 @@ def geojson_text(annotations: AnnotationSet, *, origin=(0.0, 0.0)) -> str:
         return json.dumps(feature, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
 
     try:
-        keys, items = _cell_record_items(annotations, colors, origin, at)
-        lines = _in_file_order(np.flatnonzero(plain), lines, keys, [dumps(f) for f in items])
-        lines.extend(dumps(f) for f in _region_and_kept_features(annotations, colors, origin))
+        with no_gc_pauses():
+            keys, items = _cell_record_items(annotations, colors, origin, at)
+            lines = _in_file_order(np.flatnonzero(plain), lines, keys, [dumps(f) for f in items])
+            lines.extend(dumps(f) for f in _region_and_kept_features(annotations, colors, origin))
     except RecursionError:
         raise AnnotationError("an object's properties are nested too deeply to be written "
                               "as JSON") from None
