@@ -75,9 +75,10 @@ def read_our_layout(text: str, *, origin=(0.0, 0.0), skip_unsupported: bool = Tr
     classes = np.array([class_of[raw] for raw in raw_classes], dtype=str)
     # findall gives "" for an absent id; our ids are never empty, so "" means absent: such
     # cells get the stable ids the full parse gives them
-    id_array = np.array(ids, dtype=object)
+    id_array = np.array(ids, dtype=str)
     missing = id_array == ""
     if missing.any():
+        id_array = id_array.astype(object)
         id_array[missing] = stable_point_ids(xs[missing], ys[missing], classes[missing],
                                              np.flatnonzero(missing))
     rows, cols = ys + origin[0], xs + origin[1]
