@@ -2,7 +2,9 @@
 
 Headless: ``write_annotations`` / ``read_annotations`` of 100,000 cells (4 classes, UUID ids)
 plus 50 regions of 64 vertices, best and median of 5 runs; the import of the same features
-laid out by another tool (indented JSON, full parse); ``validate_qupath_geojson`` on the file. With a display (re-runs itself under ``xvfb-run`` when there is none;
+laid out by another tool (indented JSON, full parse); the same cells as a QuPath export with
+measurements and a string classification (each kept in an ObjectRecord, written back as read);
+``validate_qupath_geojson`` on the file. With a display (re-runs itself under ``xvfb-run`` when there is none;
 ``--no-viewer`` skips it): the Annotate widget loading the same 100k cells into its layers,
 one point added to a 100k-point layer (what a click costs), and an export from the layers.
 
@@ -52,6 +54,18 @@ def make_set(n: int = N_CELLS, seed: int = 0):
     return AnnotationSet(cells, regions, {})
 
 
+def qupath_layout(annotations) -> dict:
+    """The cells as QuPath exports detections: measurements, string class, per-object colour."""
+    cells = annotations.cells
+    features = [
+        {"type": "Feature", "id": i, "geometry": {"type": "Point", "coordinates": [x, y]},
+         "properties": {"objectType": "detection", "classification": c.capitalize(),
+                        "measurements": {"Area": k % 97 + 0.5, "Mean": "NaN"}}}
+        for k, (i, x, y, c) in enumerate(zip(cells.ids.tolist(), cells.cols.tolist(),
+                                             cells.rows.tolist(), cells.classes.tolist()))]
+    return {"type": "FeatureCollection", "features": features}
+
+
 def timed(func, repeats: int = REPEATS) -> dict:
     times, cpu = [], []
     for _ in range(repeats):
@@ -80,10 +94,17 @@ def headless(folder: Path) -> dict:
     # template): read through the full JSON parse
     foreign = folder / "foreign.geojson"
     foreign.write_text(json.dumps(annotations_to_geojson(annotations), indent=1))
+    qupath = folder / "qupath.geojson"
+    qupath.write_text(json.dumps(qupath_layout(annotations), indent=2))
+    records = read_annotations(qupath)
+    assert len(records.objects) == len(annotations.cells)
     out = {
         "geojson_export": timed(lambda: write_annotations(geo, annotations)),
         "geojson_import": timed(lambda: read_annotations(geo)),
         "geojson_import_foreign_layout": timed(lambda: read_annotations(foreign)),
+        "geojson_import_qupath_records": timed(lambda: read_annotations(qupath), repeats=3),
+        "geojson_export_qupath_records": timed(
+            lambda: write_annotations(folder / "qupath-back.geojson", records), repeats=3),
         "csv_export": timed(lambda: write_annotations(csv, cells_only)),
         "csv_import": timed(lambda: read_annotations(csv)),
         "geojson_mb": round(geo.stat().st_size / 1e6, 2),

@@ -42,17 +42,25 @@ def make_set(n=500, seed=0, ids=True) -> AnnotationSet:
     return AnnotationSet(cells, regions, colors)
 
 
+def is_stable_id(value) -> bool:
+    """Ids given on reading to objects without one: UUIDs of version 8 (derived, not random)."""
+    import uuid
+
+    return isinstance(value, str) and uuid.UUID(value).version == 8
+
+
 def assert_same(a: AnnotationSet, b: AnnotationSet, *, atol=1e-6):
     np.testing.assert_allclose(b.cells.rows, a.cells.rows, atol=atol, rtol=0)
     np.testing.assert_allclose(b.cells.cols, a.cells.cols, atol=atol, rtol=0)
     assert b.cells.classes.tolist() == a.cells.classes.tolist()
-    if a.cells.ids is None:
-        assert b.cells.ids is None
+    if a.cells.ids is None:  # the file had none: every read gives the same stable ids
+        assert all(is_stable_id(i) for i in b.cells.ids.tolist())
     else:
         assert b.cells.ids.tolist() == a.cells.ids.tolist()
     assert len(b.regions) == len(a.regions)
     for ra, rb in zip(a.regions, b.regions):
-        assert (rb.cls, rb.name, rb.id) == (ra.cls, ra.name, ra.id)
+        assert (rb.cls, rb.name) == (ra.cls, ra.name)
+        assert rb.id == ra.id or (ra.id is None and is_stable_id(rb.id))
         np.testing.assert_allclose(rb.exterior, ra.exterior, atol=atol, rtol=0)
         assert len(rb.holes) == len(ra.holes)
         for ha, hb in zip(ra.holes, rb.holes):
@@ -69,8 +77,11 @@ def test_geojson_round_trip_is_exact(tmp_path, ids):
     assert_same(original, back, atol=1e-6)
     # floats are written with repr, so the round trip is bit-exact
     assert np.array_equal(back.cells.rows, original.cells.rows)
-    # a class without a colour of its own gets a colour, stable across reads
-    assert read_annotations(path).colors["stroma"] == back.colors["stroma"]
+    # a class without a colour of its own gets a colour, stable across reads; so are ids
+    again = read_annotations(path)
+    assert again.colors["stroma"] == back.colors["stroma"]
+    assert again.cells.ids.tolist() == back.cells.ids.tolist()
+    assert [r.id for r in again.regions] == [r.id for r in back.regions]
 
 
 def test_our_output_passes_every_rule_and_matches_the_dict_form(tmp_path):
@@ -116,7 +127,7 @@ def test_csv_from_other_tools(tmp_path):
     back = read_annotations(path)
     assert back.cells.cols.tolist() == [1.5, 3.0, 5.0]
     assert back.cells.rows.tolist() == [2.5, 4.0, 6.0]
-    assert back.cells.classes.tolist() == ["tumour", "lymphocyte", "Mitosis"]
+    assert back.cells.classes.tolist() == ["Tumor", "Immune cells", "Mitosis"]  # as written
     path.write_text("x,y,class\n1,2,tumour\n1,oops,tumour\n")
     with pytest.raises(AnnotationError, match=r"line 3: 'y' must be a number, got 'oops'"):
         read_annotations(path)
@@ -177,29 +188,31 @@ def test_qupath_style_file_imports_every_variant(tmp_path):
     cells = got.cells
     assert cells.cols.tolist() == [10, 11.5, 1, 3, 5, 2, 9, 7]
     assert cells.rows.tolist() == [20, 21.5, 2, 4, 6, 1, 9, 8]
-    assert cells.classes.tolist() == ["tumour", "lymphocyte", "lymphocyte", "lymphocyte",
-                                      "lymphocyte", "Plasma cell", "Tumor: Positive", "unclassified"]
+    # class names as the file writes them (roles come from a ClassMap, never by renaming)
+    assert cells.classes.tolist() == ["Tumor", "Immune cells", "Lymphocyte", "Lymphocyte",
+                                      "Lymphocyte", "Plasma cell", "Tumor: Positive", "unclassified"]
     ids = cells.ids.tolist()
     assert ids[0] == "a1" and ids[2:5] == ["mp:0", "mp:1", "mp:2"] and len(set(ids)) == len(ids)
     assert [(r.cls, r.id, r.name) for r in got.regions] == [
-        ("necrosis", "p1", "big"), ("tumour area", "mpoly:0", None), ("tumour area", "mpoly:1", None)]
+        ("Necrosis", "p1", "big"), ("Tumor", "mpoly:0", None), ("Tumor", "mpoly:1", None)]
     necrosis = got.regions[0]
     # x = col, y = row; closing vertex dropped
     np.testing.assert_array_equal(necrosis.exterior, [[0, 0], [0, 100], [50, 100], [50, 0]])
     np.testing.assert_array_equal(necrosis.holes[0], [[10, 10], [10, 20], [20, 20], [20, 10]])
-    assert got.colors["tumour"] == (200, 0, 0)
-    assert got.colors["lymphocyte"] == (0, 128, 128)  # -16744320 = 0xFF008080
+    assert got.colors["Tumor"] == (200, 0, 0)  # the first colour given for the class
+    assert got.colors["Lymphocyte"] == (0, 128, 128)  # -16744320 = 0xFF008080
     assert got.colors["Plasma cell"] == (1, 2, 3)
-    assert got.colors["tumour area"] == (255, 0, 0)
     # a bare array of features (QuPath "export as array") reads the same
     assert len(geojson_to_annotations(QUPATH_STYLE["features"]).cells) == 8
 
 
-def test_class_name_mapping():
+def test_class_name_suggestion():
     assert canonical_class("Tumor") == "tumour"
     assert canonical_class("Tumor", kind="region") == "tumour area"
     assert canonical_class("Immune cells") == canonical_class("Lymphocyte") == "lymphocyte"
-    assert canonical_class("Stroma") == "stroma" and canonical_class("Necrosis") == "necrosis"
+    assert canonical_class("Stroma") == "stroma"
+    assert canonical_class("Necrosis", kind="region") == "necrosis"
+    assert canonical_class("Artefact", kind="region") == "artefact"
     assert canonical_class(" Ganglion ") == "Ganglion"
     # our own canonical names never change
     for name in ["tumour", "lymphocyte", "stroma", "other", "necrosis", "tumour area", "vessel"]:
@@ -215,19 +228,22 @@ def _broken(mutate):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda o: o["features"][2].update(geometry=None), r"feature 2: has no geometry"),
+        (lambda o: o["features"][2].update(geometry="Point"), r"feature 2: geometry must be"),
         (lambda o: o["features"][1]["geometry"].update(coordinates=["a", 1]),
          r"feature 1: a position must be \[x, y\] numbers"),
         (lambda o: o["features"][0]["geometry"].update(coordinates=[1]),
          r"feature 0: a position must be"),
-        (lambda o: o["features"][3]["geometry"]["coordinates"][0].__setitem__(
-            slice(None), [[0, 0], [1, 1], [0, 0]]), r"feature 3: a polygon ring needs at least 3"),
+        (lambda o: o["features"][3]["geometry"]["coordinates"].__setitem__(0, {"x": 1}),
+         r"feature 3: a polygon ring must be a list"),
         (lambda o: o["features"][0]["properties"]["classification"].pop("name"),
          r"feature 0: classification needs a non-empty 'name'"),
-        (lambda o: o["features"][0]["properties"]["classification"].update(color=[1, 2, 999]),
+        (lambda o: o["features"][0]["properties"]["classification"].update(color=[1, 2, "x"]),
+         r"feature 0: classification color values must be integers"),
+        (lambda o: o["features"][0]["properties"]["classification"].update(color=[1, 2]),
          r"feature 0: classification color must be \[r, g, b\]"),
-        (lambda o: o["features"][4]["geometry"].update(type="LineString"),
-         r"feature 4: geometry type 'LineString' is not supported"),
+        (lambda o: o["features"][0]["properties"].update(classification="Tumor:"),
+         r"feature 0: class names must be non-empty"),
+        (lambda o: o["features"][0].update(id={"a": 1}), r"feature 0: id must be a string"),
         (lambda o: o["features"].__setitem__(5, "nope"), r"feature 5: a feature must be an object"),
         (lambda o: o.update(type="Topology"), r"top level must be a FeatureCollection"),
     ],
@@ -239,10 +255,13 @@ def test_malformed_files_name_feature_and_problem(tmp_path, mutate, message):
         read_annotations(path)
 
 
-def test_unsupported_geometry_can_be_skipped_and_bad_json_is_located(tmp_path):
+def test_unsupported_geometry_is_kept_aside_and_bad_json_is_located(tmp_path):
     obj = _broken(lambda o: o["features"][4]["geometry"].update(
         type="LineString", coordinates=[[0, 0], [1, 1]]))
-    assert len(geojson_to_annotations(obj, skip_unsupported=True).regions) == 1
+    got = geojson_to_annotations(obj)
+    assert len(got.regions) == 1 and [k["feature"] for k in got.kept] == [obj["features"][4]]
+    with pytest.raises(AnnotationError, match=r"feature 4: geometry type 'LineString' is not"):
+        geojson_to_annotations(obj, skip_unsupported=False)
     path = tmp_path / "bad.geojson"
     path.write_text('{"type": "FeatureCollection",\n "features": [}')
     with pytest.raises(AnnotationError, match=r"bad.geojson: not valid JSON \(line 2"):
@@ -254,13 +273,13 @@ def test_unsupported_geometry_can_be_skipped_and_bad_json_is_located(tmp_path):
 def _feature_problems(mutate):
     obj = annotations_to_geojson(make_set(n=3))
     mutate(obj)
-    return validate_qupath_geojson(obj)
+    return validate_qupath_geojson(obj, layout=True)
 
 
 @pytest.mark.parametrize(
     "mutate, expected",
     [
-        (lambda o: o.update(type="Feature"), "FeatureCollection"),
+        (lambda o: o.update(type="Topology"), "FeatureCollection"),
         (lambda o: o["features"][0].update(type="Thing"), "feature 0: must be an object"),
         (lambda o: o["features"][1].update(objectType=o["features"][1]["properties"].pop("objectType")),
          "feature 1: objectType must be inside properties"),
@@ -268,9 +287,10 @@ def _feature_problems(mutate):
          "feature 0: properties.objectType must be one of"),
         (lambda o: o["features"][0]["properties"]["classification"].pop("color"),
          "feature 0: classification.color"),
-        (lambda o: o["features"][0]["properties"].update(classification="Tumor"),
-         "feature 0: classification must be an object"),
-        (lambda o: o["features"][0]["properties"].update(name=5), "feature 0: name must be a string"),
+        (lambda o: o["features"][0]["properties"].update(classification=5),
+         "feature 0: classification must be a name or an object"),
+        (lambda o: o["features"][0]["properties"].update(name={"a": 1}),
+         "feature 0: name must be a string"),
         (lambda o: o["features"][0]["properties"].update(measurements={"area": "big"}),
          "feature 0: measurements"),
         (lambda o: o["features"][1].update(id=o["features"][0]["id"]), "feature 1: id 'cell-0' repeats"),
@@ -278,7 +298,7 @@ def _feature_problems(mutate):
          "feature 0: Point coordinates are malformed"),
         (lambda o: o["features"][0]["properties"].update(objectType="annotation"),
          "feature 0: cells must be detection Points"),
-        (lambda o: o["features"][3]["properties"].update(objectType="detection"),
+        (lambda o: o["features"][3]["properties"].update(objectType="tile"),
          "feature 3: regions must be annotation Polygons"),
         (lambda o: o["features"][3]["geometry"]["coordinates"][0].pop(),
          "feature 3: exterior ring is not closed"),

@@ -45,12 +45,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(command: str):
+    """XhistoWarnings print as one line, like errors; other warnings as Python prints them.
+
+    Returns the previous ``warnings.showwarning`` (put back when the command ends)."""
+    import warnings
+
+    from .errors import XhistoWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, XhistoWarning):
+            print(f"xhisto {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    return default
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    previous = _one_line_warnings(args.command)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
@@ -64,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         kind = "" if isinstance(exc, XhistoError | ValueError | FileNotFoundError) else f"{type(exc).__name__}: "
         print(f"xhisto {args.command}: error: {kind}{exc}", file=sys.stderr)
         return 1
+    finally:
+        import warnings
+
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":  # pragma: no cover

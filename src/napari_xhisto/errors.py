@@ -19,3 +19,11 @@ class ModelError(XhistoError):
 
 class AnnotationError(XhistoError):
     """An annotation file is malformed."""
+
+
+class XhistoWarning(UserWarning):
+    """Something was left out or changed and the user should know (counts included).
+
+    The CLI prints it as one line ``xhisto CMD: warning: ...``; widgets show it as a napari
+    notification.
+    """

@@ -5,7 +5,16 @@ No napari, Qt or torch here.
 """
 
 from .autosave import AutosaveStore, autosave_path, load_latest
-from .io import read_annotations, write_annotations
+from .classmap import (
+    CELL_ROLES,
+    REGION_ROLES,
+    ClassMap,
+    apply_class_map,
+    load_class_map,
+    suggest_class_map,
+    suggest_role,
+)
+from .io import AnnotationWarning, read_annotations, read_report, write_annotations
 from .model import (
     CELL_CLASSES,
     DEFAULT_COLORS,
@@ -25,9 +34,23 @@ from .napari_data import (
     regions_to_shapes_data,
     shapes_data_to_regions,
 )
+from .objects import ObjectRecord, objects_from_json, objects_to_json, outline_rings_rc
 from .qupath_check import validate_qupath_geojson
 
 __all__ = [
+    "AnnotationWarning",
+    "ObjectRecord",
+    "objects_from_json",
+    "objects_to_json",
+    "outline_rings_rc",
+    "read_report",
+    "CELL_ROLES",
+    "REGION_ROLES",
+    "ClassMap",
+    "apply_class_map",
+    "load_class_map",
+    "suggest_class_map",
+    "suggest_role",
     "CELL_CLASSES",
     "DEFAULT_COLORS",
     "REGION_CLASSES",

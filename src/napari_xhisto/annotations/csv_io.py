@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AnnotationError
-from .model import AnnotationSet, CellPoints, canonical_class, color_for_class
+from .geojson_parse import screen_points
+from .model import AnnotationSet, CellPoints, color_for_class, qupath_class_name
+from .objects import stable_point_ids, unique_stable
 
 _X_NAMES = ("x", "centroid x px", "centroid_x", "col", "column")
 _Y_NAMES = ("y", "centroid y px", "centroid_y", "row")
@@ -42,11 +44,21 @@ def _column(header: list[str], names: tuple[str, ...]) -> int | None:
     return None
 
 
-def csv_to_annotations(text: str, *, origin=(0.0, 0.0), source: str = "CSV") -> AnnotationSet:
-    """Parse CSV text with a header naming at least x, y and class columns."""
+def csv_to_annotations(text: str, *, origin=(0.0, 0.0), source: str = "CSV",
+                       image_shape=None) -> AnnotationSet:
+    """Parse CSV text with a header naming at least x, y and class columns.
+
+    Class names are kept as written; cells without an id get stable ones (the same on every
+    read); cells with coordinates that are not finite, beyond ±1e7 px, or (with
+    ``image_shape``) off the slide are skipped and counted in ``skipped``.
+    """
     sample = text[:4096]
     delimiter = "\t" if sample.count("\t") > sample.count(",") else ","
-    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    try:
+        rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    except csv.Error as err:  # NUL bytes, a field over the size limit ...
+        raise AnnotationError(f"{source} is not a readable CSV file ({err}); is it really "
+                              "a table of cells?") from None
     rows = [r for r in rows if r and any(v.strip() for v in r)]
     if not rows:
         raise AnnotationError(f"{source} is empty; expected a header 'x,y,class' and one row per cell")
@@ -54,7 +66,7 @@ def csv_to_annotations(text: str, *, origin=(0.0, 0.0), source: str = "CSV") -> 
     ix, iy = _column(header, _X_NAMES), _column(header, _Y_NAMES)
     ic, iid = _column(header, _CLASS_NAMES), _column(header, _ID_NAMES)
     if ix is None or iy is None:
-        raise AnnotationError(f"{source}: the header needs 'x' and 'y' columns, got {header!r}")
+        raise AnnotationError(f"{source}: the header needs 'x' and 'y' columns, got {header!r:.120}")
     body = rows[1:]
     width = max(ix, iy, ic if ic is not None else 0, iid if iid is not None else 0) + 1
     for number, row in enumerate(body, start=2):
@@ -70,32 +82,35 @@ def csv_to_annotations(text: str, *, origin=(0.0, 0.0), source: str = "CSV") -> 
                     float(row[col])
                 except ValueError:
                     raise AnnotationError(
-                        f"{source} line {number}: {header[col]!r} must be a number, got {row[col]!r}"
+                        f"{source} line {number}: {header[col]!r} must be a number, got {row[col]!r:.60}"
                     ) from None
         raise
-    bad = ~(np.isfinite(xs) & np.isfinite(ys))
-    if bad.any():
-        number = int(np.flatnonzero(bad)[0]) + 2
-        raise AnnotationError(f"{source} line {number}: coordinates must be finite numbers")
     if ic is None:
         classes = np.full(len(body), "unclassified")
     else:
-        classes = np.array([canonical_class(r[ic]) or "unclassified" for r in body], dtype=str)
-    ids = None
-    if iid is not None:
-        ids = np.array([r[iid].strip() for r in body], dtype=str)
-    cells = CellPoints(ys + origin[0], xs + origin[1], classes, ids)
-    if ids is not None and ("" in set(ids.tolist()) or len(set(ids.tolist())) != len(ids)):
-        cells = cells.with_ids()
-    colors = {name: color_for_class(name) for name in dict.fromkeys(classes.tolist())}
-    return AnnotationSet(cells, [], colors)
+        names, inverse = np.unique(np.array([r[ic] for r in body], dtype=str), return_inverse=True)
+        mapped = [qupath_class_name(n) or "unclassified" for n in names.tolist()]
+        classes = np.asarray(mapped, dtype=str)[inverse.reshape(-1)] if len(body) else names
+    ids = np.array([r[iid].strip() for r in body] if iid is not None else [""] * len(body),
+                   dtype=str)
+    missing = ids == ""
+    if missing.any():
+        ids = ids.astype(object)
+        ids[missing] = stable_point_ids(xs[missing], ys[missing], classes[missing],
+                                        np.flatnonzero(missing))
+    ids, _ = unique_stable(ids.astype(str))
+    rows_px, cols_px = ys + origin[0], xs + origin[1]
+    keep, skipped = screen_points(rows_px, cols_px, image_shape)
+    cells = CellPoints(rows_px[keep], cols_px[keep], classes[keep], ids[keep])
+    colors = {name: color_for_class(name) for name in dict.fromkeys(cells.classes.tolist())}
+    return AnnotationSet(cells, [], colors, skipped=skipped)
 
 
-def read_csv(path, *, origin=(0.0, 0.0)) -> AnnotationSet:
+def read_csv(path, *, origin=(0.0, 0.0), image_shape=None) -> AnnotationSet:
     """Read cell points from a CSV file; see :func:`csv_to_annotations`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise AnnotationError(f"{path.name} is not UTF-8 text; is it really a CSV file?") from None
-    return csv_to_annotations(text, origin=origin, source=path.name)
+    return csv_to_annotations(text, origin=origin, source=path.name, image_shape=image_shape)

@@ -1,352 +1,422 @@
-"""Reading QuPath-compatible GeoJSON: cells as ``detection`` Points, regions as ``annotation``
-Polygons (writing: :mod:`.geojson_write`).
+"""Reading QuPath-compatible GeoJSON (writing: :mod:`.geojson_write`).
 
-Layout (REFERENCES.md "QuPath GeoJSON"): a FeatureCollection; ``objectType`` inside
-``properties``; ``classification`` = ``{"name": ..., "color": [r, g, b]}``; coordinates are
-level-0 pixels with x = column, y = row. Class names are written as our canonical lower-case
-names; QuPath's standard names (``"Tumor"``, ``"Immune cells"`` ...) are mapped on import.
+Every Point and MultiPoint is scored as cells (one cell per point; a MultiPoint stays one object),
+a ``detection``/``cell`` outlined as a polygon is one cell at its nucleus (else cell) centroid,
+other polygons are regions (a MultiPolygon stays one object). A feature without ``objectType``
+is an annotation, as QuPath reads it. Class names are kept as the file writes them
+(:mod:`.classmap` says which role each plays). Whatever the plugin does not score is kept in
+:class:`.objects.ObjectRecord` s and written back.
+
+What cannot be used is skipped and counted (``AnnotationSet.skipped``): features without
+geometry (allowed by RFC 7946), empty or degenerate geometries, coordinates that are not finite
+or beyond ±1e7 px, and, when the slide size is known, objects off the slide. Lines and other
+shapes are kept as read (``AnnotationSet.kept``) and written back. Broken structure (a position
+that is not numbers, a classification of the wrong type) is an AnnotationError naming the
+feature.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import AnnotationError
+from .geojson_parse import (
+    PLAIN_FEATURE_KEYS,
+    SKIP_ABSURD,
+    SKIP_DEGENERATE,
+    SKIP_EMPTY,
+    SKIP_NO_GEOMETRY,
+    Degenerate,
+    absurd,
+    class_key,
+    class_of,
+    classification_json,
+    fail,
+    features_of,
+    parse_classification,
+    parse_polygon,
+    positions_xy,
+    region_problem,
+    screen_points,
+)
 from .geojson_write import OUR_HEAD, WRITER_TAG, annotations_to_geojson, geojson_text
-from .model import AnnotationSet, CellPoints, RegionShape, canonical_class, color_for_class
+from .model import AnnotationSet, CellPoints, RegionShape, color_for_class
+from .objects import (
+    ObjectRecord,
+    centroid_xy,
+    derived_id,
+    no_gc_pauses,
+    polygon_parts,
+    stable_id,
+    stable_point_ids,
+    unique_stable,
+)
 
 __all__ = ["WRITER_TAG", "annotations_to_geojson", "geojson_text", "geojson_to_annotations",
            "read_geojson"]
 
-UNCLASSIFIED = "unclassified"
-_CELL_TYPES = {"detection", "cell"}
-_POINT_GEOMETRIES = {"Point", "MultiPoint"}
-_POLYGON_GEOMETRIES = {"Polygon", "MultiPolygon"}
+_CELL_TYPES = {"detection", "cell", "pathdetectionobject", "pathcellobject"}
+_POLYGONS = ("Polygon", "MultiPolygon")
+_OBJECT_TYPE_KEYS = ("objectType", "object_type", "type")  # QuPath's aliases, in its order
 
 
-# ----------------------------------------------------------------------------- reading
-def _fail(index: int, problem: str):
-    raise AnnotationError(f"feature {index}: {problem}")
-
-
-def _color(value, index: int) -> tuple[int, int, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        _fail(index, f"classification color must be [r, g, b], got {value!r}")
-    if isinstance(value, int):  # QuPath < 0.4 wrote packed (A)RGB integers ("colorRGB")
-        return ((value >> 16) & 255, (value >> 8) & 255, value & 255)
-    if (
-        isinstance(value, (list, tuple))
-        and len(value) in (3, 4)
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-        and all(0 <= v <= 255 for v in value[:3])
-    ):
-        return tuple(int(round(v)) for v in value[:3])  # type: ignore[return-value]
-    _fail(index, f"classification color must be [r, g, b] with values 0..255, got {value!r}")
+def _object_type(properties: dict, feature: dict, index: int):
+    for key in _OBJECT_TYPE_KEYS:
+        if key in properties:
+            value = properties[key]
+            break
+    else:
+        value = feature.get("objectType")  # beside properties: not QuPath's layout, still read
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    fail(index, f"objectType must be a string, got {type(value).__name__}")
     return None
 
 
-def _classification(properties: dict, index: int) -> tuple[str | None, tuple | None]:
-    value = properties.get("classification")
-    if value is None:
-        return None, None
-    if isinstance(value, str):
-        return value, None
-    if isinstance(value, dict):
-        name = value.get("name")
-        names = value.get("names")  # QuPath derived classes: {"names": ["Tumor", "Positive"]}
-        if name is None and isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-            name = ": ".join(names)
-        if not isinstance(name, str) or not name.strip():
-            _fail(index, f"classification needs a non-empty 'name' string, got {name!r}")
-        color = value.get("color", value.get("colorRGB"))
-        return name, _color(color, index)
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return ": ".join(value), None  # QuPath derived classes, e.g. ["Tumor", "Positive"]
-    _fail(index, f"classification must be a name or {{name, color}}, got {type(value).__name__}")
-    return None, None
+def _feature_id(feature: dict, index: int):
+    fid = feature.get("id")
+    if fid is None or type(fid) is str:
+        return fid
+    if isinstance(fid, (int, float)) and not isinstance(fid, bool):
+        return str(fid)
+    fail(index, f"id must be a string, got {type(fid).__name__}")
+    return None
 
 
-def _position(value, index: int) -> tuple[float, float]:
-    if (
-        not isinstance(value, (list, tuple))
-        or len(value) < 2
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value[:2])
-    ):
-        _fail(index, f"a position must be [x, y] numbers, got {value!r:.80}")
-    x, y = float(value[0]), float(value[1])
-    if not (math.isfinite(x) and math.isfinite(y)):
-        _fail(index, f"coordinates must be finite numbers, got {value!r:.80}")
-    return x, y
+class _Reader:
+    """Collects cells, regions, records and counts from features one by one."""
 
+    def __init__(self, origin, first_index: int, skip_unsupported: bool):
+        self.origin = (float(origin[0]), float(origin[1]))
+        self.first_index = first_index
+        self.skip_unsupported = skip_unsupported
+        self.points: list = []  # raw [x, y] positions, validated in bulk in finish()
+        self.point_feature: list[int] = []
+        self.cell_classes: list[str] = []
+        self.cell_ids: list = []  # None: a plain point without id (stable id given in finish)
+        self.point_owner: list = []  # id of the record a cell belongs to, or None
+        self.regions: list[RegionShape] = []
+        self.region_owner: list = []
+        self.objects: dict[str, ObjectRecord] = {}
+        self.kept: list[dict] = []
+        self.skipped: dict[str, int] = {}
+        self.colors: dict[str, tuple] = {}
+        self.taken: set[str] = set()  # ids of records and regions
+        self.class_cache: dict = {}
+        self.fast: dict = {}  # classification key -> class of plain detection Points
 
-def _ring(value, index: int) -> np.ndarray:
-    if not isinstance(value, list):
-        _fail(index, f"a polygon ring must be a list of positions, got {type(value).__name__}")
-    xy = np.array([_position(p, index) for p in value], dtype=np.float64).reshape(-1, 2)
-    if len(xy) >= 2 and np.array_equal(xy[0], xy[-1]):
-        xy = xy[:-1]  # drop the closing vertex; unclosed rings are accepted and closed implicitly
-    if len(np.unique(xy, axis=0)) < 3:
-        _fail(index, f"a polygon ring needs at least 3 distinct vertices, got {len(xy)}")
-    return xy
+    def skip(self, reason: str, count: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + count
 
-
-def _polygon(value, index: int, origin) -> tuple[np.ndarray, list[np.ndarray]]:
-    if not isinstance(value, list) or not value:
-        _fail(index, "a Polygon needs a non-empty list of rings")
-    rings = []
-    for ring in value:
-        xy = _ring(ring, index)
-        rc = np.empty_like(xy)
-        rc[:, 0] = xy[:, 1] + origin[0]
-        rc[:, 1] = xy[:, 0] + origin[1]
-        rings.append(rc)
-    return rings[0], rings[1:]
-
-
-def _features_of(obj) -> list:
-    if isinstance(obj, list):
-        return obj  # QuPath can export a bare array of features
-    if not isinstance(obj, dict):
-        raise AnnotationError(f"GeoJSON must be a FeatureCollection object, got {type(obj).__name__}")
-    kind = obj.get("type")
-    if kind == "FeatureCollection":
-        features = obj.get("features")
-        if not isinstance(features, list):
-            raise AnnotationError("FeatureCollection has no 'features' list")
-        return features
-    if kind == "Feature":
-        return [obj]
-    raise AnnotationError(f"GeoJSON top level must be a FeatureCollection, got type {kind!r}")
-
-
-class _Classifier:
-    """Validates each distinct classification once (100k cells share a handful)."""
-
-    def __init__(self):
-        self.cache: dict = {}
-
-    def __call__(self, properties: dict, index: int) -> tuple[str | None, tuple | None]:
-        value = properties.get("classification")
-        if type(value) is dict:
-            color = value.get("color", value.get("colorRGB"))
-            key = (value.get("name"), tuple(color) if type(color) is list else color)
-        else:
-            key = value if isinstance(value, str) or value is None else None
-        try:
-            return self.cache[key]
-        except (KeyError, TypeError):
-            pass
-        result = _classification(properties, index)
+    def classify(self, value, index: int):
+        key = class_key(value) if type(value) is dict else (value if type(value) is str else None)
+        if key is not None and key in self.class_cache:
+            return self.class_cache[key]
+        name, color = parse_classification(value, index)
+        result = (class_of(name), color, name)
         if key is not None:
-            try:
-                self.cache[key] = result
-            except TypeError:
-                pass
+            self.class_cache[key] = result
         return result
 
+    def unique(self, fid: str) -> str:
+        """``fid``, or a stable derived id when a record or region already uses it."""
+        if fid in self.taken:
+            k = 1
+            while derived_id(fid, k) in self.taken:
+                k += 1
+            fid = derived_id(fid, k)
+        self.taken.add(fid)
+        return fid
 
-def geojson_to_annotations(obj, *, origin=(0.0, 0.0), skip_unsupported: bool = False,
-                           first_index: int = 0) -> AnnotationSet:
+    def add(self, feature, index: int) -> None:
+        if type(feature) is not dict:
+            fail(index, f"a feature must be an object, got {type(feature).__name__}")
+        geometry = feature.get("geometry")
+        if geometry is None:
+            self.skip(SKIP_NO_GEOMETRY)
+            return
+        if type(geometry) is not dict:
+            fail(index, f"geometry must be an object or null, got {type(geometry).__name__}")
+        gtype = geometry.get("type")
+        properties = feature.get("properties")
+        if properties is None:
+            properties = {}
+        if type(properties) is not dict:
+            fail(index, f"properties must be an object, got {type(properties).__name__}")
+        value = properties.get("classification")
+        cls, color, raw_name = self.classify(value, index)
+        object_type = _object_type(properties, feature, index)
+        fid = _feature_id(feature, index)
+        coords = geometry.get("coordinates")
+        is_cell = str(object_type).lower() in _CELL_TYPES
+        plain_keys = (PLAIN_FEATURE_KEYS.issuperset(feature) and len(geometry) == 2
+                      and color is not None and value == classification_json(cls, color))
+        if gtype in ("Point", "MultiPoint") or (gtype in _POLYGONS and is_cell):
+            if gtype == "Point":
+                plain = (plain_keys and object_type == "detection" and len(properties) == 2
+                         and type(coords) is list and len(coords) == 2)
+                if plain:
+                    if isinstance(value.get("name"), str):  # the fast path's key
+                        self.fast[(value["name"], *value["color"])] = cls
+                    self._cell(coords, index, cls, fid, None)
+                else:
+                    self._cell_record(feature, geometry, properties, index, cls, fid, [coords])
+            elif gtype == "MultiPoint":
+                if not isinstance(coords, list):
+                    fail(index, "a MultiPoint needs a list of positions")
+                if not coords:
+                    self.skip(SKIP_EMPTY)
+                    return
+                self._cell_record(feature, geometry, properties, index, cls, fid, coords)
+            else:
+                self._outlined_cell(feature, geometry, properties, index, cls, fid)
+        elif gtype in _POLYGONS:
+            plain = (plain_keys and gtype == "Polygon" and object_type == "annotation"
+                     and set(properties) <= {"objectType", "classification", "name"}
+                     and isinstance(properties.get("name", ""), str))
+            self._regions(feature, geometry, properties, index, cls, fid, plain)
+        elif self.skip_unsupported:
+            self.kept.append({"feature": feature, "origin": list(self.origin), "index": index})
+            return
+        else:
+            fail(index, f"geometry type {gtype!r:.40} is not supported (cells: Point/MultiPoint, "
+                 "regions: Polygon/MultiPolygon); pass skip_unsupported=True to keep such "
+                 "features aside")
+        if color is not None and cls not in self.colors:
+            self.colors[cls] = color
+
+    def _cell(self, position, index: int, cls: str, cid, owner) -> None:
+        self.points.append(position)
+        self.point_feature.append(index)
+        self.cell_classes.append(cls)
+        self.cell_ids.append(cid)
+        self.point_owner.append(owner)
+
+    def _record(self, feature, geometry, properties, index, kind, fid, members) -> ObjectRecord:
+        extra = {k: v for k, v in feature.items() if k not in PLAIN_FEATURE_KEYS}
+        record = ObjectRecord(fid, kind, members, geometry, properties, extra,
+                              origin=list(self.origin), index=index)
+        self.objects[fid] = record
+        return record
+
+    def _cell_record(self, feature, geometry, properties, index, cls, fid, positions) -> None:
+        fid = self.unique(fid if fid is not None else stable_id(feature, index))
+        many = geometry.get("type") == "MultiPoint" and len(positions) > 1
+        members = [f"{fid}:{k}" if many else fid for k in range(len(positions))]
+        self._record(feature, geometry, properties, index, "cells", fid, members)
+        for position, member in zip(positions, members):
+            self._cell(position, index, cls, member, fid)
+
+    def _outlined_cell(self, feature, geometry, properties, index, cls, fid) -> None:
+        """A QuPath cell/detection drawn as a polygon: one cell at its nucleus (else cell)
+        centroid; both outlines stay in the record."""
+        coords = geometry.get("coordinates")
+        polygons = [coords] if geometry.get("type") == "Polygon" else coords
+        if not isinstance(polygons, list) or not polygons:
+            fail(index, f"a {geometry.get('type')} needs a non-empty list of rings")
+        for polygon in polygons:
+            try:
+                parse_polygon(polygon, index, (0.0, 0.0))  # structure errors name the feature
+            except Degenerate:
+                self.skip(SKIP_DEGENERATE)
+                return
+        parts = polygon_parts(geometry)
+        nucleus = feature.get("nucleusGeometry")
+        if any(absurd(ring).any() for rings in parts for ring in rings):
+            self.skip(SKIP_ABSURD)
+            return
+        centre = centroid_xy(nucleus) if nucleus is not None else None
+        if centre is None or not np.isfinite(centre).all():
+            centre = centroid_xy(geometry)
+        self._cell_record(feature, geometry, properties, index, cls, fid, [list(centre)])
+
+    def _regions(self, feature, geometry, properties, index, cls, fid, plain) -> None:
+        coords = geometry.get("coordinates")
+        gtype = geometry["type"]
+        polygons = [coords] if gtype == "Polygon" else coords
+        if not isinstance(polygons, list):
+            fail(index, f"a {gtype} needs a list of polygons")
+        if not polygons or (gtype == "Polygon" and not coords):
+            self.skip(SKIP_EMPTY)
+            return
+        parsed = []
+        try:
+            for polygon in polygons:
+                parsed.append(parse_polygon(polygon, index, self.origin))
+        except Degenerate:
+            self.skip(SKIP_DEGENERATE)
+            return
+        plain = plain and all(exact for _, _, exact in parsed)
+        fid = self.unique(fid if fid is not None else stable_id(feature, index))
+        name = properties.get("name")
+        name = None if name is None else str(name)
+        many = len(parsed) > 1
+        members = [self.unique(f"{fid}:{k}") if many else fid for k in range(len(parsed))]
+        owner = None
+        if not plain:
+            stored = {k: v for k, v in geometry.items() if k != "coordinates"}
+            self._record(feature, stored, properties, index, "regions", fid, members)
+            owner = fid
+        for (exterior, holes, _), member in zip(parsed, members):
+            self.regions.append(RegionShape(cls, exterior, holes, name, member))
+            self.region_owner.append(owner)
+
+    def finish(self, image_shape) -> AnnotationSet:
+        xy = positions_xy(self.points, self.point_feature)
+        rows = xy[:, 1] + self.origin[0]
+        cols = xy[:, 0] + self.origin[1]
+        classes = np.asarray(self.cell_classes, dtype=str)
+        if None in self.cell_ids:
+            ids = np.asarray(["" if i is None else i for i in self.cell_ids], dtype=object)
+            missing = np.fromiter((i is None for i in self.cell_ids), dtype=bool,
+                                  count=len(self.cell_ids))
+            ids[missing] = stable_point_ids(xy[missing, 0], xy[missing, 1], classes[missing],
+                                            np.asarray(self.point_feature)[missing])
+        else:
+            ids = self.cell_ids
+        ids, _ = unique_stable(np.asarray(ids, dtype=str))
+        keep, counts = screen_points(rows, cols, image_shape)
+        for reason, count in counts.items():
+            self.skip(reason, count)
+        any_owner = any(r.kind == "cells" for r in self.objects.values())
+        owners = np.asarray(self.point_owner, dtype=object) if any_owner else None
+        if not keep.all():
+            rows, cols, classes, ids = (a[keep] for a in (rows, cols, classes, ids))
+            owners = None if owners is None else owners[keep]
+        cells = CellPoints(rows, cols, classes, ids)
+        regions = []
+        for region, owner in zip(self.regions, self.region_owner):
+            problem = region_problem(region.exterior, region.holes, image_shape)
+            if problem:
+                self.skip(problem)
+                if owner is not None:
+                    self.objects[owner].members.remove(region.id)
+                continue
+            regions.append(region)
+        if owners is not None:
+            self._settle_records(cells, owners)
+        for key in [k for k, r in self.objects.items() if not r.members]:
+            del self.objects[key]
+        annotations = AnnotationSet(cells, regions, self.colors, self.objects, self.kept,
+                                    self.skipped)
+        for name in annotations.classes():
+            self.colors.setdefault(name, color_for_class(name))
+        return annotations
+
+    def _settle_records(self, cells: CellPoints, owners: np.ndarray) -> None:
+        """Members and anchors of the cell records after screening; empty records go."""
+        cell_records = {k: r for k, r in self.objects.items() if r.kind == "cells"}
+        for record in cell_records.values():
+            record.members, record.anchors = [], []
+        at = np.flatnonzero(owners != None)  # noqa: E711 (element-wise on an object array)
+        cell_ids, rows, cols = cells.ids[at].tolist(), cells.rows[at].tolist(), cells.cols[at].tolist()
+        for owner, cid, row, col in zip(owners[at].tolist(), cell_ids, rows, cols):
+            record = cell_records[owner]
+            record.members.append(cid)
+            record.anchors.append([row, col])
+
+
+def geojson_to_annotations(obj, *, origin=(0.0, 0.0), skip_unsupported: bool = True,
+                           first_index: int = 0, image_shape=None) -> AnnotationSet:
     """Read a parsed GeoJSON object (QuPath layout or plain) into an AnnotationSet.
 
     Parameters
     ----------
     obj : dict or list
-        FeatureCollection, single Feature, or a list of Features.
+        FeatureCollection, single Feature, a list of Features, or a bare geometry.
     origin : (row, col)
         Added to every coordinate (the inverse of the writer's ``origin``).
     skip_unsupported : bool
-        Skip geometries that are neither points nor polygons (lines, collections) instead of
-        raising.
+        Keep geometries that are neither points nor polygons (lines, collections) aside in
+        ``kept`` (written back unchanged); False raises instead.
     first_index : int
-        Index of the first feature in messages (when ``obj`` is the tail of a file).
+        Index of the first feature in messages and stable ids (when ``obj`` is a file's tail).
+    image_shape : (height, width), optional
+        Level-0 size of the slide: objects wholly off it are skipped and counted.
 
     Raises
     ------
     AnnotationError
         Naming the feature index and the problem.
     """
-    points: list = []  # raw [x, y] positions, validated in bulk below
-    point_feature: list[int] = []
-    cell_classes: list[str] = []
-    cell_ids: list[str | None] = []
-    regions: list[RegionShape] = []
-    colors: dict[str, tuple[int, int, int]] = {}
-    classify = _Classifier()
-    cell_class_of: dict = {}
-    fast: dict = {}  # (name, *color) of a classification object already seen -> cell class
-    for index, feature in enumerate(_features_of(obj), start=first_index):
-        # fast path: a Point whose classification object was validated on an earlier feature
-        if type(feature) is dict:
-            geometry = feature.get("geometry")
-            if type(geometry) is dict and geometry.get("type") == "Point":
+    reader = _Reader(origin, first_index, skip_unsupported)
+    with no_gc_pauses():
+        fast = reader.fast
+        points, point_feature, classes = reader.points, reader.point_feature, reader.cell_classes
+        ids, owners = reader.cell_ids, reader.point_owner
+        for index, feature in enumerate(features_of(obj), start=first_index):
+            # fast path: a plain detection Point whose classification was seen on an earlier one
+            if type(feature) is dict and PLAIN_FEATURE_KEYS.issuperset(feature):
+                geometry = feature.get("geometry")
                 properties = feature.get("properties")
-                value = properties.get("classification") if type(properties) is dict else None
-                if type(value) is dict and type(value.get("color")) is list:
-                    try:
-                        cls = fast.get((value.get("name"), *value["color"]))
-                    except TypeError:  # unhashable junk: the general path reports it
-                        cls = None
-                    if cls is not None and "colorRGB" not in value:
-                        points.append(geometry.get("coordinates"))
-                        point_feature.append(index)
-                        cell_classes.append(cls)
-                        fid = feature.get("id")
-                        cell_ids.append(fid if fid is None or type(fid) is str else str(fid))
-                        continue
-        if type(feature) is not dict:
-            _fail(index, f"a feature must be an object, got {type(feature).__name__}")
-        geometry = feature.get("geometry")
-        if type(geometry) is not dict:
-            _fail(index, "has no geometry object")
-        gtype = geometry.get("type")
-        properties = feature.get("properties") or {}
-        if type(properties) is not dict:
-            _fail(index, f"properties must be an object, got {type(properties).__name__}")
-        raw_name, color = classify(properties, index)
-        fid = feature.get("id")
-        if fid is not None and type(fid) is not str:
-            fid = str(fid)
-        coords = geometry.get("coordinates")
-        if gtype == "Point":
-            if raw_name not in cell_class_of:
-                cell_class_of[raw_name] = UNCLASSIFIED if raw_name is None else canonical_class(raw_name)
-            cls = cell_class_of[raw_name]
-            value = properties.get("classification")
-            if type(value) is dict and type(value.get("color")) is list and color is not None:
-                fast[(value.get("name"), *value["color"])] = cls
-            points.append(coords)
-            point_feature.append(index)
-            cell_classes.append(cls)
-            cell_ids.append(fid)
-        elif gtype == "MultiPoint" or (
-            gtype in _POLYGON_GEOMETRIES
-            and str(properties.get("objectType", feature.get("objectType"))).lower() in _CELL_TYPES
-        ):
-            cls = UNCLASSIFIED if raw_name is None else canonical_class(raw_name)
-            if gtype == "MultiPoint":
-                if not isinstance(coords, list):
-                    _fail(index, "a MultiPoint needs a list of positions")
-                positions = coords
-            else:  # a cell outlined as a polygon (QuPath cell detection): keep its centroid
-                polygons = [coords] if gtype == "Polygon" else coords
-                if not isinstance(polygons, list) or not polygons:
-                    _fail(index, f"a {gtype} needs a non-empty list of rings")
-                positions = []
-                for poly in polygons:
-                    ext, _ = _polygon(poly, index, (0.0, 0.0))
-                    row, col = _centroid_rc(ext)
-                    positions.append([col, row])
-            for k, position in enumerate(positions):
-                points.append(position)
-                point_feature.append(index)
-                cell_classes.append(cls)
-                many = len(positions) > 1
-                cell_ids.append(None if fid is None else (f"{fid}:{k}" if many else fid))
-        elif gtype in _POLYGON_GEOMETRIES:
-            cls = UNCLASSIFIED if raw_name is None else canonical_class(raw_name, kind="region")
-            name = properties.get("name")
-            name = None if name is None else str(name)
-            if gtype == "Polygon":
-                ext, holes = _polygon(coords, index, origin)
-                regions.append(RegionShape(cls, ext, holes, name, fid))
-            else:
-                if not isinstance(coords, list) or not coords:
-                    _fail(index, "a MultiPolygon needs a non-empty list of polygons")
-                for k, poly in enumerate(coords):
-                    ext, holes = _polygon(poly, index, origin)
-                    rid = None if fid is None else (fid if len(coords) == 1 else f"{fid}:{k}")
-                    regions.append(RegionShape(cls, ext, holes, name, rid))
-        elif skip_unsupported:
-            continue
-        else:
-            _fail(
-                index,
-                f"geometry type {gtype!r} is not supported (cells: Point/MultiPoint, regions: "
-                "Polygon/MultiPolygon); pass skip_unsupported=True to leave such features out",
-            )
-        if color is not None and cls not in colors:
-            colors[cls] = color
-    xy = _positions(points, point_feature)
-    cells = _cells(xy[:, 0], xy[:, 1], cell_classes, cell_ids, origin)
-    annotations = AnnotationSet(cells, regions, colors)
-    for name in annotations.classes():
-        colors.setdefault(name, color_for_class(name))
-    return annotations
+                if (type(geometry) is dict and len(geometry) == 2 and geometry.get("type") == "Point"
+                        and type(properties) is dict and len(properties) == 2
+                        and properties.get("objectType") == "detection"):
+                    value = properties.get("classification")
+                    coords = geometry.get("coordinates")
+                    fid = feature.get("id")
+                    if (type(value) is dict and len(value) == 2 and type(coords) is list
+                            and len(coords) == 2 and (fid is None or type(fid) is str)):
+                        name, color = value.get("name"), value.get("color")
+                        if type(name) is str and type(color) is list:
+                            try:
+                                cls = fast.get((name, *color))
+                            except TypeError:  # unhashable junk: the general path reports it
+                                cls = None
+                            if cls is not None:
+                                points.append(coords)
+                                point_feature.append(index)
+                                classes.append(cls)
+                                ids.append(fid)
+                                owners.append(None)
+                                continue
+            reader.add(feature, index)
+        return reader.finish(image_shape)
 
 
-def _positions(points: list, point_feature: list[int]) -> np.ndarray:
-    """(N, 2) float64 x/y from raw positions, or an AnnotationError naming the bad feature."""
-    if not points:
-        return np.zeros((0, 2))
-    try:
-        xy = np.array(points)
-        ok = (
-            xy.ndim == 2
-            and xy.shape[1] >= 2
-            and xy.dtype.kind in "fi"
-            and bool(np.isfinite(xy[:, :2]).all())
-            and not any(type(p[0]) is bool or type(p[1]) is bool for p in points)
-        )
-    except (ValueError, TypeError):
-        ok = False
-    if ok:
-        return xy[:, :2].astype(np.float64)
-    for position, index in zip(points, point_feature):
-        _position(position, index)
-    # every position is fine on its own, but they differ in length (e.g. some carry z)
-    return np.array([_position(p, i) for p, i in zip(points, point_feature)], dtype=np.float64)
+def read_geojson(path, *, origin=(0.0, 0.0), skip_unsupported: bool = True,
+                 image_shape=None) -> AnnotationSet:
+    """Read a GeoJSON file; see :func:`geojson_to_annotations`.
 
-
-def _centroid_rc(ring_rc: np.ndarray) -> tuple[float, float]:
-    """Area centroid (row, col) of a ring; the vertex mean for degenerate rings."""
-    r, c = ring_rc[:, 0], ring_rc[:, 1]
-    r1, c1 = np.roll(r, -1), np.roll(c, -1)
-    cross = r * c1 - r1 * c
-    area = cross.sum() / 2
-    if abs(area) < 1e-12:
-        return float(r.mean()), float(c.mean())
-    return float(((r + r1) * cross).sum() / (6 * area)), float(((c + c1) * cross).sum() / (6 * area))
-
-
-def _cells(xs, ys, classes, ids, origin) -> CellPoints:
-    rows = np.asarray(ys, dtype=np.float64) + origin[0]
-    cols = np.asarray(xs, dtype=np.float64) + origin[1]
-    if not ids or all(i is None for i in ids):
-        return CellPoints(rows, cols, np.asarray(classes, dtype=str), None)
-    filled = ["" if i is None else i for i in ids]
-    cells = CellPoints(rows, cols, np.asarray(classes, dtype=str), np.asarray(filled, dtype=str))
-    if "" in filled or len(set(filled)) != len(filled):
-        cells = cells.with_ids()
-    return cells
-
-
-def read_geojson(path, *, origin=(0.0, 0.0), skip_unsupported: bool = False) -> AnnotationSet:
-    """Read a GeoJSON file; see :func:`geojson_to_annotations`."""
+    A UTF-8 byte-order mark is allowed; a file nested too deeply for the JSON parser is an
+    AnnotationError like any other malformed file.
+    """
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             text = fh.read()
     except UnicodeDecodeError:
         raise AnnotationError(f"{path.name} is not UTF-8 text; is it really GeoJSON?") from None
     try:
+        if not text.strip():
+            raise AnnotationError("the file is empty; expected a GeoJSON FeatureCollection")
         if text.startswith(OUR_HEAD):  # our own layout: cells parsed in bulk
             from .geojson_fast import read_our_layout
 
-            fast = read_our_layout(text, origin=origin, skip_unsupported=skip_unsupported)
+            fast = read_our_layout(text, origin=origin, skip_unsupported=skip_unsupported,
+                                   image_shape=image_shape)
             if fast is not None:
                 return fast
         try:
-            obj = json.loads(text)
+            with no_gc_pauses():  # twice as fast for 100k features
+                obj = json.loads(text)
         except json.JSONDecodeError as err:
+            ends_early = err.pos >= len(text.rstrip()) - 1 or err.msg.startswith("Unterminated")
+            hint = ("; the file ends before its JSON does: it looks truncated, copy it again"
+                    if ends_early else "")
             raise AnnotationError(
-                f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
-        return geojson_to_annotations(obj, origin=origin, skip_unsupported=skip_unsupported)
+                f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}){hint}"
+            ) from None
+        return geojson_to_annotations(obj, origin=origin, skip_unsupported=skip_unsupported,
+                                      image_shape=image_shape)
     except AnnotationError as err:
         raise AnnotationError(f"{path.name}: {err}") from None
+    except RecursionError:
+        raise AnnotationError(f"{path.name}: nested too deeply to be GeoJSON (arrays or objects "
+                              "inside each other hundreds of levels deep); is the file damaged?"
+                              ) from None

@@ -16,9 +16,17 @@ import re
 import numpy as np
 
 from ..errors import AnnotationError
-from .geojson import _classification, geojson_to_annotations
+from .geojson import geojson_to_annotations
+from .geojson_parse import classification_json, parse_classification, screen_points
 from .geojson_write import OUR_HEAD
-from .model import AnnotationSet, CellPoints, canonical_class, color_for_class, concat_annotations
+from .model import (
+    AnnotationSet,
+    CellPoints,
+    color_for_class,
+    concat_annotations,
+    qupath_class_name,
+)
+from .objects import no_gc_pauses, stable_point_ids
 
 _NUMBER = r"(-?[0-9][0-9.eE+-]*)"
 _CELL_LINE = re.compile(
@@ -29,8 +37,8 @@ _CELL_LINE = re.compile(
 )
 
 
-def read_our_layout(text: str, *, origin=(0.0, 0.0), skip_unsupported: bool = False
-                    ) -> AnnotationSet | None:
+def read_our_layout(text: str, *, origin=(0.0, 0.0), skip_unsupported: bool = True,
+                    image_shape=None) -> AnnotationSet | None:
     """Annotations from ``text`` written by our writer, or None when it is not in that layout."""
     lines = text.split("\n")
     if len(lines) < 4 or lines[0] != OUR_HEAD or lines[-2:] != ["]}", ""]:
@@ -49,34 +57,42 @@ def read_our_layout(text: str, *, origin=(0.0, 0.0), skip_unsupported: bool = Fa
         ys = np.array(y_text, dtype=np.float64)
     except ValueError:
         return None
-    if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
-        return None
     class_of, colors = {}, {}
     for index, raw in enumerate(raw_classes):
         if raw in class_of:
             continue
         try:
-            name, color = _classification({"classification": json.loads(raw)}, index)
-        except (ValueError, AnnotationError):
+            value = json.loads(raw)
+            name, color = parse_classification(value, index)
+        except (ValueError, AnnotationError, RecursionError):
             return None
-        cls = canonical_class(name)
+        if name is None or color is None or value != classification_json(name, color):
+            return None  # not what our writer makes: the full parse keeps it as read
+        cls = qupath_class_name(name)
         class_of[raw] = cls
         if color is not None:
             colors.setdefault(cls, color)
     classes = np.array([class_of[raw] for raw in raw_classes], dtype=str)
-    # findall gives "" for an absent id; our ids are never empty, so "" means absent
+    # findall gives "" for an absent id; our ids are never empty, so "" means absent: such
+    # cells get the stable ids the full parse gives them
     id_array = np.array(ids, dtype=str)
-    has_id = id_array != ""
-    cells = CellPoints(ys + origin[0], xs + origin[1], classes,
-                       id_array if has_id.any() else None)
-    parts = [AnnotationSet(cells, [], colors)]
+    missing = id_array == ""
+    if missing.any():
+        id_array = id_array.astype(object)
+        id_array[missing] = stable_point_ids(xs[missing], ys[missing], classes[missing],
+                                             np.flatnonzero(missing))
+    rows, cols = ys + origin[0], xs + origin[1]
+    keep, skipped = screen_points(rows, cols, image_shape)
+    cells = CellPoints(rows[keep], cols[keep], classes[keep], id_array[keep].astype(str))
+    parts = [AnnotationSet(cells, [], colors, skipped=skipped)]
     rest = body[n:]
     if rest:
         try:
-            tail = json.loads("[" + "\n".join(rest) + "]")
+            with no_gc_pauses():
+                tail = json.loads("[" + "\n".join(rest) + "]")
         except ValueError:
             return None  # the full parse reports where
-        parts.append(geojson_to_annotations(tail, origin=origin,
+        parts.append(geojson_to_annotations(tail, origin=origin, image_shape=image_shape,
                                             skip_unsupported=skip_unsupported, first_index=n))
     annotations = concat_annotations(parts)
     for name in annotations.classes():

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
-from ..errors import AnnotationError
+from ..errors import AnnotationError, XhistoWarning
 from .csv_io import csv_text, read_csv
 from .files import atomic_write, free_backup_path, keep_backup, strip_backup_suffix
 from .geojson import WRITER_TAG, geojson_text, read_geojson
@@ -80,8 +81,48 @@ def write_annotations(path, annotations: AnnotationSet, *, origin=(0.0, 0.0),
     return atomic_write(path, text)
 
 
-def read_annotations(path, *, origin=(0.0, 0.0), skip_unsupported: bool = False) -> AnnotationSet:
+class AnnotationWarning(XhistoWarning):
+    """Objects of an annotation file were skipped (and counted) or kept aside."""
+
+
+def _geometry_type(item: dict) -> str:
+    geometry = (item.get("feature") or {}).get("geometry")
+    kind = geometry.get("type") if isinstance(geometry, dict) else None
+    return kind if isinstance(kind, str) else "untyped"
+
+
+def read_report(annotations: AnnotationSet) -> str | None:
+    """One line on what reading left out or kept aside, or None when everything was used."""
+    parts = [f"{count} {reason}" for reason, count in annotations.skipped.items() if count]
+    text = ""
+    if parts:
+        total = sum(annotations.skipped.values())
+        text = f"skipped {total} object{'s' if total != 1 else ''} ({', '.join(parts)})"
+    if annotations.kept:
+        kinds = sorted({_geometry_type(item) for item in annotations.kept})
+        text += ("; " if text else "") + (
+            f"kept {len(annotations.kept)} {'/'.join(kinds)} feature(s) as read: not scored, "
+            "written back unchanged")
+    return text or None
+
+
+def read_annotations(path, *, origin=(0.0, 0.0), skip_unsupported: bool = True,
+                     image_shape=None, warn: bool = True) -> AnnotationSet:
     """Read cells and regions from GeoJSON (QuPath or plain) or cells from CSV.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.geojson``/``.json`` or ``.csv``/``.tsv`` (``.bak`` copies open like their file).
+    origin : (row, col)
+        Added to coordinates (openslide bounds, for QuPath files).
+    skip_unsupported : bool
+        Keep lines and other non-point, non-polygon features aside (default) or raise.
+    image_shape : (height, width), optional
+        Level-0 slide size: objects wholly off the slide are skipped and counted.
+    warn : bool
+        Issue one :class:`AnnotationWarning` with the counts when something was skipped or kept
+        aside (``annotations.skipped`` / ``annotations.kept`` hold them either way).
 
     Raises
     ------
@@ -93,8 +134,15 @@ def read_annotations(path, *, origin=(0.0, 0.0), skip_unsupported: bool = False)
     if not path.is_file():
         raise AnnotationError(f"annotation file not found: {path}")
     if fmt == "csv":
-        return read_csv(path, origin=origin)
-    return read_geojson(path, origin=origin, skip_unsupported=skip_unsupported)
+        annotations = read_csv(path, origin=origin, image_shape=image_shape)
+    else:
+        annotations = read_geojson(path, origin=origin, skip_unsupported=skip_unsupported,
+                                   image_shape=image_shape)
+    report = read_report(annotations)
+    if warn and report:
+        warnings.warn(AnnotationWarning(f"{path.name}: {report}"), stacklevel=2)
+    return annotations
 
 
-__all__ = ["keep_backup", "read_annotations", "write_annotations"]
+__all__ = ["AnnotationWarning", "keep_backup", "read_annotations", "read_report",
+           "write_annotations"]

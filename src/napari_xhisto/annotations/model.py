@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import AnnotationError
+from .objects import format_uuids, unique_stable
 
 CELL_CLASSES = ("tumour", "lymphocyte", "stroma", "other")
 REGION_CLASSES = ("tumour area", "stroma", "necrosis", "artefact", "vessel")
@@ -28,38 +29,11 @@ DEFAULT_COLORS: dict[str, tuple[int, int, int]] = {
     "vessel": (255, 120, 120),
 }
 
-# QuPath's standard class names (and common spellings) -> our canonical names. Only names we
-# never write ourselves are mapped, so reading back our own files changes nothing.
-_CELL_ALIASES = {
-    "tumor": "tumour",
-    "tumour": "tumour",
-    "stroma": "stroma",
-    "immune cells": "lymphocyte",
-    "immune cell": "lymphocyte",
-    "lymphocyte": "lymphocyte",
-    "lymphocytes": "lymphocyte",
-    "necrosis": "necrosis",
-    "other": "other",
-}
-_REGION_ALIASES = {
-    "tumor": "tumour area",
-    "tumor area": "tumour area",
-    "stroma": "stroma",
-    "necrosis": "necrosis",
-    "immune cells": "lymphocyte",
-    "other": "other",
-}
-
-
 def canonical_class(name: str, *, kind: str = "cell") -> str:
-    """Map a class name from another tool to our canonical name; unknown names pass through.
+    """The suggested plugin role of a class name, or the name itself (stripped) when none fits.
 
-    Parameters
-    ----------
-    name : str
-        Class name as found in a file, e.g. QuPath's ``"Tumor"`` or ``"Immune cells"``.
-    kind : {"cell", "region"}
-        Cells and regions map ``"Tumor"`` differently (``"tumour"`` vs ``"tumour area"``).
+    Reading no longer renames classes (see :mod:`.classmap`); this is the default suggestion of
+    :func:`.classmap.suggest_role` kept under its old name.
 
     Examples
     --------
@@ -68,9 +42,26 @@ def canonical_class(name: str, *, kind: str = "cell") -> str:
     >>> canonical_class("Mitosis")
     'Mitosis'
     """
-    stripped = str(name).strip()
-    aliases = _REGION_ALIASES if kind == "region" else _CELL_ALIASES
-    return aliases.get(stripped.lower(), stripped)
+    from .classmap import suggest_role
+
+    return suggest_role(name, kind=kind) or str(name).strip()
+
+
+def qupath_class_name(name: str) -> str:
+    """A class name as QuPath shows it: parts of a derived class joined by ": ", each stripped.
+
+    QuPath's ``PathClass.fromString`` splits on ":" and strips every part; ``toString`` joins the
+    parts with ": " (qupath-core ``qupath/lib/objects/classes/PathClass.java``).
+
+    Examples
+    --------
+    >>> qupath_class_name(" Tumor:Positive "), qupath_class_name("Immune cells")
+    ('Tumor: Positive', 'Immune cells')
+    """
+    text = str(name)
+    if ":" not in text:
+        return text.strip()
+    return ": ".join(part.strip() for part in text.split(":"))
 
 
 def color_for_class(name: str) -> tuple[int, int, int]:
@@ -84,15 +75,8 @@ def color_for_class(name: str) -> tuple[int, int, int]:
 
 def new_ids(n: int) -> np.ndarray:
     """``n`` fresh unique ids: random (version 4) UUID strings, as QuPath uses."""
-    raw = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
-    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
-    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
-    digits = np.frombuffer(raw.tobytes().hex().encode(), dtype="S1").reshape(n, 32)
-    dash = np.full((n, 1), b"-", dtype="S1")
-    pieces = [digits[:, :8], dash, digits[:, 8:12], dash, digits[:, 12:16], dash,
-              digits[:, 16:20], dash, digits[:, 20:]]
-    joined = np.ascontiguousarray(np.concatenate(pieces, axis=1))
-    return joined.view("S36").reshape(n).astype(str)
+    raw = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16)
+    return format_uuids(raw, 4)
 
 
 def unusable_ids(ids) -> np.ndarray:
@@ -151,15 +135,16 @@ class CellPoints:
         return cls(np.zeros(0), np.zeros(0), np.zeros(0, dtype=str), None)
 
     def with_ids(self) -> CellPoints:
-        """The same cells, with fresh ids filled in where missing or repeated."""
+        """The same cells with ids everywhere: fresh random ids where missing, stable derived
+        ids (:func:`.objects.derived_id`) for repeats, the first of a repeated id keeping it."""
         if self.ids is None:
             ids = new_ids(len(self))
         else:
             ids = self.ids.astype(object)
-            bad = unusable_ids(ids)
-            if bad.any():
-                ids[bad] = new_ids(int(bad.sum()))
-            ids = ids.astype(str)
+            missing = np.array([v is None or v != v or v == "" for v in ids.tolist()], dtype=bool)
+            if missing.any():
+                ids[missing] = new_ids(int(missing.sum()))
+            ids, _ = unique_stable(ids.astype(str))
         return CellPoints(self.rows.copy(), self.cols.copy(), self.classes.copy(), ids)
 
     def counts(self) -> dict[str, int]:
@@ -188,11 +173,20 @@ class RegionShape:
 
 @dataclass
 class AnnotationSet:
-    """Cells, regions and the colour of every class they use."""
+    """Cells, regions and the colour of every class they use.
+
+    Read from a file, a set also carries what the plugin does not score but must write back:
+    ``objects`` (id -> :class:`.objects.ObjectRecord`: measurements, metadata, lock, outlines,
+    the one id of a MultiPoint/MultiPolygon ...), ``kept`` (features that are neither points nor
+    polygons, e.g. lines, as read) and ``skipped`` (reason -> count of objects left out).
+    """
 
     cells: CellPoints
     regions: list[RegionShape]
     colors: dict[str, tuple[int, int, int]]
+    objects: dict = field(default_factory=dict)
+    kept: list = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> AnnotationSet:
@@ -240,7 +234,17 @@ def merge_annotations(base: AnnotationSet, extra: AnnotationSet) -> AnnotationSe
     )
     colors = dict(extra.colors)
     colors.update(base.colors)
-    return AnnotationSet(cells, list(base.regions) + list(extra.regions), colors)
+    return AnnotationSet(cells, list(base.regions) + list(extra.regions), colors,
+                         {**extra.objects, **base.objects}, [*base.kept, *extra.kept],
+                         _added_counts([base.skipped, extra.skipped]))
+
+
+def _added_counts(tables) -> dict:
+    total: dict = {}
+    for table in tables:
+        for key, value in table.items():
+            total[key] = total.get(key, 0) + int(value)
+    return total
 
 
 def concat_annotations(parts) -> AnnotationSet:
@@ -263,10 +267,15 @@ def concat_annotations(parts) -> AnnotationSet:
     if any_ids and unusable_ids(joined.ids).any():
         joined = joined.with_ids()
     colors: dict = {}
+    objects: dict = {}
     for p in parts:
         for name, rgb in p.colors.items():
             colors.setdefault(name, tuple(rgb))
-    return AnnotationSet(joined, [r for p in parts for r in p.regions], colors)
+        for key, record in p.objects.items():
+            objects.setdefault(key, record)
+    return AnnotationSet(joined, [r for p in parts for r in p.regions], colors, objects,
+                         [f for p in parts for f in p.kept],
+                         _added_counts(p.skipped for p in parts))
 
 
 def qupath_origin(properties) -> tuple[float, float]:
