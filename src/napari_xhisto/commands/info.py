@@ -22,9 +22,11 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import json
 
+    from .. import options
     from ..slide import open_slide
 
-    with open_slide(args.slide, mpp=args.mpp) as slide:
+    mpp = options.optional(options.mpp, args.mpp, "--mpp")
+    with open_slide(args.slide, mpp=mpp) as slide:
         info = slide.info()
         if args.properties:
             info["properties"] = slide.properties
