@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -62,12 +63,60 @@ def test_not_a_slide(tmp_path):
     assert get_reader([str(other), str(text)]) is None
 
 
-def test_truncated_file(tmp_path, svs_bytes):
-    data, _ = svs_bytes
+def _generic_pyramid(path):
+    """A plain tiled TIFF pyramid: level 0 then reduced-resolution pages (no OME, no vendor)."""
+    base = cs.textured_image(900, 1100, seed=2)
+    with tifffile.TiffWriter(path) as tw:
+        for k, level in enumerate((base, base[::2, ::2], base[::4, ::4])):
+            tw.write(np.ascontiguousarray(level), tile=(128, 128), photometric="rgb",
+                     compression="jpeg", subfiletype=1 if k else 0, metadata=None)
+    return path
+
+
+TRUNCATED = re.compile(r"the file is truncated \((\d+) of (at least )?(\d+) bytes\): copy it again$")
+
+
+@pytest.mark.parametrize("kind", ["svs", "cmu1", "ome", "generic"])
+def test_truncated_file(tmp_path, svs_bytes, kind, caplog, request):
+    if kind == "svs":
+        data = svs_bytes[0]
+    elif kind == "cmu1":
+        data = request.getfixturevalue("cmu1_path").read_bytes()
+    elif kind == "ome":
+        levels = [cs.textured_image(600, 700), cs.textured_image(300, 350)]
+        data = cs.write_ome_tiff(tmp_path / "src.ome.tif", levels, compression="jpeg").read_bytes()
+    else:
+        data = _generic_pyramid(tmp_path / "src.tif").read_bytes()
+    suffix = ".svs" if kind in ("svs", "cmu1") else ".tif"
+    cut = tmp_path / f"cut{suffix}"
+    for fraction in (0.1, 0.6, 0.95, 0.9995):
+        n = int(len(data) * fraction)
+        cut.write_bytes(data[:n])
+        with caplog.at_level(logging.DEBUG):
+            caplog.clear()
+            with pytest.raises(SlideError) as info:
+                open_slide(cut)
+        message = str(info.value)
+        assert message.startswith(f"{cut}: ") and "\n" not in message
+        m = TRUNCATED.search(message)
+        assert m, message
+        assert int(m.group(1)) == n and int(m.group(3)) > n
+        if m.group(2) is None:  # every directory was read: the size is exact
+            assert int(m.group(3)) == len(data), message
+        else:
+            assert int(m.group(3)) <= len(data), message
+        # no stray tifffile (or other) warning reaches the user beside the message
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records
+
+
+def test_truncated_file_cli_one_line(tmp_path, svs_bytes, capsys):
+    from napari_xhisto.cli import main
+
     cut = tmp_path / "cut.svs"
-    cut.write_bytes(data[: len(data) * 6 // 10])
-    with pytest.raises(SlideError, match=r"cut\.svs: .*truncated"):
-        open_slide(cut)
+    cut.write_bytes(svs_bytes[0][:500_000])
+    assert main(["info", str(cut)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and TRUNCATED.search(err.strip()), err
 
 
 def test_undecodable_tiles_at_open(tmp_path, svs_bytes):

@@ -54,11 +54,8 @@ class TiffExtent:
 
     def message(self, name: str) -> str:
         """The user-facing one-liner for a truncated file."""
-        if self.exact:
-            return (f"{name}: the file is truncated ({self.size} of {self.needed} bytes): "
-                    "copy it again")
-        return (f"{name}: the file is truncated or damaged ({self.size} bytes, but its structure "
-                f"points to byte {self.needed}): copy it again")
+        of = f"{self.needed}" if self.exact else f"at least {self.needed}"
+        return f"{name}: the file is truncated ({self.size} of {of} bytes): copy it again"
 
 
 class _Reader:
