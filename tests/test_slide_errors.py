@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import re
+import struct
 
 import numpy as np
 import pytest
@@ -213,3 +214,55 @@ def test_memory_bounded_scanning_whole_level0(tmp_path):
         # the level is 192 MB decoded; growth stays near the cache budget, not the slide size
         assert peak - before < 100 * 2**20, (peak - before) / 2**20
         assert checksum > 0
+
+
+def _patch_tag(data: bytes, tag: int, *, value: int | None = None, code: int | None = None,
+               ifd: int = 8) -> bytes:
+    """Rewrite the inline value (or the tag code) of one entry of a little-endian classic TIFF
+    directory at byte ``ifd``."""
+    out = bytearray(data)
+    (n,) = struct.unpack("<H", out[ifd:ifd + 2])
+    for k in range(n):
+        at = ifd + 2 + 12 * k
+        if struct.unpack("<H", out[at:at + 2])[0] == tag:
+            if code is not None:
+                out[at:at + 2] = struct.pack("<H", code)
+            if value is not None:
+                typ = struct.unpack("<H", out[at + 2:at + 4])[0]
+                out[at + 8:at + 12] = struct.pack("<I" if typ == 4 else "<HH", value,
+                                                  *([] if typ == 4 else [0]))
+            return bytes(out)
+    raise KeyError(tag)
+
+
+def test_damaged_structure_is_not_called_truncated(tmp_path, svs_bytes):
+    data, good = svs_bytes
+    with tifffile.TiffFile(good) as tf:
+        assert tf.pages[0].offset == 8
+    path = tmp_path / "bad.svs"
+    # a tile byte count grown past the end: its block overlaps the next tile, so not a cut file
+    with tifffile.TiffFile(good) as tf:
+        counts_at = tf.pages[0].tags["TileByteCounts"].valueoffset
+    grown = bytearray(data)
+    grown[counts_at:counts_at + 4] = struct.pack("<I", 2**26)
+    path.write_bytes(bytes(grown))
+    with pytest.raises(SlideError, match=rf"bad\.svs: the file is damaged: it has {len(data)} "
+                                         r"bytes but its structure points to byte \d+; copy it"):
+        open_slide(path)
+    # ImageLength 1998 -> 1990 keeps the tile grid: only the Aperio description tells
+    path.write_bytes(_patch_tag(data, 257, value=1990))
+    with pytest.raises(SlideError, match=r"damaged: level 0 is 1990 x 2610 px but its Aperio "
+                                         r"description says 1998 x 2610"):
+        open_slide(path)
+    # ImageLength 1998 -> 2200: one more row of tiles than the file has
+    path.write_bytes(_patch_tag(data, 257, value=2200))
+    with pytest.raises(SlideError, match=r"has 336 data blocks where its size tags need 378"):
+        open_slide(path)
+    # the Compression tag's code damaged into a second BitsPerSample
+    path.write_bytes(_patch_tag(data, 259, code=258))
+    with pytest.raises(SlideError, match=r"the file is damaged \(.*has tag 258 twice\)"):
+        open_slide(path)
+    # and the Compression tag lost (code turned into an unknown tag): no longer JPEG
+    path.write_bytes(_patch_tag(data, 259, code=65000))
+    with pytest.raises(SlideError, match=r"says uncompressed, but its byte counts do not match"):
+        open_slide(path)

@@ -15,7 +15,7 @@ import os
 import threading
 from pathlib import Path
 
-from .slide.detect import looks_like_slide, slide_file_problem, slide_suffix
+from .slide.detect import looks_like_slide, quiet_tifffile, slide_file_problem, slide_suffix
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,9 @@ def get_reader(path):
     if path.lower().endswith((".tif", ".tiff")) and Path(path).is_file():
         from .export.layer_reader import is_heatmap_file
 
-        if is_heatmap_file(path):  # our heatmap / probability files open as heatmap layers
+        with quiet_tifffile():  # a broken TIFF gets our message (or another reader), not tifffile's
+            heatmap = is_heatmap_file(path)
+        if heatmap:  # our heatmap / probability files open as heatmap layers
             return read_heatmap
     if slide_suffix(path) in VENDOR_SUFFIXES and Path(path).is_file():
         problem = slide_file_problem(path)

@@ -155,8 +155,8 @@ class OpenSlideBackend:
         An open handle (openslide is thread-safe; one handle is shared).
     path : str, optional
         The file, to reopen it after a damaged tile: an openslide handle that hit an error fails
-        every later call, so the handle is replaced and the read retried once; a tile failing on
-        the fresh handle too is damaged.
+        every later call, so the shared handle is replaced and the read retried on a private
+        handle; a tile failing there too is damaged.
     """
 
     name = "openslide"
@@ -190,15 +190,17 @@ class OpenSlideBackend:
         ds = self._downsamples[level]
         # openslide takes the corner in level-0 pixels (x, y) and divides by its own downsample
         x0, y0 = int(round(c * ds)), int(round(r * ds))
-        for attempt in (0, 1):
-            osr = self._osr
-            try:
-                image = osr.read_region((x0, y0), level, (cols, rows))
-                break
-            except Exception:
-                self._replace_handle(osr)
-                if attempt or self._path is None:
-                    raise
+        osr = self._osr
+        try:
+            image = osr.read_region((x0, y0), level, (cols, rows))
+        except Exception:
+            self._replace_handle(osr)
+            if self._path is None:
+                raise
+            # the shared handle may have failed on another thread's damaged tile: ask again on
+            # a handle of our own, which only this tile can fail
+            with type(osr)(self._path) as own:
+                image = own.read_region((x0, y0), level, (cols, rows))
         return composite_on_white(np.asarray(image))
 
     def close(self) -> None:

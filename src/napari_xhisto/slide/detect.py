@@ -7,6 +7,8 @@ float heatmap OME-TIFF) so napari offers them to other readers.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import struct
 from pathlib import Path
@@ -23,6 +25,32 @@ _WIDTH, _LENGTH, _BITS, _SAMPLES, _TILE_WIDTH, _SUBIFDS, _SAMPLE_FORMAT = (
 _LARGE_SIDE = 8192
 _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 16: 8,
                17: 8, 18: 8}
+
+
+class _CaptureLog(logging.Filter):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def filter(self, record) -> bool:
+        self.messages.append(record.getMessage().splitlines()[0][:200])
+        return False
+
+
+@contextlib.contextmanager
+def quiet_tifffile():
+    """Keep tifffile's warnings about a broken file out of the user's terminal while probing it.
+
+    Yields an object whose ``messages`` list collects them (first line each), for an error
+    message when the file cannot be used.
+    """
+    capture = _CaptureLog()
+    logger = logging.getLogger("tifffile")
+    logger.addFilter(capture)
+    try:
+        yield capture
+    finally:
+        logger.removeFilter(capture)
 
 
 def slide_suffix(path: str | os.PathLike) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -16,7 +15,7 @@ from ..errors import SlideError
 from .backends import OpenSlideBackend, TiffBackend
 from .cache import TileCache
 from .core import Slide
-from .detect import is_tiff_header
+from .detect import is_tiff_header, quiet_tifffile
 from .integrity import tiff_extent
 
 log = logging.getLogger(__name__)
@@ -114,30 +113,6 @@ def _tiff_properties(tf, pages) -> dict:
     return props
 
 
-class _CaptureLog(logging.Filter):
-    """Keeps tifffile's warnings about a broken file out of the user's terminal; they go into
-    the error message when the file cannot be opened."""
-
-    def __init__(self):
-        super().__init__()
-        self.messages: list[str] = []
-
-    def filter(self, record) -> bool:
-        self.messages.append(record.getMessage().splitlines()[0][:200])
-        return False
-
-
-@contextlib.contextmanager
-def _captured_tifffile_log():
-    capture = _CaptureLog()
-    logger = logging.getLogger("tifffile")
-    logger.addFilter(capture)
-    try:
-        yield capture
-    finally:
-        logger.removeFilter(capture)
-
-
 def _probe_tiles(reader, level: int) -> list[tuple[int, int]]:
     """Tiles of ``level`` tried when checking a file: the middle, the corners, then a few more."""
     h, w = reader.level_dimensions[level]
@@ -191,6 +166,26 @@ def _check_decodes(reader, name: str) -> list[tuple[int, int, int, Exception]]:
                              f"{exc}); the file is damaged or uses an unsupported compression")
         damaged += failures
     return damaged
+
+
+_APERIO_REGION = re.compile(r"\[\s*\d+\s*,\s*\d+\s+(\d+)x(\d+)\s*\]\s*\((\d+)x(\d+)\)")
+
+
+def _check_aperio_description(name: str, props: dict, reader) -> None:
+    """An Aperio description states level 0's size and tile size: a file whose tags disagree
+    (a flipped ImageLength still fits the same tile grid) is damaged, not a different image."""
+    match = _APERIO_REGION.search(props.get("tiff.ImageDescription") or "")
+    if match is None:
+        return
+    w, h, tw, th = (int(v) for v in match.groups())
+    if (h, w) != tuple(reader.level_dimensions[0]):
+        raise SlideError(f"{name}: the file is damaged: level 0 is "
+                         f"{reader.level_dimensions[0][0]} x {reader.level_dimensions[0][1]} px "
+                         f"but its Aperio description says {h} x {w}; copy it again")
+    if reader.name == "tifffile" and (th, tw) != tuple(reader.tile_shapes[0]):
+        raise SlideError(f"{name}: the file is damaged: level 0 has {reader.tile_shapes[0][0]} x "
+                         f"{reader.tile_shapes[0][1]} px tiles but its Aperio description says "
+                         f"{th} x {tw}; copy it again")
 
 
 def _resolve_mpp(mpp, found: float | None, source: str) -> tuple[float | None, str]:
@@ -268,8 +263,7 @@ def open_slide(path, *, mpp: float | None = None, cache: TileCache | None = None
         try:
             extent = tiff_extent(p)
         except (ValueError, OSError) as exc:
-            raise SlideError(f"{name}: cannot be opened as a slide (damaged TIFF structure: "
-                             f"{exc}); copy it again") from None
+            raise SlideError(f"{name}: the file is damaged ({exc}): copy it again") from None
         if extent.truncated:
             raise SlideError(extent.message(name))
 
@@ -277,7 +271,7 @@ def open_slide(path, *, mpp: float | None = None, cache: TileCache | None = None
     if is_tiff_header(head) and vendor in _DIRECT_VENDORS and backend != "openslide":
         import tifffile
 
-        with _captured_tifffile_log() as tifffile_log:
+        with quiet_tifffile() as tifffile_log:
             try:
                 tf = tifffile.TiffFile(name)
                 pages = _tiff_levels(tf)
@@ -346,6 +340,8 @@ def open_slide(path, *, mpp: float | None = None, cache: TileCache | None = None
 
     # the finest and the coarsest level must decode (one probe tile each; damaged ones noted)
     try:
+        if slide_vendor == "aperio":
+            _check_aperio_description(name, props, reader)
         damaged = _check_decodes(reader, name)
     except SlideError:
         reader.close()
