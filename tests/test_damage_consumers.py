@@ -151,3 +151,16 @@ def test_reader_draws_stripes_lists_and_notifies_once(damaged, monkeypatch):
         assert "stripes" in shown[0] and "NaN" in shown[0]
     finally:
         slide.close()
+
+
+def test_cli_info_check_lists_the_damaged_tile(damaged, capsys):
+    from napari_xhisto.cli import main
+
+    path, (row, col), box = damaged
+    assert main(["info", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["damaged_tiles"] == []  # not read yet
+    assert main(["info", str(path), "--check"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["checked_every_tile"] is True
+    assert [(d["tile_row"], d["tile_col"], d["level0_region"]) for d in info["damaged_tiles"]] == [
+        (row, col, list(box))]

@@ -18,12 +18,12 @@ import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from ..geometry import Region
 from .cache import DEFAULT_CACHE_BYTES, TileCache
+from .damage import damaged_pattern, mask_from_boxes
 from .resample import area_resize
 
 log = logging.getLogger(__name__)
@@ -33,23 +33,6 @@ CHUNK_TARGET = 512  # dask chunk = smallest multiple of the native tile >= this 
 _token_counter = itertools.count()
 _shared_cache = TileCache(DEFAULT_CACHE_BYTES)
 _worker_flag = threading.local()
-
-
-DAMAGED_COLORS = ((255, 214, 0), (0, 0, 0))  # hazard stripes: no stain looks like this
-DAMAGED_STRIPE = 16  # px per stripe, along the diagonal
-
-
-@lru_cache(maxsize=16)
-def damaged_pattern(rows: int, cols: int) -> np.ndarray:
-    """(rows, cols, 3) uint8 diagonal yellow/black stripes drawn where a tile is damaged.
-
-    Read-only (shared between calls); callers copy it into their output.
-    """
-    r, c = np.indices((rows, cols))
-    stripes = ((r + c) // DAMAGED_STRIPE) % 2
-    out = np.asarray(DAMAGED_COLORS, np.uint8)[stripes]
-    out.flags.writeable = False
-    return out
 
 
 def shared_tile_cache() -> TileCache:
@@ -323,18 +306,7 @@ class Slide:
         file_level = self.file_level_of(self._scaled_level(region, out_height, out_width))
         with self._error_lock:
             boxes = [d["level0_region"] for d in self._damage if d["level"] == file_level]
-        mask = None
-        fy, fx = out_height / region.height, out_width / region.width
-        for top, left, h, w in boxes:
-            i0 = max(0, math.floor((top - region.level0_row) * fy + 1e-9))
-            i1 = min(out_height, math.ceil((top + h - region.level0_row) * fy - 1e-9))
-            j0 = max(0, math.floor((left - region.level0_col) * fx + 1e-9))
-            j1 = min(out_width, math.ceil((left + w - region.level0_col) * fx - 1e-9))
-            if i1 > i0 and j1 > j0:
-                if mask is None:
-                    mask = np.zeros((out_height, out_width), bool)
-                mask[i0:i1, j0:j1] = True
-        return mask
+        return mask_from_boxes(boxes, region, out_height, out_width)
 
     # -- public reads ------------------------------------------------------------------------
     def _level_index(self, level: int) -> int:
