@@ -85,3 +85,51 @@ def standard_svs(path, *, seed: int = 0) -> Path:
     base = textured_image(1998, 2610, seed=seed)
     levels = [base, nearest_resize(base, (800, 1044)), nearest_resize(base, (333, 435))]
     return write_aperio_svs(path, levels, tile=128)
+
+
+def tile_span(path, level: int, tile_row: int, tile_col: int, *, page: int | None = None):
+    """(offset, bytecount) of one native tile of a tiled TIFF level (``page``: its IFD index)."""
+    with tifffile.TiffFile(path) as tf:
+        pg = tf.pages[level if page is None else page]
+        per_row = -(-pg.imagewidth // pg.tilewidth)
+        index = tile_row * per_row + tile_col
+        return int(pg.dataoffsets[index]), int(pg.databytecounts[index])
+
+
+def largest_tile(path, *, page: int = 0) -> tuple[int, int]:
+    """(tile_row, tile_col) of the tile with the most JPEG data (the most tissue) of a page."""
+    with tifffile.TiffFile(path) as tf:
+        pg = tf.pages[page]
+        index = int(np.argmax(pg.databytecounts))
+        per_row = -(-pg.imagewidth // pg.tilewidth)
+    return divmod(index, per_row)
+
+
+def flip_entropy_bits(src, dst, tile_row: int, tile_col: int, *, page: int = 0,
+                      nbytes: int = 4096, seed: int = 1) -> Path:
+    """Copy ``src`` to ``dst`` with one bit flipped in each of ``nbytes`` bytes of entropy-coded
+    data in the middle of one JPEG tile, as a failing disk or a bad copy leaves a file.
+
+    Bytes 0xFF (markers, stuffing) and the byte after one are left alone and no flip makes a
+    new 0xFF, so the stream still parses: imagecodecs and Pillow decode it to a wrong but
+    plausible tile without a word (the case strict decoding has to catch).
+    """
+    data = bytearray(Path(src).read_bytes())
+    offset, count = tile_span(src, 0, tile_row, tile_col, page=page)
+    tile = bytes(data[offset:offset + count])
+    sos = tile.index(b"\xff\xda")
+    start = sos + 2 + int.from_bytes(tile[sos + 2:sos + 4], "big")
+    n = min(nbytes, count - start - 16)
+    first = offset + start + (count - start - n) // 2
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 8, n)
+    for k in range(n):
+        at = first + k
+        value = data[at]
+        if value == 0xFF or data[at - 1] == 0xFF:
+            continue
+        flipped = value ^ (1 << int(bits[k]))
+        if flipped != 0xFF:
+            data[at] = flipped
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)

@@ -10,13 +10,18 @@ by the widgets and the demo, not here.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from pathlib import Path
 
-from .slide.detect import looks_like_slide, slide_suffix
+from .slide.detect import looks_like_slide, quiet_tifffile, slide_file_problem, slide_suffix
 
-# Extensions that only ever hold slides: a broken file of this kind gets our clear error message
-# instead of napari's "no reader found".
+log = logging.getLogger(__name__)
+
+# Extensions that only ever hold slides: their first IFD may be a thumbnail or a striped page, so
+# only the header is checked before offering read_slide (which then says what is wrong, if
+# anything); other TIFFs must look like a tiled RGB pyramid.
 VENDOR_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide"}
 
 
@@ -33,6 +38,12 @@ def _single_path(path) -> str | None:
 def get_reader(path):
     """Return :func:`read_slide` if ``path`` is a whole-slide image, else None.
 
+    None also when the cheap check (a few header bytes, see
+    :func:`~napari_xhisto.slide.detect.slide_file_problem`) already knows the file is unusable
+    (empty, not a TIFF, its first directory past the end ...), so napari can offer it to another
+    plugin; the reason is logged. A file that passes and still cannot be read gets one clear
+    message from :func:`read_slide`.
+
     Parameters
     ----------
     path : str or list of str
@@ -48,17 +59,89 @@ def get_reader(path):
     if path.lower().endswith((".tif", ".tiff")) and Path(path).is_file():
         from .export.layer_reader import is_heatmap_file
 
-        if is_heatmap_file(path):  # our heatmap / probability files open as heatmap layers
+        with quiet_tifffile():  # a broken TIFF gets our message (or another reader), not tifffile's
+            heatmap = is_heatmap_file(path)
+        if heatmap:  # our heatmap / probability files open as heatmap layers
             return read_heatmap
     if slide_suffix(path) in VENDOR_SUFFIXES and Path(path).is_file():
+        problem = slide_file_problem(path)
+        if problem is not None:
+            log.warning("napari-xhisto does not read %s: %s", path, problem)
+            return None
         return read_slide
     return read_slide if looks_like_slide(path) else None
 
 
 def read_slide(path) -> list[tuple]:
-    """napari reader function: layer data for one slide (or each slide in a list)."""
+    """napari reader function: layer data for one slide (or each slide in a list).
+
+    Raises
+    ------
+    napari_xhisto.errors.SlideError
+        One line naming the file and what is wrong (truncated, not a slide, no tile decodes).
+
+    Each layer's slide reports damaged tiles as they are found while viewing: the first one in a
+    napari notification naming the tile, all of them in
+    ``layer.metadata["xhisto"]["damaged_tiles"]`` (the tiles are drawn as yellow/black stripes).
+    """
+    from .errors import SlideError, XhistoError
+
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
-    return [layer for p in paths for layer in slide_layer_data(p)]
+    layers = []
+    for p in paths:
+        try:
+            data = slide_layer_data(p)
+        except XhistoError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one clear line, whatever failed underneath
+            raise SlideError(f"{p}: cannot be opened as a slide ({type(exc).__name__}: {exc})"
+                             ) from exc
+        for layer in data:
+            _watch_damage(layer[1].get("metadata", {}))
+        layers += data
+    return layers
+
+
+def damage_message(path, entry: dict) -> str:
+    """The notification text for a damaged tile (an entry of ``Slide.damaged_tiles``)."""
+    top, left, h, w = entry["level0_region"]
+    return (f"{Path(path).name}: tile ({entry['tile_row']}, {entry['tile_col']}) of level "
+            f"{entry['level']} (level-0 rows {top}-{top + h}, cols {left}-{left + w}) is damaged "
+            f"({entry['error']}); it is drawn as yellow/black stripes and left out (NaN) of "
+            "probability maps and heatmaps. Further damaged tiles are listed in the layer's "
+            "metadata['xhisto']['damaged_tiles']; copy the slide again.")
+
+
+def _watch_damage(metadata: dict) -> None:
+    """List the slide's damaged tiles in the layer metadata as they are found, and notify once."""
+    slide = metadata.get("xhisto_slide")
+    info = metadata.get("xhisto")
+    if slide is None or info is None or not hasattr(slide, "on_tile_error"):
+        return
+    listed = info.setdefault("damaged_tiles", [])
+    lock = threading.Lock()
+    notified = []
+
+    def on_damage(slide, level, tile_row, tile_col, exc=None):
+        with lock:
+            known = {(d["level"], d["tile_row"], d["tile_col"]) for d in listed}
+            new = [d for d in slide.damaged_tiles
+                   if (d["level"], d["tile_row"], d["tile_col"]) not in known]
+            listed.extend(new)
+            first = listed[0] if listed and not notified else None
+            if first is not None:
+                notified.append(True)
+        if first is not None:
+            try:
+                from napari.utils.notifications import show_warning
+
+                show_warning(damage_message(slide.path, first))
+            except Exception:  # noqa: BLE001 - a notification must never break reading
+                log.exception("could not show the damaged-tile notification")
+
+    slide.on_tile_error.append(on_damage)
+    if slide.damaged_tiles:  # found while opening (a probe tile)
+        on_damage(slide, *(slide.damaged_tiles[0][k] for k in ("level", "tile_row", "tile_col")))
 
 
 def read_heatmap(path) -> list[tuple]:

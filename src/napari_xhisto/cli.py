@@ -28,10 +28,17 @@ def _available_commands():
         yield name.replace("_", "-"), mod
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes (unknown option, ``--batch-size abc``) as one line, like other errors."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="xhisto",
         description="Explain tissue classifiers on whole-slide images (headless napari-xhisto).",
     )

@@ -33,8 +33,10 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise XhistoError(f"{out} exists and is not a folder: give a new or existing folder")
-    if args.threads < 1:
-        raise XhistoError(f"--threads must be at least 1, got {args.threads}")
+    from .. import options
+
+    options.threads(args.threads)
+    options.seed(args.seed)
     cfg = BiasLabConfig.preset(quick=args.quick, seed=args.seed)
     cfg.threads = args.threads
     result = run_to_end(run_bias_lab(out, config=cfg), on_progress=text_progress("bias-lab"))

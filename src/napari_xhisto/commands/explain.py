@@ -52,37 +52,56 @@ def run(args) -> int:
 
     import numpy as np
 
+    from .. import options
     from ..errors import XhistoError
     from ..explain import explain_region, get_explainer
     from ..export.heatmap_io import write_heatmap
-    from ..geometry import Region
     from ..models import load_model
     from ..progress import run_to_end, text_progress
     from ..slide import open_slide
 
+    batch_size = options.batch_size(args.batch_size)
+    overlap = options.overlap(args.overlap)
+    percentile = options.percentile(args.percentile)
+    mpp = options.optional(options.mpp, args.mpp, "--mpp")
+    region = options.parse_region(args.region)
     try:
-        region = Region.parse(args.region)
         explainer = get_explainer(args.method)
         raw = parse_params(args.param)
         params = {k: _convert(explainer.params, k, v) for k, v in raw.items()}
         explainer.check_params(**params)
     except ValueError as exc:
         raise XhistoError(str(exc)) from None
-    model = load_model(args.model, device=args.device, batch_size=args.batch_size)
-    with open_slide(args.slide, mpp=args.mpp) as slide:
+    model = load_model(args.model, device=args.device, batch_size=batch_size)
+    with open_slide(args.slide, mpp=mpp) as slide:
+        region = options.region_on_slide(region, slide.dimensions)
+        if slide.mpp is not None:
+            spec = model.spec
+            options.patch_fits(spec.patch_size * spec.mpp / float(slide.mpp), slide.dimensions)
         heat = run_to_end(explain_region(slide, region, model, args.method, target=args.target,
-                                         overlap=args.overlap, normalize=args.normalize,
-                                         batch_size=args.batch_size, percentile=args.percentile,
+                                         overlap=overlap, normalize=args.normalize,
+                                         batch_size=batch_size, percentile=percentile,
                                          **params),
                           on_progress=text_progress("explain"))
+        v = heat.values
+        finite = np.isfinite(v)
+        if not finite.any():
+            raise XhistoError(f"every patch of the region shows a damaged tile of {slide.path} "
+                              "(nothing written): copy the slide again")
         out = write_heatmap(args.out, heat.values, heat.placement, mpp=slide.mpp,
                             provenance=heat.provenance)
-    v = heat.values
+    damaged = heat.provenance.get("damaged_tiles", [])
+    if damaged:
+        print(f"xhisto explain: warning: {len(damaged)} damaged tile(s) in the region; "
+              f"{heat.provenance['n_damaged_patches']} patch(es) left out, their area NaN "
+              "(listed in the file's provenance)", file=sys.stderr)
     summary = {"out": str(out), "shape": list(v.shape), "method": args.method,
                "target_class": heat.provenance["target_class"],
                "placement": heat.placement.to_dict(), "n_patches": heat.provenance["n_patches"],
                "normalize": args.normalize, "seconds": round(heat.provenance["seconds"], 2),
-               "min": float(np.min(v)), "max": float(np.max(v))}
+               "min": float(v[finite].min()), "max": float(v[finite].max()),
+               "n_damaged_patches": heat.provenance["n_damaged_patches"],
+               "damaged_tiles": damaged}
     json.dump(summary, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
@@ -92,11 +111,8 @@ def _convert(specs: dict, name: str, value: str):
     spec = specs.get(name)
     if spec is None or spec.kind in ("str", "choice", "bool", "ints", "floats"):
         return value  # Param.check converts (and rejects unknown names)
-    return float(value) if spec.kind == "float" else _int(value, name)
+    from .. import options
 
-
-def _int(value: str, name: str):
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"parameter {name!r} must be a whole number, got {value!r}") from None
+    if spec.kind == "float":
+        return options.real_number(value, f"--param {name}")
+    return options.whole_number(value, f"--param {name}")

@@ -99,15 +99,35 @@ def _extent(source, slide) -> object:
 
 
 def _region(args, source, slide):
-    from ..errors import XhistoError
-    from ..geometry import Region
+    from .. import options
 
     if not args.region:
         return _extent(source, slide)
-    try:
-        return Region.parse(args.region)
-    except ValueError as exc:
-        raise XhistoError(str(exc)) from exc
+    region = options.parse_region(args.region)
+    return region if slide is None else options.region_on_slide(region, slide.dimensions)
+
+
+def check_options(args) -> None:
+    """Every numeric option of the export kind in range (one clear line otherwise)."""
+    from .. import options
+
+    options.optional(options.mpp, args.mpp, "--mpp")
+    if getattr(args, "vmax", None) is not None:
+        options.positive(args.vmax, "--vmax")
+    if hasattr(args, "alpha"):
+        options.fraction(args.alpha, "--alpha")
+    if hasattr(args, "max_size"):
+        options.whole_number(args.max_size, "--max-size", minimum=16, maximum=65536)
+    if hasattr(args, "threshold"):
+        options.real_number(args.threshold, "--threshold")
+    if hasattr(args, "min_pixels"):
+        options.real_number(args.min_pixels, "--min-pixels", minimum=0.0)
+    if hasattr(args, "level"):
+        options.whole_number(args.level, "--level", minimum=0)
+    if getattr(args, "radius_um", None) is not None:
+        options.radius_um(args.radius_um)
+    if getattr(args, "region", None):
+        options.parse_region(args.region)
 
 
 def _display_level(source, region, max_size: int) -> int:
@@ -146,6 +166,7 @@ def run(args) -> int:
     from ..progress import text_progress
 
     kind = args.export_kind
+    check_options(args)
     slide = _open_slide(args)
     heat_path = args.heatmap
     try:

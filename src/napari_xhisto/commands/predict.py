@@ -36,34 +36,48 @@ def run(args) -> int:
 
     import numpy as np
 
+    from .. import options
     from ..errors import XhistoError
     from ..export.heatmap_io import write_heatmap
-    from ..geometry import Region
     from ..models import load_model, predict_region
     from ..progress import run_to_end, text_progress
     from ..slide import open_slide
 
-    try:
-        region = Region.parse(args.region) if args.region else None
-    except ValueError as exc:
-        raise XhistoError(str(exc)) from None
-    model = load_model(args.model, device=args.device, batch_size=args.batch_size)
-    with open_slide(args.slide, mpp=args.mpp) as slide:
-        pmap = run_to_end(predict_region(slide, region, model, batch_size=args.batch_size,
-                                         stride=args.stride,
-                                         tissue_threshold=args.tissue_threshold,
-                                         workers=args.workers),
+    batch_size = options.batch_size(args.batch_size)
+    threshold = options.tissue_threshold(args.tissue_threshold)
+    stride = options.optional(options.positive, args.stride, "--stride")
+    workers = options.optional(options.threads, args.workers, "--workers")
+    mpp = options.optional(options.mpp, args.mpp, "--mpp")
+    region = options.parse_region(args.region) if args.region else None
+    model = load_model(args.model, device=args.device, batch_size=batch_size)
+    with open_slide(args.slide, mpp=mpp) as slide:
+        if region is not None:
+            region = options.region_on_slide(region, slide.dimensions)
+        pmap = run_to_end(predict_region(slide, region, model, batch_size=batch_size,
+                                         stride=stride, tissue_threshold=threshold,
+                                         workers=workers),
                           on_progress=text_progress("predict"))
+        options.require_patches(pmap.provenance["n_patches"], tissue_threshold=threshold)
         values = pmap.class_map(args.class_name).astype(np.float32)
         values[~pmap.tissue_mask] = np.nan
+        finite = np.isfinite(values)
+        if not finite.any():
+            raise XhistoError(f"every patch with tissue shows a damaged tile of {slide.path} "
+                              "(nothing written): copy the slide again")
         name = args.class_name or pmap.positive_class
         prov = {**pmap.provenance, "kind": "probability", "class": name}
         out = write_heatmap(args.out, values, pmap.placement, mpp=slide.mpp, provenance=prov)
+    damaged = pmap.provenance.get("damaged_tiles", [])
+    if damaged:
+        print(f"xhisto predict: warning: {len(damaged)} damaged tile(s) in the region; "
+              f"{pmap.provenance['n_damaged_cells']} cell(s) left NaN (listed in the file's "
+              "provenance)", file=sys.stderr)
     summary = {"out": str(out), "shape": list(values.shape), "class": name,
                "placement": pmap.placement.to_dict(), "n_patches": pmap.provenance["n_patches"],
                "seconds": round(pmap.provenance["seconds"], 2),
-               "mean_probability": (float(np.nanmean(values)) if pmap.tissue_mask.any()
-                                    else None)}
+               "mean_probability": float(values[finite].mean()) if finite.any() else None,
+               "n_damaged_cells": pmap.provenance["n_damaged_cells"],
+               "damaged_tiles": damaged}
     json.dump(summary, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

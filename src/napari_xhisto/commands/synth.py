@@ -12,17 +12,17 @@ DESCRIPTION = (
 )
 
 
+MAX_SIDE = 2**20  # px: 1M x 1M is beyond any scanner
+
+
 def _size(text: str):
+    from .. import options
+
     parts = [p for p in str(text).lower().replace("x", ",").split(",") if p.strip()]
-    try:
-        values = [int(float(p)) for p in parts]
-    except ValueError:
-        raise ValueError(f"--size is N or HEIGHTxWIDTH in pixels, got {text!r}") from None
-    if len(values) == 1:
-        return values[0]
-    if len(values) == 2:
-        return tuple(values)
-    raise ValueError(f"--size is N or HEIGHTxWIDTH in pixels, got {text!r}")
+    if len(parts) not in (1, 2):
+        raise options.OptionError(f"--size is N or HEIGHTxWIDTH in pixels, got {text!r}")
+    values = [options.whole_number(p, "--size", minimum=64, maximum=MAX_SIDE) for p in parts]
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def add_arguments(parser) -> None:
@@ -45,16 +45,15 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
+    from .. import options
     from ..errors import XhistoError
 
     size = _size(args.size)
     sides = (size, size) if isinstance(size, int) else size
-    if min(sides) < 64:
-        raise XhistoError(f"--size must be at least 64 px per side, got {args.size}")
-    if not 0.05 <= args.mpp <= 10:
-        raise XhistoError(f"--mpp must lie between 0.05 and 10 µm/px, got {args.mpp}")
-    if not 1 <= args.quality <= 100:
-        raise XhistoError(f"--quality must lie between 1 and 100, got {args.quality}")
+    options.real_number(args.mpp, "--mpp", minimum=0.05, maximum=10.0)
+    options.whole_number(args.quality, "--quality", minimum=1, maximum=100)
+    options.seed(args.seed)
+    options.threads(args.workers, "--workers")
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise XhistoError(f"{out} exists; choose another name or pass --overwrite")

@@ -11,18 +11,68 @@ DESCRIPTION = (
 )
 
 
+def _argument(check):
+    """An argparse ``type`` keeping the check's own message (argparse replaces a ValueError's)."""
+    import argparse
+    import functools
+
+    @functools.wraps(check)
+    def convert(text):
+        from .. import options
+
+        try:
+            return check(text)
+        except options.OptionError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+@_argument
 def _triple(text):
-    parts = [int(v) for v in str(text).split(",")]
-    if len(parts) != 3 or not all(0 <= v <= 255 for v in parts):
-        raise ValueError(f"expected 'R,G,B' with values 0..255, got {text!r}")
-    return tuple(parts)
+    from .. import options
+
+    parts = str(text).split(",")
+    if len(parts) != 3:
+        raise options.OptionError(f"--corner-color is 'R,G,B' with values 0..255, got {text!r}")
+    return tuple(options.whole_number(v, "--corner-color", minimum=0, maximum=255)
+                 for v in parts)
 
 
+@_argument
 def _pair(text):
-    parts = [int(v) for v in str(text).split(",")]
+    from .. import options
+
+    parts = str(text).split(",")
     if len(parts) != 2:
-        raise ValueError(f"expected 'ROW,COL', got {text!r}")
-    return tuple(parts)
+        raise options.OptionError(f"--corner-position is 'ROW,COL', got {text!r}")
+    return tuple(options.whole_number(v, "--corner-position", minimum=0) for v in parts)
+
+
+def check_options(args) -> None:
+    """Every numeric option of ``xhisto train`` in range (one clear line otherwise)."""
+    from .. import options
+
+    options.whole_number(args.n_train, "--n-train", minimum=1)
+    options.whole_number(args.n_val, "--n-val", minimum=1)
+    options.whole_number(args.patch_size, "--patch-size", minimum=8, maximum=4096)
+    options.mpp(args.mpp)
+    options.seed(args.seed)
+    options.whole_number(args.epochs, "--epochs", minimum=1, maximum=100_000)
+    options.batch_size(args.batch_size)
+    options.positive(args.lr, "--lr", maximum=10.0)
+    if args.tumour_ratio is not None:
+        options.real_number(args.tumour_ratio, "--tumour-ratio", minimum=0.0, maximum=1.0,
+                            low_open=True, high_open=True)
+    options.whole_number(args.corner_square, "--corner-square", minimum=0,
+                         maximum=int(args.patch_size))
+    if args.corner_square:
+        row, col = args.corner_position
+        if row + args.corner_square > args.patch_size or col + args.corner_square > args.patch_size:
+            raise options.OptionError(
+                f"--corner-position {row},{col} puts the {args.corner_square} px square outside "
+                f"the {args.patch_size} px patch")
+    options.threads(args.threads)
 
 
 def add_arguments(parser) -> None:
@@ -81,6 +131,7 @@ def run(args) -> int:
     from ..models.training import train_model
     from ..progress import run_to_end, text_progress
 
+    check_options(args)
     out = Path(args.out)
     if out.suffix != ".json":
         out = out.with_suffix(".json")

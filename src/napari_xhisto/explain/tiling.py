@@ -4,6 +4,10 @@ Patches overlap by ``overlap`` of their side and are blended by overlap-weighted
 weight that ramps down across the overlap band), so constant relevance stays constant and no
 seams appear. The heatmap lies on the model's pixel grid; its :class:`Placement` maps it onto
 level 0 of the slide (``step`` = model µm/px over slide µm/px).
+
+A patch that shows a damaged tile of the slide (``Slide.damage_mask``) is left out of the
+stitching and of the normalisation; heatmap pixels on a damaged tile, or covered by no intact
+patch, are NaN, and the provenance lists the damaged tiles.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ class Heatmap:
     Attributes
     ----------
     values : ndarray (H, W) float32
-        Relevance on the model's pixel grid (normalised as ``provenance["normalize"]`` says).
+        Relevance on the model's pixel grid (normalised as ``provenance["normalize"]`` says);
+        NaN on damaged tiles of the slide and where only patches showing them reached.
     placement : Placement
         Where ``values`` lies on level 0.
     provenance : dict
@@ -161,18 +166,24 @@ def explain_region(slide, region: Region, model, method: str, *, target=None, ov
     wsum = np.zeros((canvas_h, canvas_w), np.float64)
     weight = blend_weights(size, stride)
     global_max = 0.0
+    n_damaged = 0
     started = time.perf_counter()
     total = len(jobs)
     yield 0, total
     for k in range(0, total, batch_size):
         chunk = jobs[k:k + batch_size]
-        images = np.stack([
-            _read_patch(slide, region.level0_row + r * step, region.level0_col + c * step,
-                        footprint, size) for r, c in chunk])
+        corners = [(region.level0_row + r * step, region.level0_col + c * step)
+                   for r, c in chunk]
+        images = np.stack([_read_patch(slide, top, left, footprint, size)
+                           for top, left in corners])
+        damaged = [_patch_damaged(slide, top, left, footprint, size) for top, left in corners]
+        n_damaged += sum(damaged)
         with torch.no_grad():
             x = model.preprocess(images)
         maps = explainer.explain(model.module, x, index, **params).astype(np.float64)
-        for (r, c), m in zip(chunk, maps):
+        for (r, c), m, bad in zip(chunk, maps, damaged):
+            if bad:  # its relevance was computed on stripes: not evidence of anything
+                continue
             peak = float(np.abs(m).max())
             global_max = max(global_max, peak)
             if normalize == "per-patch" and peak > 0:
@@ -180,12 +191,16 @@ def explain_region(slide, region: Region, model, method: str, *, target=None, ov
             acc[r:r + size, c:c + size] += weight * m
             wsum[r:r + size, c:c + size] += weight
         yield min(k + batch_size, total), total
-    values = (acc / wsum)[:out_h, :out_w]
+    values = np.divide(acc, wsum, out=np.full_like(acc, np.nan), where=wsum > 0)[:out_h, :out_w]
+    on_damage = _heatmap_damage(slide, region, step, out_h, out_w)
+    if on_damage is not None:
+        values[on_damage] = np.nan
     scale = 1.0
     if normalize == "global-max":
         scale = global_max
     elif normalize == "percentile":
-        scale = float(np.percentile(np.abs(values), percentile))
+        finite = np.abs(values[np.isfinite(values)])
+        scale = float(np.percentile(finite, percentile)) if finite.size else 0.0
         values = np.clip(values, -scale, scale)
     if scale > 0:
         values = values / scale
@@ -198,6 +213,7 @@ def explain_region(slide, region: Region, model, method: str, *, target=None, ov
         "patch_px": size, "patch_stride_px": stride, "n_patches": total,
         "heatmap_mpp": step * float(slide.mpp), "seconds": time.perf_counter() - started,
         "slide": str(getattr(slide, "path", "")),
+        "n_damaged_patches": n_damaged, "damaged_tiles": _damage_in_region(slide, region),
     }
     if hasattr(model, "provenance"):
         provenance["model"] = model.provenance()
@@ -205,9 +221,35 @@ def explain_region(slide, region: Region, model, method: str, *, target=None, ov
     return Heatmap(values.astype(np.float32), placement, provenance)
 
 
-def _read_patch(slide, top: float, left: float, footprint: float, size: int) -> np.ndarray:
+def _patch_region(top: float, left: float, footprint: float) -> Region:
     side = max(1, int(round(footprint)))
-    return slide.read_scaled(Region(int(round(top)), int(round(left)), side, side), size, size)
+    return Region(int(round(top)), int(round(left)), side, side)
+
+
+def _read_patch(slide, top: float, left: float, footprint: float, size: int) -> np.ndarray:
+    return slide.read_scaled(_patch_region(top, left, footprint), size, size)
+
+
+def _patch_damaged(slide, top: float, left: float, footprint: float, size: int) -> bool:
+    """Whether the patch :func:`_read_patch` just read shows a damaged tile."""
+    if not getattr(slide, "failed_tiles", None):
+        return False
+    return slide.damage_mask(_patch_region(top, left, footprint), size, size) is not None
+
+
+def _heatmap_damage(slide, region: Region, step: float, out_h: int, out_w: int):
+    """bool (out_h, out_w) of heatmap pixels on damaged tiles, or None."""
+    if not getattr(slide, "failed_tiles", None):
+        return None
+    covered = Region(region.level0_row, region.level0_col, max(1, math.ceil(out_h * step)),
+                     max(1, math.ceil(out_w * step)))
+    return slide.damage_mask(covered, out_h, out_w)
+
+
+def _damage_in_region(slide, region: Region) -> list[dict]:
+    from ..models.inference import damage_in_region
+
+    return damage_in_region(slide, region)
 
 
 def _jsonable(params: dict) -> dict:

@@ -4,6 +4,10 @@ The region is cut into a grid of cells of ``stride`` level-0 pixels; each cell's
 model's field of view (``patch_size * spec.mpp / slide.mpp`` level-0 px) centred on the cell.
 Background cells (a cheap saturation/brightness mask read at a coarse scale) are skipped. Patch
 reads run on a thread pool, a few batches ahead, while the model runs on the current batch.
+
+A cell whose patch (or tissue-mask thumbnail) shows a damaged tile of the slide (see
+``Slide.damage_mask``) gets NaN for every class and is listed in the provenance: the model's
+answer on a damaged tile is never reported as a probability.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import options
 from ..errors import ModelError
 from ..geometry import Placement, Region
 
@@ -28,14 +33,18 @@ class ProbabilityMap:
     Attributes
     ----------
     probs : ndarray (H', W', n_classes) float32
-        Softmax outputs; 0 where ``tissue_mask`` is False (no patch was run there).
+        Softmax outputs; 0 where ``tissue_mask`` is False (no patch was run there); NaN where
+        ``damaged_mask`` is True.
     placement : Placement
         Pixel (i, j) covers level-0 pixels from ``origin + (i, j) * step``.
     class_names : list of str
     tissue_mask : ndarray (H', W') bool
     positive_class : str or None
     provenance : dict
-        Model, region, stride, timings.
+        Model, region, stride, timings; ``damaged_tiles`` (the slide's damaged tiles inside the
+        region, as ``Slide.damaged_tiles`` lists them) and ``n_damaged_cells``.
+    damaged_mask : ndarray (H', W') bool or None
+        Cells whose patch touches a damaged tile (their probabilities are NaN); None: no damage.
     """
 
     probs: np.ndarray
@@ -44,6 +53,7 @@ class ProbabilityMap:
     tissue_mask: np.ndarray
     positive_class: str | None = None
     provenance: dict = field(default_factory=dict)
+    damaged_mask: np.ndarray | None = None
 
     def class_map(self, name: str | None = None) -> np.ndarray:
         """(H', W') float32 probability of class ``name`` (default: the positive class)."""
@@ -68,6 +78,7 @@ class PatchPlan:
     shape: tuple[int, int]     # grid (rows, cols)
     tissue_mask: np.ndarray    # (rows, cols) bool
     cells: np.ndarray          # (K, 2) int (i, j) of tissue cells, row-major
+    damaged_mask: np.ndarray | None = None  # (rows, cols) bool: the thumbnail showed damage
 
     @property
     def placement(self) -> Placement:
@@ -81,11 +92,46 @@ class PatchPlan:
                 self.region.level0_col + j * self.stride + off)
 
 
+def _window_region(top: float, left: float, height: float, width: float) -> Region:
+    return Region(round(top), round(left), max(1, round(height)), max(1, round(width)))
+
+
 def read_window(slide, top: float, left: float, height: float, width: float,
                 out_h: int, out_w: int) -> np.ndarray:
     """``slide.read_scaled`` of a level-0 window (out-of-slide parts come back white)."""
-    region = Region(round(top), round(left), max(1, round(height)), max(1, round(width)))
-    return slide.read_scaled(region, out_h, out_w)
+    return slide.read_scaled(_window_region(top, left, height, width), out_h, out_w)
+
+
+def window_damage(slide, top: float, left: float, height: float, width: float,
+                  out_h: int, out_w: int) -> np.ndarray | None:
+    """Which pixels of ``read_window(...)`` with the same arguments show damaged tiles (None:
+    none, or a slide that does not track damage). Call after the read."""
+    if not getattr(slide, "failed_tiles", None):
+        return None
+    return slide.damage_mask(_window_region(top, left, height, width), out_h, out_w)
+
+
+def damaged_cells(slide, plan: PatchPlan, cells: np.ndarray) -> np.ndarray:
+    """bool (len(cells),): whose patch, as :func:`read_patch_batch` read it, shows damage."""
+    out = np.zeros(len(cells), bool)
+    if not getattr(slide, "failed_tiles", None):
+        return out
+    s = plan.patch_px
+    for k, (i, j) in enumerate(cells):
+        top, left = plan.window(int(i), int(j))
+        out[k] = window_damage(slide, top, left, plan.footprint, plan.footprint, s, s) is not None
+    return out
+
+
+def damage_in_region(slide, region: Region) -> list[dict]:
+    """The slide's damaged tiles (``Slide.damaged_tiles`` entries) overlapping ``region``."""
+    out = []
+    for d in getattr(slide, "damaged_tiles", None) or []:
+        top, left, h, w = d["level0_region"]
+        if (top < region.bottom and top + h > region.level0_row
+                and left < region.right and left + w > region.level0_col):
+            out.append(d)
+    return out
 
 
 def tissue_pixels(rgb: np.ndarray, *, min_saturation: float = 0.07,
@@ -118,25 +164,30 @@ def plan_patches(slide, region: Region | None, spec, *, stride: float | None = N
         raise ModelError("the slide has no µm/px in its metadata; open it with "
                          "open_slide(path, mpp=...) (CLI: --mpp) so patches match the model")
     H, W = slide.dimensions
-    region = Region(0, 0, H, W) if region is None else region.clip(H, W)
-    footprint = spec.patch_size * spec.mpp / float(slide.mpp)
-    stride = float(stride or footprint)
-    if stride <= 0:
-        raise ModelError(f"stride must be positive, got {stride}")
+    region = (Region(0, 0, H, W) if region is None
+              else options.region_on_slide(region, (H, W), "region"))
+    footprint = options.patch_fits(spec.patch_size * spec.mpp / float(slide.mpp), (H, W))
+    stride = footprint if stride is None else options.positive(stride, "stride")
+    tissue_threshold = options.tissue_threshold(tissue_threshold, "tissue_threshold")
     rows = max(1, math.ceil(region.height / stride - 1e-9))
     cols = max(1, math.ceil(region.width / stride - 1e-9))
+    damaged = None
     if tissue_threshold <= 0:
         mask = np.ones((rows, cols), bool)
     else:
         k = max(1, min(4, 4096 // max(rows, cols)))
-        thumb = read_window(slide, region.level0_row, region.level0_col, rows * stride,
-                            cols * stride, rows * k, cols * k)
+        window = (region.level0_row, region.level0_col, rows * stride, cols * stride,
+                  rows * k, cols * k)
+        thumb = read_window(slide, *window)
         frac = tissue_pixels(thumb).reshape(rows, k, cols, k).mean(axis=(1, 3))
         mask = frac >= tissue_threshold
+        hit = window_damage(slide, *window)
+        if hit is not None:
+            damaged = hit.reshape(rows, k, cols, k).any(axis=(1, 3))
     cells = np.argwhere(mask)
     return PatchPlan(region=region, stride=stride, footprint=footprint,
                      patch_px=spec.network_input_size, shape=(rows, cols), tissue_mask=mask,
-                     cells=cells)
+                     cells=cells, damaged_mask=damaged)
 
 
 def read_patch_batch(slide, plan: PatchPlan, cells: np.ndarray) -> np.ndarray:
@@ -197,6 +248,9 @@ def predict_region(slide, region: Region | None, model, *, batch_size: int = 64,
     """
     from .loading import load_model
 
+    batch_size = options.batch_size(batch_size, "batch_size")
+    if workers is not None:
+        workers = options.threads(workers, "workers")
     if isinstance(slide, str | os.PathLike):
         from ..slide import open_slide
 
@@ -206,6 +260,8 @@ def predict_region(slide, region: Region | None, model, *, batch_size: int = 64,
     plan = plan_patches(slide, region, spec, stride=stride, tissue_threshold=tissue_threshold)
     rows, cols = plan.shape
     probs = np.zeros((rows, cols, spec.num_classes), np.float32)
+    damaged = (plan.damaged_mask.copy() if plan.damaged_mask is not None
+               else np.zeros((rows, cols), bool))
     total = len(plan.cells)
     batches = [plan.cells[i:i + batch_size] for i in range(0, total, batch_size)]
     workers = workers or min(4, os.cpu_count() or 1)
@@ -232,20 +288,27 @@ def predict_region(slide, region: Region | None, model, *, batch_size: int = 64,
                 compute_s += time.perf_counter() - t1
                 wait_s += t1 - t0
                 probs[cells[:, 0], cells[:, 1]] = p
+                hit = damaged_cells(slide, plan, cells)
+                if hit.any():
+                    damaged[cells[hit, 0], cells[hit, 1]] = True
                 done += len(cells)
                 yield done, total
         finally:  # on cancel (generator closed) drop reads not started yet
             for _, fut in pending:
                 fut.cancel()
     elapsed = time.perf_counter() - t_start
+    probs[damaged] = np.nan
     prov = {**model.provenance(), "region": list(plan.region.as_tuple()),
             "stride_level0": plan.stride, "footprint_level0": plan.footprint,
             "slide_mpp": float(slide.mpp), "tissue_threshold": tissue_threshold,
             "n_patches": total, "seconds": elapsed, "read_wait_seconds": wait_s,
-            "compute_seconds": compute_s, "slide": str(getattr(slide, "path", ""))}
+            "compute_seconds": compute_s, "slide": str(getattr(slide, "path", "")),
+            "n_damaged_cells": int(damaged.sum()),
+            "damaged_tiles": damage_in_region(slide, plan.region)}
     return ProbabilityMap(probs=probs, placement=plan.placement,
                           class_names=list(spec.class_names), tissue_mask=plan.tissue_mask,
-                          positive_class=spec.positive_class, provenance=prov)
+                          positive_class=spec.positive_class, provenance=prov,
+                          damaged_mask=damaged if damaged.any() else None)
 
 
 def probability_layer_data(pmap: ProbabilityMap, mpp: float, *, class_name: str | None = None

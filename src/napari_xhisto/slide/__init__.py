@@ -9,7 +9,7 @@ from importlib import import_module
 
 _EXPORTS = {
     "Level": ".core", "Slide": ".core", "shared_tile_cache": ".core", "TileCache": ".cache",
-    "looks_like_slide": ".detect", "open_slide": ".opening",
+    "looks_like_slide": ".detect", "open_slide": ".opening", "damaged_pattern": ".damage",
 }
 __all__ = sorted(_EXPORTS)
 

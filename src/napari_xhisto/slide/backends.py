@@ -2,7 +2,11 @@
 
 A backend knows nothing of caches, threads or synthetic levels (see ``core.Slide``); it only answers
 ``read_tile(level, tile_row, tile_col)`` with the tile cropped at the image edge, alpha composited
-on white. Both are safe to call from several threads at once.
+on white, or raises when the tile is damaged. Both are safe to call from several threads at once.
+
+JPEG tiles are decoded strictly (:func:`strict_jpeg_decoder`): libjpeg-turbo stops on the warnings
+("Corrupt JPEG data: premature end of data segment" ...) that imagecodecs and Pillow let pass, so a
+tile with damaged entropy-coded data raises instead of decoding to a plausible grey block.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import os
 import threading
 
 import numpy as np
+
+from .jpeg import strict_jpeg_decoder
 
 # Compression schemes imagecodecs decodes exactly as the reference readers do for RGB slides
 TIFF_DIRECT_COMPRESSIONS = {1, 5, 7, 8, 32946, 50000, 33003, 33005, 34712, 50001, 50002}
@@ -38,11 +44,15 @@ class TiffBackend:
         The TIFF file.
     pages : list of tifffile.TiffPage
         One keyframe page per level, finest first; each 8-bit RGB(A), interleaved.
+    strict : bool
+        Decode JPEG tiles with libjpeg-turbo stopping on corrupt-data warnings (default). Other
+        compressions (and JPEG layouts :func:`strict_jpeg_decoder` does not take) use tifffile's
+        decoder.
     """
 
     name = "tifffile"
 
-    def __init__(self, path: str, pages: list, tiff_file=None):
+    def __init__(self, path: str, pages: list, tiff_file=None, *, strict: bool = True):
         self.path = path
         self._tiff_file = tiff_file
         self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
@@ -53,6 +63,7 @@ class TiffBackend:
         # everything the worker threads need is fetched now: tifffile loads some tags lazily
         # through its (not thread-safe) file handle
         self._levels = []
+        self._strict = []  # per level: strict JPEG decoder, or None (tifffile's decoder)
         for page in pages:
             h, w = int(page.imagelength), int(page.imagewidth)
             if page.is_tiled:
@@ -66,6 +77,7 @@ class TiffBackend:
                 np.asarray(page.dataoffsets, dtype=np.int64),
                 np.asarray(page.databytecounts, dtype=np.int64),
                 page.decode, page.jpegtables, page.jpegheader))
+            self._strict.append(strict_jpeg_decoder(page) if strict else None)
 
     @staticmethod
     def can_read(page) -> bool:
@@ -80,6 +92,11 @@ class TiffBackend:
             and int(page.photometric) in (2, 6)
             and page.imagedepth == 1
         )
+
+    @property
+    def strict_levels(self) -> list[bool]:
+        """Per level, whether its tiles are decoded strictly (damaged JPEG data raises)."""
+        return [d is not None for d in self._strict]
 
     def data_end(self) -> int:
         """Largest byte offset any tile of any level ends at (to detect truncated files)."""
@@ -109,9 +126,16 @@ class TiffBackend:
         data = self._pread(count, offset)
         if len(data) != count:
             raise OSError(f"tile data ends past the end of the file ({offset + count} bytes needed)")
-        decoded, _, _ = decode(data, index, jpegtables=jpegtables, jpegheader=jpegheader)
-        tile = decoded.reshape(decoded.shape[-3:])[:rows, :cols]
-        return composite_on_white(tile)
+        strict = self._strict[level]
+        if strict is not None:
+            tile = strict(data)
+        else:
+            decoded, _, _ = decode(data, index, jpegtables=jpegtables, jpegheader=jpegheader)
+            tile = decoded.reshape(decoded.shape[-3:])
+        if tile.shape[0] < rows or tile.shape[1] < cols:
+            raise ValueError(f"tile decodes to {tile.shape[0]} x {tile.shape[1]} px, "
+                             f"{rows} x {cols} expected")
+        return composite_on_white(tile[:rows, :cols])
 
     def close(self) -> None:
         if self._fd is not None:
@@ -129,12 +153,19 @@ class OpenSlideBackend:
     ----------
     osr : openslide.OpenSlide
         An open handle (openslide is thread-safe; one handle is shared).
+    path : str, optional
+        The file, to reopen it after a damaged tile: an openslide handle that hit an error fails
+        every later call, so the shared handle is replaced and the read retried on a private
+        handle; a tile failing there too is damaged.
     """
 
     name = "openslide"
 
-    def __init__(self, osr):
+    def __init__(self, osr, path: str | None = None):
         self._osr = osr
+        self._path = path
+        self._retired: list = []  # failed handles, closed with the backend (others may use them)
+        self._lock = threading.Lock()
         props = osr.properties
         self.level_dimensions = [(int(h), int(w)) for w, h in osr.level_dimensions]
         self.tile_shapes = []
@@ -143,6 +174,12 @@ class OpenSlideBackend:
             tw = int(props.get(f"openslide.level[{i}].tile-width", 0) or 0)
             self.tile_shapes.append((th, tw) if th > 0 and tw > 0 else (512, 512))
         self._downsamples = [float(d) for d in osr.level_downsamples]
+
+    def _replace_handle(self, failed) -> None:
+        with self._lock:
+            if self._osr is failed and self._path is not None:
+                self._osr = type(failed)(self._path)
+                self._retired.append(failed)
 
     def read_tile(self, level: int, tile_row: int, tile_col: int) -> np.ndarray:
         """Tile ``(tile_row, tile_col)`` of ``level`` as (th, tw, 3) uint8, cropped at the edges."""
@@ -153,8 +190,21 @@ class OpenSlideBackend:
         ds = self._downsamples[level]
         # openslide takes the corner in level-0 pixels (x, y) and divides by its own downsample
         x0, y0 = int(round(c * ds)), int(round(r * ds))
-        image = self._osr.read_region((x0, y0), level, (cols, rows))
+        osr = self._osr
+        try:
+            image = osr.read_region((x0, y0), level, (cols, rows))
+        except Exception:
+            self._replace_handle(osr)
+            if self._path is None:
+                raise
+            # the shared handle may have failed on another thread's damaged tile: ask again on
+            # a handle of our own, which only this tile can fail
+            with type(osr)(self._path) as own:
+                image = own.read_region((x0, y0), level, (cols, rows))
         return composite_on_white(np.asarray(image))
 
     def close(self) -> None:
-        self._osr.close()
+        with self._lock:
+            for osr in (self._osr, *self._retired):
+                osr.close()
+            self._retired = []

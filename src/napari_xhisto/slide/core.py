@@ -1,5 +1,12 @@
 """``Slide``: levels (the file's own plus synthetic coarse ones), cached parallel tile reads,
-``read_region`` / ``read_scaled`` in level-0 pixels, and the lazy dask pyramid for napari."""
+``read_region`` / ``read_scaled`` in level-0 pixels, and the lazy dask pyramid for napari.
+
+A tile that cannot be decoded (damaged JPEG data, bytes past the end of the file ...) is *damaged*:
+it is drawn with :func:`damaged_pattern` (yellow and black stripes, never plausible tissue), listed
+in ``Slide.damaged_tiles`` and reported once to ``on_tile_error``; ``Slide.damage_mask`` says
+which output pixels of a ``read_scaled`` came from damaged tiles, so consumers (probability maps,
+heatmaps) set them to NaN instead of scoring the stripes.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ import numpy as np
 
 from ..geometry import Region
 from .cache import DEFAULT_CACHE_BYTES, TileCache
+from .damage import damaged_pattern, mask_from_boxes
 from .resample import area_resize
 
 log = logging.getLogger(__name__)
@@ -72,8 +80,11 @@ class Slide:
         Where ``mpp`` came from (``"override"``, ``"openslide.mpp-x/y"``, ``"ome"``, ...), or
         ``"unknown"``.
     on_tile_error : list of callables
-        Each is called once per failing tile as ``f(slide, level, tile_row, tile_col, exc)``;
-        the tile is shown white and never retried.
+        Each is called once per damaged tile as ``f(slide, level, tile_row, tile_col, exc)``
+        (from the thread that decoded it); the tile is drawn with :func:`damaged_pattern` and
+        never retried.
+    failed_tiles : set of (level, tile_row, tile_col)
+        Damaged tiles found so far (file levels only; see ``damaged_tiles`` for details).
     """
 
     def __init__(self, path, reader, *, vendor, properties, mpp, mpp_source,
@@ -88,6 +99,7 @@ class Slide:
         self.cache = cache if cache is not None else _shared_cache
         self.on_tile_error: list = []
         self.failed_tiles: set[tuple[int, int, int]] = set()
+        self._damage: list[dict] = []
         self._token = next(_token_counter)
         self._pool = ThreadPoolExecutor(max_workers or max(2, os.cpu_count() or 2),
                                         thread_name_prefix="xhisto-tiles")
@@ -170,7 +182,7 @@ class Slide:
         rows = min(lv.tile[0], lv.shape[0] - tile_row * lv.tile[0])
         cols = min(lv.tile[1], lv.shape[1] - tile_col * lv.tile[1])
         if (level, tile_row, tile_col) in self.failed_tiles:
-            return np.full((rows, cols, 3), 255, np.uint8)
+            return damaged_pattern(rows, cols)
         try:
             if lv.parent is None:
                 tile = self._reader.read_tile(level, tile_row, tile_col)
@@ -178,7 +190,7 @@ class Slide:
                 tile = self._synthetic_tile(lv, tile_row, tile_col, rows, cols)
         except Exception as exc:  # noqa: BLE001 - any decoder failure must not reach the canvas
             self._report_tile_error(level, tile_row, tile_col, exc)
-            return np.full((rows, cols, 3), 255, np.uint8)
+            return damaged_pattern(rows, cols)
         self.cache.put(key, tile)
         return tile
 
@@ -195,6 +207,16 @@ class Slide:
         acc //= 4
         return acc.astype(np.uint8)
 
+    def _tile_box(self, level: int, tile_row: int, tile_col: int) -> tuple[int, int, int, int]:
+        """Level-0 (row, col, height, width) covered by a native tile of a file level."""
+        lv = self.levels[level]
+        th, tw = lv.tile
+        r0, c0 = tile_row * th, tile_col * tw
+        r1, c1 = min(r0 + th, lv.shape[0]), min(c0 + tw, lv.shape[1])
+        ds_r, ds_c = lv.downsample
+        top, left = math.floor(r0 * ds_r), math.floor(c0 * ds_c)
+        return (top, left, math.ceil(r1 * ds_r) - top, math.ceil(c1 * ds_c) - left)
+
     def _report_tile_error(self, level, tile_row, tile_col, exc) -> None:
         with self._error_lock:
             key = (level, tile_row, tile_col)
@@ -202,8 +224,12 @@ class Slide:
                 return
             first = not self.failed_tiles
             self.failed_tiles.add(key)
+            self._damage.append({
+                "level": level, "tile_row": tile_row, "tile_col": tile_col,
+                "level0_region": list(self._tile_box(level, tile_row, tile_col)),
+                "error": f"{type(exc).__name__}: {exc}"})
         emit = log.warning if first else log.debug
-        emit("%s: tile (%d, %d) of level %d cannot be read (%s: %s); shown blank",
+        emit("%s: tile (%d, %d) of level %d is damaged (%s: %s); drawn as stripes",
              self.path, tile_row, tile_col, level, type(exc).__name__, exc)
         for callback in list(self.on_tile_error):
             try:
@@ -244,6 +270,43 @@ class Slide:
             a1, b1 = min(r1, tr0 + tile.shape[0]), min(c1, tc0 + tile.shape[1])
             out[a0 - row:a1 - row, b0 - col:b1 - col] = tile[a0 - tr0:a1 - tr0, b0 - tc0:b1 - tc0]
         return out
+
+    # -- damage ------------------------------------------------------------------------------
+    @property
+    def damaged_tiles(self) -> list[dict]:
+        """The damaged tiles found so far, in the order found, JSON-ready (for provenance).
+
+        Each is ``{"level", "tile_row", "tile_col", "level0_region": [row, col, height, width],
+        "error"}``. Damage is found when a tile is decoded: the list grows as the slide is read.
+        """
+        with self._error_lock:
+            return [dict(d, level0_region=list(d["level0_region"])) for d in self._damage]
+
+    def file_level_of(self, level: int) -> int:
+        """The file level whose tiles ``level``'s pixels come from (itself for a file level)."""
+        while self.levels[level].parent is not None:
+            level = self.levels[level].parent
+        return level
+
+    def _scaled_level(self, region: Region, out_height: int, out_width: int) -> int:
+        ds = min(region.height / out_height, region.width / out_width)
+        return self.best_level_for_downsample(ds)
+
+    def damage_mask(self, region: Region, out_height: int, out_width: int) -> np.ndarray | None:
+        """Which pixels of ``read_scaled(region, out_height, out_width)`` show damaged tiles.
+
+        Call it after the read (reading is what finds damage). The mask is conservative: an
+        output pixel touching a damaged tile of the level that read used is True.
+
+        Returns
+        -------
+        ndarray (out_height, out_width) bool, or None
+            None when no damaged tile of that level overlaps ``region`` (the usual case).
+        """
+        file_level = self.file_level_of(self._scaled_level(region, out_height, out_width))
+        with self._error_lock:
+            boxes = [d["level0_region"] for d in self._damage if d["level"] == file_level]
+        return mask_from_boxes(boxes, region, out_height, out_width)
 
     # -- public reads ------------------------------------------------------------------------
     def _level_index(self, level: int) -> int:
@@ -286,8 +349,7 @@ class Slide:
         """
         if out_height <= 0 or out_width <= 0:
             raise ValueError(f"output size must be positive, got {out_height} x {out_width}")
-        ds = min(region.height / out_height, region.width / out_width)
-        level = self.best_level_for_downsample(ds)
+        level = self._scaled_level(region, out_height, out_width)
         lv = self.levels[level]
         p0r, p1r = region.level0_row / lv.downsample[0], region.bottom / lv.downsample[0]
         p0c, p1c = region.level0_col / lv.downsample[1], region.right / lv.downsample[1]

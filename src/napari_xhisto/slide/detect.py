@@ -7,6 +7,8 @@ float heatmap OME-TIFF) so napari offers them to other readers.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import struct
 from pathlib import Path
@@ -25,6 +27,32 @@ _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 
                17: 8, 18: 8}
 
 
+class _CaptureLog(logging.Filter):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def filter(self, record) -> bool:
+        self.messages.append(record.getMessage().splitlines()[0][:200])
+        return False
+
+
+@contextlib.contextmanager
+def quiet_tifffile():
+    """Keep tifffile's warnings about a broken file out of the user's terminal while probing it.
+
+    Yields an object whose ``messages`` list collects them (first line each), for an error
+    message when the file cannot be used.
+    """
+    capture = _CaptureLog()
+    logger = logging.getLogger("tifffile")
+    logger.addFilter(capture)
+    try:
+        yield capture
+    finally:
+        logger.removeFilter(capture)
+
+
 def slide_suffix(path: str | os.PathLike) -> str:
     """Lower-case suffix of ``path`` (``.ome.tif`` counts as ``.tif``)."""
     return Path(path).suffix.lower()
@@ -40,6 +68,7 @@ def _first_ifd_tags(fh) -> dict[int, int | None]:
     head = fh.read(16)
     byteorder = "<" if head[:2] == b"II" else ">"
     big = head[2:4] in (b"+\x00", b"\x00+")
+    size = os.fstat(fh.fileno()).st_size
     if big:
         (offset,) = struct.unpack(byteorder + "Q", head[8:16])
         count_fmt, entry_size, value_size = "Q", 20, 8
@@ -51,6 +80,8 @@ def _first_ifd_tags(fh) -> dict[int, int | None]:
     (count,) = struct.unpack(byteorder + count_fmt, count_bytes)
     if count > 4096:
         raise ValueError("implausible IFD")
+    if offset + len(count_bytes) + count * entry_size > size:
+        raise ValueError("the first TIFF directory lies past the end of the file")
     raw = fh.read(count * entry_size)
     tags: dict[int, int | None] = {}
     for i in range(count):
@@ -72,6 +103,55 @@ def _first_ifd_tags(fh) -> dict[int, int | None]:
         else:
             tags[tag] = None
     return tags
+
+
+def slide_file_problem(path: str | os.PathLike) -> str | None:
+    """What a few header bytes already show to be wrong with a file of a slide format, or None.
+
+    Checks only what is cheap and certain: the file exists and is not empty; a TIFF-based
+    format has a TIFF header whose first directory lies inside the file; DICOM has its
+    ``DICM`` marker, ``.svslide`` its SQLite header, ``.vms`` its ``[Virtual Microscope``
+    section, MIRAX its data folder. Everything else (truncated tile data, damaged tiles, an
+    unsupported layout) is found by ``open_slide``, which says so in one message.
+
+    Returns
+    -------
+    str or None
+        A short reason ("the file is empty", "not a TIFF file" ...), or None when the file is
+        worth opening.
+    """
+    path = Path(path)
+    suffix = slide_suffix(path)
+    if not path.is_file():
+        return "no such file"
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return "the file is empty (0 bytes)"
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+            if suffix in TIFF_SUFFIXES:
+                if not is_tiff_header(head):
+                    return "not a TIFF file (no TIFF header)"
+                fh.seek(0)
+                _first_ifd_tags(fh)
+                return None
+            if suffix == ".dcm" and head[128:132] != b"DICM":
+                return "not a DICOM file (no DICM marker)"
+            if suffix == ".svslide" and not head.startswith(b"SQLite format 3\x00"):
+                return "not an Aperio .svslide (SQLite) file"
+            if suffix in (".vms", ".vmu") and not (b"[Virtual Microscope" in head or
+                                                   head.startswith(b"\xef\xbb\xbf[Virtual")):
+                return "not a Hamamatsu .vms/.vmu file"
+            if suffix == ".mrxs" and not (path.parent / path.stem / "Slidedat.ini").is_file():
+                return f"the MIRAX data folder {path.stem}/Slidedat.ini is missing beside it"
+    except struct.error:
+        return "its header is cut short"
+    except ValueError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or type(exc).__name__})"
+    return None
 
 
 def looks_like_slide(path: str | os.PathLike) -> bool:

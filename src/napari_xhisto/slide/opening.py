@@ -15,7 +15,8 @@ from ..errors import SlideError
 from .backends import OpenSlideBackend, TiffBackend
 from .cache import TileCache
 from .core import Slide
-from .detect import is_tiff_header
+from .detect import is_tiff_header, quiet_tifffile
+from .integrity import tiff_extent
 
 log = logging.getLogger(__name__)
 
@@ -112,17 +113,79 @@ def _tiff_properties(tf, pages) -> dict:
     return props
 
 
+def _probe_tiles(reader, level: int) -> list[tuple[int, int]]:
+    """Tiles of ``level`` tried when checking a file: the middle, the corners, then a few more."""
+    h, w = reader.level_dimensions[level]
+    th, tw = reader.tile_shapes[level]
+    rows, cols = -(-h // th), -(-w // tw)
+    picks = [((h // 2) // th, (w // 2) // tw), (0, 0), (rows - 1, cols - 1), (0, cols - 1),
+             (rows - 1, 0), (rows // 4, cols // 4), ((3 * rows) // 4, (3 * cols) // 4)]
+    return list(dict.fromkeys(picks))
+
+
 def _probe_equal(tiff_reader, osr_reader) -> bool:
-    """Whether both backends give identical pixels (first tile of the finest and coarsest level)."""
+    """Whether both backends give identical pixels (a tile of the finest and coarsest level that
+    decodes; a damaged probe tile is passed over)."""
     if tiff_reader.level_dimensions != osr_reader.level_dimensions:
         return False
     if tiff_reader.tile_shapes != osr_reader.tile_shapes:
         return False
     for level in (0, len(tiff_reader.level_dimensions) - 1):
-        a, b = tiff_reader.read_tile(level, 0, 0), osr_reader.read_tile(level, 0, 0)
-        if a.shape != b.shape or not np.array_equal(a, b):
+        for tile in [(0, 0)] + _probe_tiles(tiff_reader, level):
+            try:
+                a = tiff_reader.read_tile(level, *tile)
+            except Exception:  # noqa: BLE001 - damaged here: try another tile
+                continue
+            b = osr_reader.read_tile(level, *tile)
+            if a.shape != b.shape or not np.array_equal(a, b):
+                return False
+            break
+        else:
             return False
     return True
+
+
+def _check_decodes(reader, name: str) -> list[tuple[int, int, int, Exception]]:
+    """Decode probe tiles of the finest and coarsest level; each level needs one that decodes.
+
+    Returns the damaged probe tiles ``(level, row, col, exc)``; raises SlideError when every
+    probe of a level fails (unsupported compression or a file damaged throughout).
+    """
+    damaged = []
+    for level in dict.fromkeys((0, len(reader.level_dimensions) - 1)):
+        failures = []
+        for tile in _probe_tiles(reader, level):
+            try:
+                reader.read_tile(level, *tile)
+                break
+            except Exception as exc:  # noqa: BLE001 - any decoder failure
+                failures.append((level, *tile, exc))
+        else:
+            exc = failures[0][-1]
+            raise SlideError(f"{name}: its tiles cannot be decoded ({type(exc).__name__}: "
+                             f"{exc}); the file is damaged or uses an unsupported compression")
+        damaged += failures
+    return damaged
+
+
+_APERIO_REGION = re.compile(r"\[\s*\d+\s*,\s*\d+\s+(\d+)x(\d+)\s*\]\s*\((\d+)x(\d+)\)")
+
+
+def _check_aperio_description(name: str, props: dict, reader) -> None:
+    """An Aperio description states level 0's size and tile size: a file whose tags disagree
+    (a flipped ImageLength still fits the same tile grid) is damaged, not a different image."""
+    match = _APERIO_REGION.search(props.get("tiff.ImageDescription") or "")
+    if match is None:
+        return
+    w, h, tw, th = (int(v) for v in match.groups())
+    if (h, w) != tuple(reader.level_dimensions[0]):
+        raise SlideError(f"{name}: the file is damaged: level 0 is "
+                         f"{reader.level_dimensions[0][0]} x {reader.level_dimensions[0][1]} px "
+                         f"but its Aperio description says {h} x {w}; copy it again")
+    if reader.name == "tifffile" and (th, tw) != tuple(reader.tile_shapes[0]):
+        raise SlideError(f"{name}: the file is damaged: level 0 has {reader.tile_shapes[0][0]} x "
+                         f"{reader.tile_shapes[0][1]} px tiles but its Aperio description says "
+                         f"{th} x {tw}; copy it again")
 
 
 def _resolve_mpp(mpp, found: float | None, source: str) -> tuple[float | None, str]:
@@ -140,7 +203,8 @@ def _resolve_mpp(mpp, found: float | None, source: str) -> tuple[float | None, s
 
 
 def open_slide(path, *, mpp: float | None = None, cache: TileCache | None = None,
-               max_workers: int | None = None, backend: str | None = None) -> Slide:
+               max_workers: int | None = None, backend: str | None = None,
+               strict: bool = True) -> Slide:
     """Open a whole-slide image for lazy reading.
 
     Parameters
@@ -157,6 +221,10 @@ def open_slide(path, *, mpp: float | None = None, cache: TileCache | None = None
     backend : {"tifffile", "openslide"}, optional
         Force a backend (default: tifffile where it reads the file's own tiles identically, as
         checked on sample tiles, else openslide).
+    strict : bool
+        Decode JPEG tiles strictly (default): damaged data makes a tile *damaged* (drawn as
+        stripes, listed in ``Slide.damaged_tiles``, NaN in maps) instead of a grey block.
+        ``False`` decodes as tifffile/imagecodecs do, silently; for benchmarks only.
 
     Returns
     -------
@@ -165,7 +233,9 @@ def open_slide(path, *, mpp: float | None = None, cache: TileCache | None = None
     Raises
     ------
     SlideError
-        Naming the file and the cause: missing, empty, truncated, not a slide, undecodable tiles.
+        Naming the file and the cause: missing, empty, truncated ("the file is truncated (N of
+        M bytes): copy it again"), not a slide, no tile decodes. A file with some damaged tiles
+        opens; they are found as they are read (``Slide.damaged_tiles``).
     """
     p = Path(path)
     name = str(p)
@@ -189,30 +259,36 @@ def open_slide(path, *, mpp: float | None = None, cache: TileCache | None = None
         openslide, vendor = None, None
         errors.append(f"openslide: {exc}")
 
+    if is_tiff_header(head):
+        try:
+            extent = tiff_extent(p)
+        except (ValueError, OSError) as exc:
+            raise SlideError(f"{name}: the file is damaged ({exc}): copy it again") from None
+        if extent.truncated:
+            raise SlideError(extent.message(name))
+
     tiff_reader, osr_reader, tf = None, None, None
     if is_tiff_header(head) and vendor in _DIRECT_VENDORS and backend != "openslide":
         import tifffile
 
-        try:
-            tf = tifffile.TiffFile(name)
-            pages = _tiff_levels(tf)
-            if pages:
-                tiff_reader = TiffBackend(name, pages, tf)
-                if tiff_reader.data_end() > size:
-                    tiff_reader.close()
-                    raise SlideError(
-                        f"{name}: the file is truncated: its tiles run to byte "
-                        f"{tiff_reader.data_end()} but it has {size} bytes; copy it again")
-            else:
-                errors.append("tifffile: not a tiled 8-bit RGB pyramid")
-        except SlideError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds on broken files
-            errors.append(f"tifffile: {type(exc).__name__}: {exc}")
-            tiff_reader = None
+        with quiet_tifffile() as tifffile_log:
+            try:
+                tf = tifffile.TiffFile(name)
+                pages = _tiff_levels(tf)
+                if pages:
+                    tiff_reader = TiffBackend(name, pages, tf, strict=strict)
+                else:
+                    errors.append("tifffile: not a tiled 8-bit RGB pyramid")
+            except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds on broken files
+                errors.append(f"tifffile: {type(exc).__name__}: {exc}")
+                tiff_reader = None
+        if tiff_reader is None:
+            errors += [f"tifffile: {m}" for m in tifffile_log.messages[:3]]
+        for message in tifffile_log.messages:
+            log.debug("tifffile on %s: %s", name, message)
     if vendor is not None and backend != "tifffile":
         try:
-            osr_reader = OpenSlideBackend(openslide.OpenSlide(name))
+            osr_reader = OpenSlideBackend(openslide.OpenSlide(name), name)
         except Exception as exc:  # noqa: BLE001
             errors.append(f"openslide: {type(exc).__name__}: {exc}")
 
@@ -262,16 +338,17 @@ def open_slide(path, *, mpp: float | None = None, cache: TileCache | None = None
     slide_vendor = "ome-tiff" if is_ome else (vendor or "generic-tiff")
     value, mpp_source = _resolve_mpp(mpp, found, source)
 
-    # every level must decode: a tile in the middle of the finest and the coarsest
+    # the finest and the coarsest level must decode (one probe tile each; damaged ones noted)
     try:
-        for level in (0, len(reader.level_dimensions) - 1):
-            h, w = reader.level_dimensions[level]
-            th, tw = reader.tile_shapes[level]
-            reader.read_tile(level, (h // 2) // th, (w // 2) // tw)
-    except Exception as exc:  # noqa: BLE001
+        if slide_vendor == "aperio":
+            _check_aperio_description(name, props, reader)
+        damaged = _check_decodes(reader, name)
+    except SlideError:
         reader.close()
-        raise SlideError(f"{name}: its tiles cannot be decoded ({type(exc).__name__}: {exc}); "
-                         "the file is damaged or uses an unsupported compression") from exc
+        raise
     log.debug("opened %s with %s", os.path.basename(name), reader.name)
-    return Slide(name, reader, vendor=slide_vendor, properties=props, mpp=value,
-                 mpp_source=mpp_source, cache=cache, max_workers=max_workers)
+    slide = Slide(name, reader, vendor=slide_vendor, properties=props, mpp=value,
+                  mpp_source=mpp_source, cache=cache, max_workers=max_workers)
+    for level, row, col, exc in damaged:
+        slide._report_tile_error(level, row, col, exc)
+    return slide
