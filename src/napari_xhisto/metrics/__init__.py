@@ -20,6 +20,7 @@ from .bias import (
 )
 from .calibration import (
     apply_temperature,
+    calibration_summary,
     expected_calibration_error,
     fit_temperature,
     maximum_calibration_error,
@@ -57,6 +58,6 @@ __all__ = [
     "expected_calibration_error", "find_hotspot", "fit_temperature", "hausdorff_distance",
     "localization_at_percentiles", "maximum_calibration_error", "minmax_normalize", "per_tile_roc",
     "pxap", "region_mask", "region_relevance", "reliability_bins", "weak_localization",
-    "window_enrichment", "evaluate_heatmap", "iter_evaluate_heatmap", "map_similarity",
+    "window_enrichment", "calibration_summary", "evaluate_heatmap", "iter_evaluate_heatmap", "map_similarity",
     "randomization_flag", "cluster_purity", "explanation_clusters", "mean_maps_by_confidence",
 ]
