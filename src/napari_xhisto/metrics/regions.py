@@ -15,7 +15,7 @@ from skimage.draw import polygon as fill_polygon
 from ._common import as_map, as_placement, level0_to_map
 
 __all__ = ["RegionComparison", "RegionRelevance", "compare_region_relevance", "region_mask",
-           "region_relevance"]
+           "region_relevance", "region_window"]
 
 
 def _ring(points, *, what: str) -> np.ndarray:
@@ -24,6 +24,36 @@ def _ring(points, *, what: str) -> np.ndarray:
         raise ValueError(f"{what} must be a (K >= 3, 2) array of (row, col) vertices, "
                          f"got shape {ring.shape}")
     return ring
+
+
+def region_window(region, shape, *, placement=None):
+    """The region's bounding box on the heatmap and its mask there (never a full-size mask).
+
+    Returns ``(rows, cols, mask)``: slices of the heatmap and a boolean array of their shape
+    holding the pixels whose centres lie inside the exterior and outside every hole; empty
+    slices when the region misses the heatmap.
+    """
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (rows, cols), got {shape}")
+    H, W = (int(s) for s in shape)
+    p = as_placement(placement)
+    exterior = getattr(region, "exterior", region)
+    holes = getattr(region, "holes", None) or []
+    ring = _ring(exterior, what="region exterior")
+    r, c = level0_to_map(ring[:, 0], ring[:, 1], p)
+    r0, r1 = max(int(np.floor(r.min())), 0), min(int(np.ceil(r.max())) + 1, H)
+    c0, c1 = max(int(np.floor(c.min())), 0), min(int(np.ceil(c.max())) + 1, W)
+    if r1 <= r0 or c1 <= c0:
+        return slice(0, 0), slice(0, 0), np.zeros((0, 0), dtype=bool)
+    mask = np.zeros((r1 - r0, c1 - c0), dtype=bool)
+    rr, cc = fill_polygon(r - r0, c - c0, shape=mask.shape)
+    mask[rr, cc] = True
+    for k, hole in enumerate(holes):
+        ring = _ring(hole, what=f"hole {k}")
+        hr, hc = level0_to_map(ring[:, 0], ring[:, 1], p)
+        rr, cc = fill_polygon(hr - r0, hc - c0, shape=mask.shape)
+        mask[rr, cc] = False
+    return slice(r0, r1), slice(c0, c1), mask
 
 
 def region_mask(region, shape, *, placement=None) -> np.ndarray:
@@ -49,21 +79,9 @@ def region_mask(region, shape, *, placement=None) -> np.ndarray:
            [0, 1, 1, 1, 0],
            [0, 0, 0, 0, 0]])
     """
-    if len(shape) != 2:
-        raise ValueError(f"shape must be (rows, cols), got {shape}")
-    p = as_placement(placement)
-    exterior = getattr(region, "exterior", region)
-    holes = getattr(region, "holes", None) or []
+    rows, cols, local = region_window(region, shape, placement=placement)
     mask = np.zeros(tuple(int(s) for s in shape), dtype=bool)
-    ring = _ring(exterior, what="region exterior")
-    r, c = level0_to_map(ring[:, 0], ring[:, 1], p)
-    rr, cc = fill_polygon(r, c, shape=mask.shape)
-    mask[rr, cc] = True
-    for k, hole in enumerate(holes):
-        ring = _ring(hole, what=f"hole {k}")
-        r, c = level0_to_map(ring[:, 0], ring[:, 1], p)
-        rr, cc = fill_polygon(r, c, shape=mask.shape)
-        mask[rr, cc] = False
+    mask[rows, cols] = local
     return mask
 
 
@@ -123,11 +141,16 @@ def region_relevance(heatmap, regions, *, placement=None) -> list[RegionRelevanc
     >>> r.n_pixels, r.mean, r.total
     (9, 2.0, 18.0)
     """
-    h = as_map(heatmap)
+    h = np.asarray(heatmap)
+    if h.dtype.kind != "f":
+        h = as_map(h)
+    elif h.ndim != 2 or h.size == 0:
+        as_map(h)  # raises the shape error
     p = as_placement(placement)
     out = []
     for k, region in enumerate(regions):
-        n, mean, total, mean_pos, frac = _stats(h, region_mask(region, h.shape, placement=p))
+        rows, cols, local = region_window(region, h.shape, placement=p)
+        n, mean, total, mean_pos, frac = _stats(np.asarray(h[rows, cols], dtype=np.float64), local)
         out.append(RegionRelevance(k, str(getattr(region, "cls", "region")),
                                    getattr(region, "name", None), getattr(region, "id", None),
                                    n, n * p.step_row * p.step_col, mean, total, mean_pos, frac))
