@@ -235,5 +235,8 @@ def test_random_baseline_scores_only_pixels_valid_in_the_heatmap():
     s = cell_scores(rnd, cells, radius_um=2, mpp=1)
     real = cell_scores(heat, cells, radius_um=2, mpp=1)
     np.testing.assert_array_equal(np.isnan(s), np.isnan(real))
+    from napari_xhisto.metrics.disc import ConstantMap  # constant baselines: the same cells
+    const = cell_scores(ConstantMap(heat.shape, 1.0, nan_like=heat), cells, radius_um=2, mpp=1)
+    np.testing.assert_array_equal(np.isnan(const), np.isnan(real))
     b = baseline_aucs(heat.shape, cells, radius_um=2, mpp=1, n_random=2, nan_like=heat)
     assert b["random_aucs"][1] == pytest.approx(cell_roc(s, cells.classes).auc)

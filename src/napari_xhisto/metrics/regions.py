@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from skimage.draw import polygon as fill_polygon
 
 from ._common import as_map, as_placement, level0_to_map
 
-__all__ = ["RegionComparison", "RegionRelevance", "compare_region_relevance", "region_mask",
-           "region_relevance", "region_window"]
+__all__ = ["RegionComparison", "RegionRelevance", "compare_region_relevance", "fill_polygon",
+           "region_mask", "region_relevance", "region_window"]
 
 
 def _ring(points, *, what: str) -> np.ndarray:
@@ -24,6 +23,49 @@ def _ring(points, *, what: str) -> np.ndarray:
         raise ValueError(f"{what} must be a (K >= 3, 2) array of (row, col) vertices, "
                          f"got shape {ring.shape}")
     return ring
+
+
+def fill_polygon(r, c, shape) -> np.ndarray:
+    """Pixels of a ``shape`` array whose centres lie inside the polygon (even-odd rule).
+
+    A scanline fill: for every pixel row, the crossings of the polygon's edges with the row
+    (each edge counted on ``[min row, max row)`` so a vertex is crossed once) toggle
+    "inside" from the first pixel centre beyond each crossing. Memory is one boolean and one
+    small counter array of ``shape``; time grows with rows x edges, not with the area.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fill_polygon(np.array([0.5, 0.5, 3.5, 3.5]), np.array([0.5, 2.5, 2.5, 0.5]),
+    ...              (4, 4)).astype(int)
+    array([[0, 0, 0, 0],
+           [0, 1, 1, 0],
+           [0, 1, 1, 0],
+           [0, 1, 1, 0]])
+    """
+    H, W = (int(v) for v in shape)
+    r = np.asarray(r, dtype=np.float64)
+    c = np.asarray(c, dtype=np.float64)
+    mask = np.zeros((H, W), dtype=bool)
+    if r.size < 3 or H == 0 or W == 0:
+        return mask
+    ra, ca, rb, cb = r, c, np.roll(r, -1), np.roll(c, -1)
+    lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
+    first = np.maximum(np.ceil(lo), 0).astype(np.int64)  # rows y with lo <= y < hi
+    last = np.minimum(np.ceil(hi) - 1, H - 1).astype(np.int64)
+    n = np.maximum(last - first + 1, 0)
+    n[hi == lo] = 0  # horizontal edges cross no row
+    if not n.any():
+        return mask
+    edge = np.repeat(np.arange(r.size), n)
+    y = first[edge] + (np.arange(edge.size) - np.repeat(np.cumsum(n) - n, n))
+    x = ca[edge] + (y - ra[edge]) * (cb[edge] - ca[edge]) / (rb[edge] - ra[edge])
+    col = np.clip(np.floor(x).astype(np.int64) + 1, 0, W)  # first pixel centre beyond x
+    toggles = np.zeros((H, W + 1), dtype=bool)
+    np.logical_xor.at(toggles, (y, col), True)  # two crossings at one pixel cancel
+    np.logical_xor.accumulate(toggles, axis=1, out=toggles)
+    mask[:] = toggles[:, :W]
+    return mask
 
 
 def region_window(region, shape, *, placement=None):
@@ -45,14 +87,11 @@ def region_window(region, shape, *, placement=None):
     c0, c1 = max(int(np.floor(c.min())), 0), min(int(np.ceil(c.max())) + 1, W)
     if r1 <= r0 or c1 <= c0:
         return slice(0, 0), slice(0, 0), np.zeros((0, 0), dtype=bool)
-    mask = np.zeros((r1 - r0, c1 - c0), dtype=bool)
-    rr, cc = fill_polygon(r - r0, c - c0, shape=mask.shape)
-    mask[rr, cc] = True
+    mask = fill_polygon(r - r0, c - c0, (r1 - r0, c1 - c0))
     for k, hole in enumerate(holes):
         ring = _ring(hole, what=f"hole {k}")
         hr, hc = level0_to_map(ring[:, 0], ring[:, 1], p)
-        rr, cc = fill_polygon(hr - r0, hc - c0, shape=mask.shape)
-        mask[rr, cc] = False
+        mask &= ~fill_polygon(hr - r0, hc - c0, mask.shape)
     return slice(r0, r1), slice(c0, c1), mask
 
 
