@@ -143,13 +143,23 @@ class RegionRelevance:
         return dict(self.__dict__)
 
 
-def _stats(values: np.ndarray, mask: np.ndarray) -> tuple[int, float, float, float, float]:
-    v = values[mask]
-    v = v[np.isfinite(v)]
-    if v.size == 0:
+def _stats(h, rows: slice, cols: slice, mask: np.ndarray, *, block_pixels: int = 1 << 22):
+    """(n, mean, total, mean of positives-or-0, fraction > 0) of the finite values under
+    ``mask`` in the window ``h[rows, cols]``, in row blocks (no full-size float64 copy)."""
+    n = 0
+    total = positive = above = 0.0
+    step = max(1, block_pixels // max(mask.shape[1], 1))
+    for a in range(0, mask.shape[0], step):
+        m = mask[a:a + step]
+        v = np.asarray(h[rows.start + a:rows.start + a + m.shape[0], cols], dtype=np.float64)[m]
+        v = v[np.isfinite(v)]
+        n += v.size
+        total += float(v.sum())
+        positive += float(np.maximum(v, 0).sum())
+        above += float(np.count_nonzero(v > 0))
+    if n == 0:
         return 0, float("nan"), 0.0, float("nan"), float("nan")
-    return (int(v.size), float(v.mean()), float(v.sum()), float(np.maximum(v, 0).mean()),
-            float(np.mean(v > 0)))
+    return n, total / n, total, positive / n, above / n
 
 
 def region_relevance(heatmap, regions, *, placement=None) -> list[RegionRelevance]:
@@ -189,7 +199,7 @@ def region_relevance(heatmap, regions, *, placement=None) -> list[RegionRelevanc
     out = []
     for k, region in enumerate(regions):
         rows, cols, local = region_window(region, h.shape, placement=p)
-        n, mean, total, mean_pos, frac = _stats(np.asarray(h[rows, cols], dtype=np.float64), local)
+        n, mean, total, mean_pos, frac = _stats(h, rows, cols, local)
         out.append(RegionRelevance(k, str(getattr(region, "cls", "region")),
                                    getattr(region, "name", None), getattr(region, "id", None),
                                    n, n * p.step_row * p.step_col, mean, total, mean_pos, frac))
