@@ -187,3 +187,15 @@ def test_evaluate_study_scale_puts_runs_on_one_scale(files, tmp_path):
                         provenance={"normalize": "per-patch"})
     assert main(["evaluate", "--heatmap", str(bad), "--regions", str(ann_path), "--radius-um",
                  "4", "--out", str(tmp_path / "x.json"), "--study-scale", str(store)]) == 1
+
+
+def test_large_maps_skip_the_percentile_table_and_say_so(files):
+    from napari_xhisto.metrics.report import evaluate_heatmap
+
+    heat_path, ann_path, heat, placement, cells, regions = files
+    out = evaluate_heatmap(heat.astype(np.float32), placement=placement, mpp=0.5, regions=regions,
+                           radius_um=4, max_percentile_pixels=100)
+    loc = out["localization"]["tumour area"]
+    assert loc["at_percentiles"] == [] and "crop the heatmap" in loc["at_percentiles_skipped"]
+    truth = truth_mask(regions, heat.shape, placement=placement, classes=("tumour area",))
+    assert loc["pxap"] == pytest.approx(pxap(heat, truth).pxap)  # the sweep runs at any size
