@@ -6,7 +6,7 @@ HELP = "score heatmaps against cell/region annotations: cell ROC with intervals,
 DESCRIPTION = (
     "Reads one or more heatmaps (OME-TIFF from `xhisto explain`) and QuPath GeoJSON annotations "
     "(level-0 pixels) and writes JSON with the cell-level ROC/AUC (exact area-weighted mean of "
-    "the rectified map over a disc around each cell) with a 95%% bootstrap interval, the "
+    "the rectified map over a disc around each cell) with a 95% bootstrap interval, the "
     "all-zero/all-one/random baselines, per-tile AUCs, mean and total relevance per region, and "
     "localisation scores (PxAP on the WSOL evaluator's 0.001 threshold grid, Dice/IoU and the "
     "TP/FP/FN/TN rates against the threshold, Dice/IoU/Hausdorff (level-0 px and µm) at the "
