@@ -93,3 +93,109 @@ def test_evaluate_compare_flags_sampling_bias(files, tmp_path):
     assert cmp["per_class"]["necrosis"]["mean_A"] == pytest.approx(-0.5, abs=1e-6)
     assert cmp["per_class"]["necrosis"]["mean_B"] == pytest.approx(0.7, abs=1e-6)
     assert len(cmp["flags"]) == 1 and cmp["flags"][0].startswith("necrosis: model B")
+
+
+def test_evaluate_json_has_intervals_conventions_units_and_sweep(files, tmp_path):
+    heat_path, ann_path, heat, placement, cells, regions = files
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--heatmap", str(heat_path), "--cells", str(ann_path),
+                 "--radius-um", "4", "--out", str(out), "--random-runs", "2", "--bootstrap", "200",
+                 "--radius-sweep", "2:6:2"]) == 0
+    m = json.loads(out.read_text())
+    ci = m["roc"]["ci"]
+    assert ci["low"] < m["roc"]["auc"] < ci["high"] or ci["low"] == ci["high"] == m["roc"]["auc"]
+    assert (ci["n_boot"], ci["level"], ci["seed"]) == (200, 0.95, 0)
+    assert ci["n_positive"] == m["roc"]["n_positive"]
+    assert m["conventions"]["cell_scores"]["map"] == "rectified"
+    assert m["conventions"]["localization"]["map"] == "rectified"
+    assert m["units"]["hausdorff"] == "level-0 px" and m["units"]["hausdorff_um"] == "µm"
+    loc = m["localization"]["tumour area"]
+    assert loc["threshold_step"] == 0.001 and len(loc["curve"]["thresholds"]) == 1000
+    for key in ("dice", "iou", "tpr", "fpr", "fnr", "tnr"):
+        assert len(loc["curve"][key]) == 1000
+    row = loc["at_percentiles"][0]
+    assert row["hausdorff_um"] == pytest.approx(row["hausdorff"] * 0.5)
+    assert [s["radius_um"] for s in m["radius_sweep"]] == [2.0, 4.0, 6.0]
+    mid = m["radius_sweep"][1]
+    assert mid["auc"] == pytest.approx(m["roc"]["auc"])  # the sweep at 4 µm is the main ROC
+    ok = np.isfinite(cell_scores(heat, cells, radius_um=6, mpp=0.5, placement=placement))
+    s6 = cell_scores(heat, cells, radius_um=6, mpp=0.5, placement=placement)
+    assert m["radius_sweep"][2]["auc"] == pytest.approx(
+        roc_auc_score(cells.classes[ok] == "tumour", s6[ok]))
+
+
+def test_evaluate_several_heatmaps_compares_aucs(files, tmp_path, capsys):
+    heat_path, ann_path, heat, placement, cells, regions = files
+    rng = np.random.default_rng(1)
+    blurred = (0.3 * heat + rng.normal(0, 0.4, heat.shape)).astype(np.float32)
+    b_path = write_heatmap(tmp_path / "b.ome.tif", blurred, placement, mpp=0.5,
+                           provenance={"method": "blurred"})
+    out = tmp_path / "multi.json"
+    table = tmp_path / "cells.csv"
+    assert main(["evaluate", "--heatmap", str(heat_path), "--heatmap", str(b_path),
+                 "--cells", str(ann_path), "--radius-um", "4", "--out", str(out),
+                 "--random-runs", "1", "--bootstrap", "200", "--csv", str(table)]) == 0
+    printed = capsys.readouterr().out
+    assert "DeLong p" in printed
+    m = json.loads(out.read_text())
+    assert m["labels"] == ["test", "blurred"]
+    c = m["auc_comparisons"][0]
+    a_auc, b_auc = m["heatmaps"]["test"]["roc"]["auc"], m["heatmaps"]["blurred"]["roc"]["auc"]
+    assert c["difference"] == pytest.approx(b_auc - a_auc)
+    assert c["low"] <= c["difference"] <= c["high"] and 0 <= c["delong_p"] <= 1
+    from napari_xhisto.metrics.uncertainty import delong_test
+
+    sa = cell_scores(heat, cells, radius_um=4, mpp=0.5, placement=placement)
+    sb = cell_scores(blurred.astype(np.float64), cells, radius_um=4, mpp=0.5, placement=placement)
+    assert c["delong_p"] == pytest.approx(delong_test(sa, sb, cells.classes == "tumour")["p_value"])
+    with open(table) as fh:
+        header = next(csv.reader(fh))
+    assert header[-2:] == ["score_test", "score_blurred"]
+
+
+def test_evaluate_study_scale_puts_runs_on_one_scale(files, tmp_path):
+    heat_path, ann_path, heat, placement, cells, regions = files
+    store = tmp_path / "study.json"
+    paths = []
+    for k, peak in enumerate((2.0, 8.0)):  # two runs, normalised by their own global max
+        prov = {"method": "lrp", "slide": "s.svs", "normalize": "global-max",
+                "normalization_scale": peak, "target": 1, "target_class": "tumour"}
+        paths.append(write_heatmap(tmp_path / f"r{k}.ome.tif", heat.astype(np.float32), placement,
+                                   mpp=0.5, provenance=prov))
+    for k, p in enumerate(paths):
+        out = tmp_path / f"s{k}.json"
+        assert main(["evaluate", "--heatmap", str(p), "--regions", str(ann_path), "--radius-um",
+                     "4", "--out", str(out), "--study-scale", str(store)]) == 0
+    first = json.loads((tmp_path / "s0.json").read_text())
+    second = json.loads((tmp_path / "s1.json").read_text())
+    assert second["study_scale"]["study_max"] == 8.0 and second["study_scale"]["raised_max"]
+    assert first["study_scale"]["factor_applied"] == 1.0  # alone in the store at the time
+    # raw relevance = stored x run peak; divided by the study max 8: run 2 keeps its values
+    assert second["regions"][1]["mean"] == pytest.approx(heat[region_mask(
+        regions[1], heat.shape, placement=placement)].mean(), rel=1e-5)
+    assert second["inputs"]["target"] == "tumour (class 1)"
+    again = tmp_path / "s0-again.json"  # run 1 again, now on the study's scale: x 2 / 8
+    assert main(["evaluate", "--heatmap", str(paths[0]), "--regions", str(ann_path),
+                 "--radius-um", "4", "--out", str(again), "--study-scale", str(store)]) == 0
+    again = json.loads(again.read_text())
+    assert again["regions"][1]["mean"] == pytest.approx(0.25 * second["regions"][1]["mean"],
+                                                        rel=1e-5)
+    stored = json.loads(store.read_text())
+    (entry,) = stored["entries"].values()
+    assert [r["peak"] for r in entry["runs"]] == [2.0, 8.0, 2.0] and entry["max"] == 8.0
+    bad = write_heatmap(tmp_path / "pp.ome.tif", heat.astype(np.float32), placement, mpp=0.5,
+                        provenance={"normalize": "per-patch"})
+    assert main(["evaluate", "--heatmap", str(bad), "--regions", str(ann_path), "--radius-um",
+                 "4", "--out", str(tmp_path / "x.json"), "--study-scale", str(store)]) == 1
+
+
+def test_large_maps_skip_the_percentile_table_and_say_so(files):
+    from napari_xhisto.metrics.report import evaluate_heatmap
+
+    heat_path, ann_path, heat, placement, cells, regions = files
+    out = evaluate_heatmap(heat.astype(np.float32), placement=placement, mpp=0.5, regions=regions,
+                           radius_um=4, max_percentile_pixels=100)
+    loc = out["localization"]["tumour area"]
+    assert loc["at_percentiles"] == [] and "crop the heatmap" in loc["at_percentiles_skipped"]
+    truth = truth_mask(regions, heat.shape, placement=placement, classes=("tumour area",))
+    assert loc["pxap"] == pytest.approx(pxap(heat, truth).pxap)  # the sweep runs at any size

@@ -5,7 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["cells", "regions", "localization", "bias", "calibration", "report", "sanity", "meta"]
+MODULES = ["cells", "regions", "localization", "threshold_sweep", "disc", "uncertainty", "multi", "study_scale", "conventions", "bias", "calibration",
+           "report", "sanity", "meta"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -32,6 +32,7 @@ def test_pxap_hand_computed_two_maps():
     res = pxap([m1, m2], [g1, g2])
     assert res.pxap == pytest.approx(expected, abs=1e-12)
     k = np.flatnonzero(np.isclose(THRESHOLDS, 0.5))[0]  # at 0.5: tp 2 (1, .75), fp 2 (.6, 1)
+    assert len(THRESHOLDS) == 1000 and res.step == 0.001  # the WSOL evaluator's reference grid
     assert res.precision[k] == pytest.approx(0.5) and res.recall[k] == pytest.approx(2 / 3)
     assert res.recall[0] == 1.0
 
@@ -52,7 +53,7 @@ def test_confusion_over_thresholds_counts_directly():
     masks = [rng.random((12, 9)) > 0.6 for _ in range(3)]
     c = confusion_over_thresholds(maps, masks)
     norm = [(m - m.min()) / (m.max() - m.min()) for m in maps]
-    for k in (0, 13, 50, 99):
+    for k in (0, 13, 500, 999):
         t = THRESHOLDS[k]
         tp = sum(np.sum((n >= t) & g) for n, g in zip(norm, masks))
         fp = sum(np.sum((n >= t) & ~g) for n, g in zip(norm, masks))
@@ -112,3 +113,118 @@ def test_localization_at_percentiles_thresholds_and_area():
         assert row["hausdorff"] == pytest.approx(sk_hausdorff(pred, truth))
     assert out[2]["map_fraction"] == pytest.approx(0.1, abs=0.001)
     assert out[2]["to_truth"] == pytest.approx(250 / 400, abs=0.01)
+
+
+# ---- the WSOL evaluator's PxAP (Choe et al. 2020, MaskEvaluator), re-derived from its formula ----
+
+def wsol_pxap(scoremaps, gt_masks, interval):
+    """MaskEvaluator's accumulate/compute written out: min-max scaled maps (normalize_scoremap),
+    np.histogram over np.arange(0, 1, interval) + [1, 2, 3], reversed cumulative sums, AP over
+    thresholds where something is predicted. Returned as a fraction (the evaluator prints %)."""
+    thresholds = list(np.arange(0, 1, interval))
+    edges = np.append(thresholds, [1.0, 2.0, 3.0])
+    true_hist = np.zeros(len(thresholds) + 2)
+    false_hist = np.zeros(len(thresholds) + 2)
+    for cam, gt in zip(scoremaps, gt_masks):
+        cam = cam.astype(np.float64).copy()
+        if np.isnan(cam).any() or cam.min() == cam.max():
+            cam = np.zeros_like(cam)
+        else:
+            cam -= cam.min()
+            cam /= cam.max()
+        true_hist += np.histogram(cam[gt == 1], bins=edges)[0]
+        false_hist += np.histogram(cam[gt == 0], bins=edges)[0]
+    tp = true_hist[::-1].cumsum()
+    fn = true_hist.sum() - tp
+    fp = false_hist[::-1].cumsum()
+    nonzero = (tp + fp) != 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = tp / (tp + fp)
+    recall = tp / (tp + fn)
+    return (precision[1:] * np.diff(recall))[nonzero[1:]].sum()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pxap_equals_wsol_evaluator_at_reference_and_coarse_grid(seed):
+    rng = np.random.default_rng(seed)
+    shapes = [(40, 37), (23, 51), (64, 64)]  # maps of different shapes in one set
+    maps, masks = [], []
+    for shape in shapes:
+        truth = np.zeros(shape, bool)
+        truth[5:18, 7:25] = True
+        heat = rng.gamma(1.5, 1.0, shape) + 2.0 * truth * rng.random(shape)
+        heat[0, 0] = heat.max()  # exact max: a score of 1.0 lands in the [1, 2) bin
+        heat[1, :3] = np.round(heat[1, :3] * 1000) / 1000  # a few scores on threshold edges
+        maps.append(heat)
+        masks.append(truth)
+    for step in (0.001, 0.01):
+        ours = pxap(maps, masks, step=step, convention="signed")
+        assert ours.pxap == pytest.approx(wsol_pxap(maps, masks, step), abs=1e-12)
+        assert len(ours.thresholds) == len(np.arange(0, 1, step))
+    fine, coarse = pxap(maps, masks).pxap, pxap(maps, masks, step=0.01).pxap
+    assert fine != coarse  # the grid matters
+    # unsigned maps: the rectified default changes nothing
+    assert pxap(maps, masks).pxap == pytest.approx(wsol_pxap(maps, masks, 0.001), abs=1e-12)
+
+
+def test_bin_edges_match_numpy_histogram_exactly():
+    from napari_xhisto.metrics.threshold_sweep import _bin_index
+
+    thr = np.arange(0, 1, 0.001)
+    edges = np.append(thr, [1.0, 2.0, 3.0])
+    rng = np.random.default_rng(5)
+    v = np.concatenate([rng.random(20000), thr, np.nextafter(thr, -1)[1:], [1.0, 0.0]])
+    v = np.clip(v, 0, 1)
+    ours = np.bincount(_bin_index(v, edges, 0.001), minlength=edges.size - 1)
+    np.testing.assert_array_equal(ours, np.histogram(v, bins=edges)[0])
+
+
+def test_signed_maps_rectified_by_default_and_nan_ignored():
+    # strong negative evidence outside the truth: rectified, it is "off" at every threshold > 0
+    truth = np.zeros((20, 20), bool)
+    truth[5:10, 5:10] = True
+    heat = np.where(truth, 1.0, -3.0)
+    heat[15:, :] = 0.2  # weak positive evidence elsewhere
+    rect = confusion_over_thresholds(heat, truth)
+    signed = confusion_over_thresholds(heat, truth, convention="signed")
+    k = np.searchsorted(np.arange(0, 1, 0.001), 0.5)
+    assert rect["fp"][k] == 0 and rect["tp"][k] == truth.sum()
+    assert signed["fp"][k] == 100  # min-max scaled raw map: 0.2 -> 0.8 counts as on
+    assert rect["mean_rates"]["fpr"] < signed["mean_rates"]["fpr"]
+    # NaN pixels are neither positive nor negative (the evaluator's ignore mask)
+    with_nan = heat.copy()
+    with_nan[0, :] = np.nan
+    c = confusion_over_thresholds(with_nan, truth)
+    assert c["n_negative_pixels"] == (~truth).sum() - 20
+    assert c["n_positive_pixels"] == truth.sum()
+    ref = wsol_pxap([np.maximum(heat[1:], 0)], [truth[1:]], 0.001)
+    assert pxap(with_nan, truth).pxap == pytest.approx(ref, abs=1e-12)
+
+
+def test_threshold_histograms_blockwise_equal_whole():
+    from napari_xhisto.metrics.threshold_sweep import threshold_histograms
+
+    rng = np.random.default_rng(7)
+    heat = rng.normal(size=(97, 41)).astype(np.float32)
+    heat[3:9, 4] = np.nan
+    truth = rng.random((97, 41)) > 0.7
+    whole = threshold_histograms(heat, truth, block_pixels=10**9)
+    blocks = threshold_histograms(heat, truth, block_pixels=100)
+    np.testing.assert_array_equal(whole[0], blocks[0])
+    np.testing.assert_array_equal(whole[1], blocks[1])
+
+
+def test_percentile_localization_is_rectified_and_gives_microns():
+    truth = np.zeros((30, 30), bool)
+    truth[10:20, 10:20] = True
+    heat = np.where(truth, 1.0, -1.0)
+    heat[0:3, 0:3] = 0.5
+    rows = localization_at_percentiles(heat, truth, percentiles=(50,), spacing=(4, 4), mpp=0.25)
+    assert rows[0]["threshold"] == 0.0  # rectified values: more than half are 0
+    pred = heat > 0
+    assert (rows[0]["dice"], rows[0]["iou"]) == pytest.approx(dice_iou(pred, truth))
+    assert rows[0]["hausdorff"] == pytest.approx(4 * sk_hausdorff(pred, truth))
+    assert rows[0]["hausdorff_um"] == pytest.approx(rows[0]["hausdorff"] * 0.25)
+    assert rows[0]["hausdorff_unit"] == "level-0 px"
+    signed = localization_at_percentiles(heat, truth, percentiles=(50,), convention="signed")
+    assert signed[0]["threshold"] == -1.0

@@ -67,3 +67,23 @@ def test_compare_flags_sampling_bias_on_necrosis_only():
     assert "vessel" not in cmp.per_class  # off the map: no pixels
     rows = cmp.rows()
     assert rows[0]["difference"] == pytest.approx(biased[nec].mean() - clean[nec].mean())
+
+
+def test_scanline_fill_equals_skimage_polygon_on_random_polygons():
+    from skimage.draw import polygon
+
+    from napari_xhisto.metrics.regions import fill_polygon
+
+    rng = np.random.default_rng(0)
+    for k in range(200):
+        n = int(rng.integers(3, 12))
+        if k % 2:  # self-intersecting vertex soup, partly off the array
+            r, c = rng.uniform(-5, 45, n), rng.uniform(-5, 35, n)
+        else:  # star-shaped, non-convex
+            t = np.sort(rng.uniform(0, 2 * np.pi, n))
+            rad = rng.uniform(3, 18, n)
+            r, c = 20 + rad * np.sin(t), 15 + rad * np.cos(t)
+        want = np.zeros((40, 30), bool)
+        rr, cc = polygon(r, c, shape=want.shape)
+        want[rr, cc] = True
+        np.testing.assert_array_equal(fill_polygon(r, c, (40, 30)), want)

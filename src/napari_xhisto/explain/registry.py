@@ -191,7 +191,7 @@ def register_explainer(name: str):
 
 def _load_methods():
     # importing the family modules registers their explainers
-    from . import lrp, cam, gradient, perturbation  # noqa: F401, I001
+    from . import lrp, cam, cam_more, gradient, perturbation  # noqa: F401, I001
 
 
 def get_explainer(name: str) -> Explainer:

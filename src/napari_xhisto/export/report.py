@@ -1,8 +1,12 @@
 """One self-contained HTML report: slide facts, provenance, snapshots, metrics tables and plots.
 
 Images are PNG, base64-embedded, so the single file can be mailed or archived. Metrics are
-taken as the dict ``xhisto evaluate`` writes (``roc``, ``baselines``, ``per_tile``, ``regions``,
-``localization``, optional ``centre_bias``); anything else in it is shown as a plain table.
+taken as the dict ``xhisto evaluate`` writes for one heatmap (``roc`` with its interval,
+``baselines``, ``per_tile``, ``radius_sweep``, ``regions``, ``localization``, ``conventions``,
+optional ``centre_bias``) or for several (``heatmaps``, ``auc_comparisons``): AUCs are shown
+with their intervals, the radius sweep and the localisation-vs-threshold curves of every
+heatmap as figures (`figures`); anything else is shown as a plain table. The target class is
+named, not given as an index.
 """
 
 from __future__ import annotations
@@ -65,6 +69,11 @@ def _figure_png(draw, *, size=(4.2, 3.6)) -> bytes:
     ax = fig.add_subplot(1, 1, 1)
     draw(ax)
     fig.tight_layout()
+    return figure_png(fig)
+
+
+def figure_png(fig) -> bytes:
+    """A matplotlib Figure as PNG bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -73,9 +82,11 @@ def _figure_png(draw, *, size=(4.2, 3.6)) -> bytes:
 def roc_png(roc: dict, baselines: dict | None = None) -> bytes:
     """The cell-level ROC curve with the chance diagonal."""
     def draw(ax):
-        ax.plot(roc["fpr"], roc["tpr"], color="C3", lw=2, label=f"heatmap (AUC {roc['auc']:.3f})")
+        ci = _ci_text(roc.get("ci")).split(" (")[0]
+        ax.plot(roc["fpr"], roc["tpr"], color="C3", lw=2,
+                label=f"heatmap (AUC {roc['auc']:.3f} {ci})".replace(" )", ")"))
         ax.plot([0, 1], [0, 1], color="0.6", ls="--", label="chance")
-        if baselines and "random_mean" in baselines:
+        if baselines and baselines.get("random_mean") is not None:
             ax.plot([], [], " ", label=f"random heatmaps {baselines['random_mean']:.3f}")
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
@@ -123,10 +134,14 @@ def heatmap_facts(source) -> dict:
         return {}
     facts = {}
     prov = dict(getattr(source, "provenance", {}) or {})
+    name = target_name(prov)
+    prov.pop("target_class", None)
     for key in ("kind", "model", "method", "target", "normalize", "params", "parameters", "region",
                 "stored_dtype"):
         if key in prov:
             facts[key] = prov.pop(key)
+    if name is not None:
+        facts["target"] = name
     for key, value in prov.items():
         facts[key] = value
     p = getattr(source, "placement", None)
@@ -141,6 +156,28 @@ def heatmap_facts(source) -> dict:
     return facts
 
 
+def target_name(provenance: dict) -> str | None:
+    """The target class by name, its index in brackets ("tumour (class 1)"), from provenance.
+
+    Examples
+    --------
+    >>> target_name({"target": 1, "target_class": "tumour"})
+    'tumour (class 1)'
+    >>> target_name({"target": 1, "model": {"class_names": ["stroma", "tumour"]}})
+    'tumour (class 1)'
+    """
+    prov = provenance or {}
+    index, name = prov.get("target"), prov.get("target_class")
+    if name is None and isinstance(index, int | np.integer):
+        classes = (prov.get("model") or {}).get("class_names") if isinstance(
+            prov.get("model"), dict) else prov.get("class_names")
+        if classes and 0 <= int(index) < len(classes):
+            name = classes[int(index)]
+    if name is None:
+        return None if index is None else f"class index {index} (class names not recorded)"
+    return str(name) if index is None else f"{name} (class {index})"
+
+
 def annotation_counts(annotations) -> list[list]:
     """Rows ``[kind, class, count]`` for cells and regions of an AnnotationSet."""
     rows = []
@@ -153,14 +190,76 @@ def annotation_counts(annotations) -> list[list]:
     return rows
 
 
+def _ci_text(ci: dict | None) -> str:
+    if not ci or ci.get("low") is None:
+        return ""
+    return (f"[{ci['low']:.3f}, {ci['high']:.3f}] ({100 * ci['level']:.0f}% bootstrap, "
+            f"n_boot {ci['n_boot']}, seed {ci['seed']})")
+
+
+def _figures(metrics: dict) -> list[str]:
+    from .figures import (
+        radius_sweep_figure,
+        sweeps_of,
+        threshold_curves_figure,
+        threshold_curves_of,
+    )
+
+    parts = []
+    sweeps = sweeps_of(metrics)
+    if sweeps:
+        parts.append("<h3>AUC against disc radius</h3>" + png_img(
+            figure_png(radius_sweep_figure(sweeps)), caption="cell AUC against the disc radius, "
+            "with bootstrap intervals", alt="radius sweep"))
+    region, curves = threshold_curves_of(metrics)
+    if curves:
+        parts.append("<h3>Localisation against threshold</h3>" + png_img(
+            figure_png(threshold_curves_figure(curves, region_class=region)),
+            caption=f"Dice and TP/FP/FN/TN rates against the threshold, '{region}'",
+            alt="threshold curves"))
+    return parts
+
+
+def _comparison_sections(metrics: dict) -> list[str]:
+    rows = []
+    for label, m in metrics["heatmaps"].items():
+        roc = m.get("roc") or {}
+        loc = m.get("localization") or {}
+        rows.append([label, roc.get("auc"), _ci_text(roc.get("ci")), roc.get("n_positive"),
+                     roc.get("n_negative"), "; ".join(f"{k} {v.get('pxap'):.3f}"
+                                                     for k, v in loc.items())])
+    parts = ["<h3>Heatmaps</h3>" + table(rows, header=["heatmap", "cell AUC", "interval",
+                                                       "positive", "negative", "PxAP"])]
+    comps = [[c["b"] + " - " + c["a"], c.get("difference"),
+              f"[{c['low']:+.3f}, {c['high']:+.3f}]" if "low" in c else c.get("error", ""),
+              c.get("delong_p")] for c in metrics.get("auc_comparisons", [])]
+    if comps:
+        parts.append("<h3>AUC differences (same cells)</h3>" + table(
+            comps, header=["difference", "AUC difference", "paired bootstrap interval",
+                           "DeLong p"]))
+    parts += _figures(metrics)
+    for label, m in metrics["heatmaps"].items():
+        parts.append(f"<h3>{html.escape(label)}</h3>")
+        parts += _single_sections(m, figures=False)
+    return parts
+
+
 def metrics_sections(metrics: dict) -> list[str]:
-    """HTML for an ``xhisto evaluate`` metrics dict: summary, ROC, tiles, regions, localisation."""
+    """HTML for an ``xhisto evaluate`` metrics dict (one heatmap or several)."""
+    if isinstance(metrics.get("heatmaps"), dict):
+        return _comparison_sections(metrics)
+    return _single_sections(metrics)
+
+
+def _single_sections(metrics: dict, *, figures: bool = True) -> list[str]:
+    """Summary, ROC, tiles, regions, localisation, figures of one heatmap's metrics."""
     parts, m = [], dict(metrics)
     roc = m.pop("roc", None)
     baselines = m.pop("baselines", None)
     cells = m.pop("cells", None)
     if roc:
-        summary = {"cell AUC": roc["auc"], "positive cells": roc.get("n_positive"),
+        summary = {"cell AUC": roc["auc"], "interval": _ci_text(roc.get("ci")),
+                   "positive cells": roc.get("n_positive"),
                    "negative cells": roc.get("n_negative"), "positive classes": roc.get("positive")}
         if cells:
             summary["cells off the heatmap"] = cells.get("n_off_heatmap")
@@ -183,8 +282,24 @@ def metrics_sections(metrics: dict) -> list[str]:
                                                              header=keys))
     loc = m.pop("localization", None)
     if loc:
-        rows = [[name, e.get("pxap"), _fmt(e.get("mean_rates"))] for name, e in loc.items()]
-        parts.append("<h3>Localisation</h3>" + table(rows, header=["region class", "PxAP", "mean rates"]))
+        rows = [[name, e.get("pxap"), e.get("threshold_step"), e.get("convention"),
+                 _fmt(e.get("mean_rates"))] for name, e in loc.items()]
+        parts.append("<h3>Localisation</h3>" + table(rows, header=[
+            "region class", "PxAP", "threshold step", "convention", "mean rates"]))
+        pct = [[name, q["percentile"], q["threshold"], q["dice"], q["iou"], q["hausdorff"],
+                q.get("hausdorff_um")] for name, e in loc.items() for q in e.get("at_percentiles", [])]
+        if pct:
+            parts.append(table(pct, header=["region class", "percentile", "threshold", "Dice", "IoU",
+                                            "Hausdorff (level-0 px)", "Hausdorff (µm)"]))
+    sweep = m.pop("radius_sweep", None)
+    if figures:
+        parts += _figures({"radius_sweep": sweep, "localization": loc})
+    conventions = m.pop("conventions", None)
+    if conventions:
+        parts.append("<h3>Conventions</h3>" + table(
+            [[k, v.get("map", ""), v.get("how", "")] for k, v in conventions.items()],
+            header=["metric", "map read as", "how"]))
+    m.pop("units", None)
     for key in ("centre_bias", "center_bias", "centre_bias_profile"):
         profile = m.pop(key, None)
         if profile and "sides" in profile:

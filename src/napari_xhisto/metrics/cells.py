@@ -1,8 +1,9 @@
 """Cell-level evaluation of a heatmap against point annotations (seed 000).
 
-Each cell gets the mean of the (rectified) heatmap in a disc around its point; an ROC curve of
-"positive class" cells against the others over thresholds of that score says how well the
-heatmap separates them. Baselines (all-zero, all-one and random heatmaps) give AUC 0.5.
+Each cell gets the area-weighted mean of the (rectified) heatmap over a disc around its point
+(an exact disc integral, see `disc`); an ROC curve of "positive class" cells against the others
+over thresholds of that score says how well the heatmap separates them. Baselines (all-zero,
+all-one and random heatmaps) give AUC 0.5.
 """
 
 from __future__ import annotations
@@ -11,68 +12,73 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._common import as_class_set, as_map, as_placement, cell_arrays, level0_to_map
+from ._common import as_class_set, as_map, as_placement, cell_arrays
+from .disc import ConstantMap, RandomMap
 
-__all__ = ["RocResult", "TileRoc", "baseline_aucs", "cell_roc", "cell_scores", "disc_half_widths",
+__all__ = ["ConstantMap", "RandomMap", "RocResult", "TileRoc", "baseline_aucs", "cell_roc", "cell_scores",
            "per_tile_roc"]
 
 
-def disc_half_widths(radius_rows: float, radius_cols: float) -> tuple[np.ndarray, np.ndarray]:
-    """Row offsets and half-widths of the pixel disc (ellipse when the radii differ).
-
-    Pixel ``(dr, dc)`` relative to the centre pixel is inside when
-    ``(dr / radius_rows)**2 + (dc / radius_cols)**2 <= 1``; the centre pixel is always inside.
-
-    Examples
-    --------
-    >>> offsets, half = disc_half_widths(2.0, 2.0)
-    >>> offsets.tolist(), half.tolist()
-    ([-2, -1, 0, 1, 2], [0, 1, 2, 1, 0])
-    """
-    rr, rc = max(float(radius_rows), 0.0), max(float(radius_cols), 0.0)
-    n = int(np.floor(rr + 1e-9))
-    offsets = np.arange(-n, n + 1)
-    if rr == 0:
-        return offsets, np.zeros(1, dtype=np.int64)
-    inner = np.clip(1.0 - (offsets / rr) ** 2, 0.0, None)
-    half = np.floor(rc * np.sqrt(inner) + 1e-9).astype(np.int64)
-    return offsets, half
+def _rows_source(heatmap):
+    """(shape, get_rows) of an array, a memmap or any object with ``.shape`` and row slicing."""
+    if isinstance(heatmap, np.ndarray) or hasattr(heatmap, "shape") and hasattr(heatmap, "__getitem__"):
+        shape = tuple(heatmap.shape)
+        if len(shape) != 2 or 0 in shape:
+            raise ValueError(f"heatmap must be a non-empty 2-D array (rows, cols), got shape {shape}")
+        if isinstance(heatmap, np.ndarray) and not (
+                np.issubdtype(heatmap.dtype, np.number) or heatmap.dtype == bool):
+            raise ValueError(f"heatmap must be numeric, got dtype {heatmap.dtype}")
+        return shape, heatmap
+    h = as_map(heatmap)
+    return h.shape, h
 
 
 def cell_scores(heatmap, cells, *, radius_um: float, mpp: float, placement=None,
-                rectify: bool = True, block_rows: int = 256) -> np.ndarray:
-    """Mean heatmap value in a disc around each cell.
+                convention: str | None = None, rectify: bool = True, min_coverage: float = 0.0,
+                return_coverage: bool = False, block_pixels: int = 1 << 22):
+    """Area-weighted mean heatmap value over a disc around each cell (exact disc integral).
 
     Parameters
     ----------
-    heatmap : (H, W) array
+    heatmap : (H, W) array, memmap, or object with ``.shape`` and row slicing
         Heatmap values; NaN pixels (e.g. outside tissue) are left out of the means.
     cells : CellPoints or (N, 2) array
         Cell positions in level-0 pixels, (row, col).
     radius_um : float
-        Disc radius in micrometres (about half a tumour-cell diameter).
+        Disc radius in micrometres (about half a tumour-cell diameter); 0 takes the value of
+        the heatmap pixel holding the cell.
     mpp : float
         Micrometres per level-0 pixel.
     placement : Placement, dict or None
         Where the heatmap lies on level 0 (origin and step in level-0 pixels); ``None`` means
         origin (0, 0), step 1.
+    convention : {"rectified", "signed", "absolute"} or None
+        How a signed map is read (see `conventions`); ``None`` follows ``rectify``.
     rectify : bool
-        Average ``max(heatmap, 0)`` (positive evidence only), as in seed 000.
-    block_rows : int
-        Heatmap rows processed at once (bounds memory on large heatmaps).
+        Shorthand kept for callers: ``True`` is ``"rectified"`` (positive evidence only, as in
+        seed 000), ``False`` is ``"signed"``.
+    min_coverage : float
+        Least share of the disc area that must lie on finite heatmap pixels for a score
+        (0: any overlap at all).
+    return_coverage : bool
+        Also return that share per cell.
+    block_pixels : int
+        About how many heatmap pixels are processed at once (bounds memory).
 
     Returns
     -------
-    (N,) float64
-        The score of each cell; NaN for cells whose nearest heatmap pixel lies outside the
-        heatmap or is NaN (not computed there).
+    scores : (N,) float64
+        The score of each cell; NaN for cells whose disc does not overlap a finite heatmap
+        pixel (or covers less than ``min_coverage``).
+    coverage : (N,) float64, only with ``return_coverage``
 
     Notes
     -----
-    The disc is centred on the heatmap pixel nearest to the cell and holds the pixels whose
-    centres lie within the radius (converted to heatmap pixels per axis: an ellipse when the
-    steps differ; at least the centre pixel). Sums use per-row cumulative sums, so the cost is
-    ``N * (2 * radius + 1)`` look-ups whatever the disc area.
+    Heatmap pixel ``(i, j)`` covers level-0 ``[origin - 0.5 + i * step, origin - 0.5 + (i + 1)
+    * step)`` per axis; each pixel is weighted by the exact area it shares with the disc
+    (see `disc`), so coarse maps (step larger than the disc) are integrated as finely as
+    full-resolution ones, and a cell whose disc overlaps the map is scored even when its
+    centre lies off it.
 
     Examples
     --------
@@ -80,73 +86,36 @@ def cell_scores(heatmap, cells, *, radius_um: float, mpp: float, placement=None,
     >>> heat = np.zeros((10, 10)); heat[2:5, 2:5] = 1.0
     >>> cell_scores(heat, np.array([[3.0, 3.0], [8.0, 8.0], [30.0, 3.0]]), radius_um=0.5, mpp=0.5)
     array([ 1.,  0., nan])
+    >>> coarse = np.array([[0.0, 1.0]])  # two map pixels of 10 x 10 level-0 px
+    >>> from napari_xhisto.geometry import Placement
+    >>> s = cell_scores(coarse, np.array([[4.5, 9.5]]), radius_um=2, mpp=1,
+    ...                 placement=Placement(0, 0, 10, 10))
+    >>> round(float(s[0]), 6)  # the disc straddles the edge between the pixels: half and half
+    0.5
     """
-    h = np.asarray(heatmap)
-    if h.dtype.kind != "f":  # float32 maps stay as they are (no full-size float64 copy)
-        h = as_map(h)
-    elif h.ndim != 2 or h.size == 0:
-        as_map(h)  # raises the shape error
+    from .conventions import apply_convention, check_convention
+    from .disc import disc_means
+
+    shape, source = _rows_source(heatmap)
     p = as_placement(placement)
+    conv = check_convention(convention if convention is not None
+                            else ("rectified" if rectify else "signed"))
     if not np.isfinite(radius_um) or radius_um < 0:
         raise ValueError(f"radius_um must be a finite number >= 0, got {radius_um}")
     if not np.isfinite(mpp) or mpp <= 0:
         raise ValueError(f"mpp must be a positive number of µm per level-0 pixel, got {mpp}")
+    if not 0 <= min_coverage <= 1:
+        raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage}")
     rows, cols, _ = cell_arrays(cells)
-    n_cells = rows.size
-    scores = np.full(n_cells, np.nan)
-    if n_cells == 0:
-        return scores
-    fr, fc = level0_to_map(rows, cols, p)
-    H, W = h.shape
-    ok = np.isfinite(fr) & np.isfinite(fc)
-    ci = np.full(n_cells, -1, dtype=np.int64)
-    cj = np.full(n_cells, -1, dtype=np.int64)
-    ci[ok] = np.floor(fr[ok] + 0.5).astype(np.int64)
-    cj[ok] = np.floor(fc[ok] + 0.5).astype(np.int64)
-    ok &= (ci >= 0) & (ci < H) & (cj >= 0) & (cj < W)
-    ok[ok] = np.isfinite(h[ci[ok], cj[ok]])  # no score where the heatmap was not computed
 
-    offsets, half = disc_half_widths(radius_um / mpp / p.step_row, radius_um / mpp / p.step_col)
-    reach = int(offsets[-1])
-    idx = np.flatnonzero(ok)
-    idx = idx[np.lexsort((cj[idx], ci[idx]))]  # row-major order keeps the gathers local
-    sorted_rows = ci[idx]
-    block_rows = max(int(block_rows), 1)
-    for b0 in range(0, H, block_rows):
-        lo, hi = np.searchsorted(sorted_rows, [b0, b0 + block_rows])
-        if lo == hi:
-            continue
-        sel = idx[lo:hi]
-        top, bottom = max(b0 - reach, 0), min(b0 + block_rows + reach, H)
-        block = h[top:bottom]
-        valid = np.isfinite(block)
-        has_nan = not valid.all()
-        csum = _row_cumsum(np.where(valid, np.maximum(block, 0.0) if rectify else block, 0.0))
-        ccount = _row_cumsum(valid) if has_nan else None
-        r0, c0 = ci[sel], cj[sel]
-        total = np.zeros(sel.size)
-        count = np.zeros(sel.size)
-        for dr, w in zip(offsets, half):
-            r = r0 + dr
-            inside = (r >= 0) & (r < H)
-            base = (np.clip(r, top, bottom - 1) - top) * (W + 1)
-            left = base + np.clip(c0 - w, 0, W)
-            right = base + np.clip(c0 + w + 1, 0, W)
-            total += inside * (csum[right] - csum[left])
-            if has_nan:
-                count += inside * (ccount[right] - ccount[left])
-            else:
-                count += inside * (right - left)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            scores[sel] = np.where(count > 0, total / count, np.nan)
-    return scores
+    def get_rows(a, b):
+        return apply_convention(np.asarray(source[a:b], dtype=np.float64), conv)
 
-
-def _row_cumsum(block: np.ndarray) -> np.ndarray:
-    """Flat (rows * (W + 1)) per-row cumulative sums with a leading zero column."""
-    out = np.zeros((block.shape[0], block.shape[1] + 1))
-    np.cumsum(block, axis=1, dtype=np.float64, out=out[:, 1:])
-    return out.ravel()
+    scores, coverage = disc_means(get_rows, shape, p, rows, cols, radius_um / mpp,
+                                  block_pixels=block_pixels)
+    if min_coverage > 0:
+        scores[coverage < min_coverage] = np.nan
+    return (scores, coverage) if return_coverage else scores
 
 
 @dataclass
@@ -256,7 +225,8 @@ def cell_roc(scores, classes, *, positive=("tumour",), negative=None) -> RocResu
 
 
 def baseline_aucs(shape, cells, *, radius_um: float, mpp: float, placement=None, classes=None,
-                  positive=("tumour",), negative=None, n_random: int = 20, seed: int = 0) -> dict:
+                  positive=("tumour",), negative=None, n_random: int = 20, seed: int = 0,
+                  nan_like=None) -> dict:
     """AUC of the seed-000 baselines: all-zero, all-one and uniformly random heatmaps.
 
     Parameters
@@ -266,7 +236,11 @@ def baseline_aucs(shape, cells, *, radius_um: float, mpp: float, placement=None,
     cells : CellPoints or (N, 2) array
         Cells in level-0 pixels; their classes are used unless ``classes`` is given.
     n_random : int
-        Number of random heatmaps (uniform on [0, 1)).
+        Number of random heatmaps (uniform on [0, 1); run ``k`` is ``RandomMap`` seeded
+        ``(seed, k)``).
+    nan_like : (H, W) array or None
+        The evaluated heatmap: the baselines are NaN where it is, so they score the same
+        pixels (and the same cells) as the real heatmap.
 
     Returns
     -------
@@ -291,11 +265,11 @@ def baseline_aucs(shape, cells, *, radius_um: float, mpp: float, placement=None,
     kw = dict(radius_um=radius_um, mpp=mpp, placement=placement)
     out = {}
     for name, fill in (("all_zero", 0.0), ("all_one", 1.0)):
-        sc = cell_scores(np.full(shape, fill), cells, **kw)
+        sc = cell_scores(ConstantMap(shape, fill, nan_like=nan_like), cells, **kw)
         out[name] = cell_roc(sc, labels, positive=positive, negative=negative).auc
-    rng = np.random.default_rng(seed)
-    aucs = [cell_roc(cell_scores(rng.random(shape), cells, **kw), labels, positive=positive,
-                     negative=negative).auc for _ in range(int(n_random))]
+    aucs = [cell_roc(cell_scores(RandomMap(shape, seed=(seed, k), nan_like=nan_like), cells, **kw),
+                     labels, positive=positive, negative=negative).auc
+            for k in range(int(n_random))]
     out["random_aucs"] = aucs
     out["random_mean"] = float(np.mean(aucs)) if aucs else float("nan")
     out["random_std"] = float(np.std(aucs)) if aucs else float("nan")

@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from skimage.draw import polygon as fill_polygon
 
 from ._common import as_map, as_placement, level0_to_map
 
-__all__ = ["RegionComparison", "RegionRelevance", "compare_region_relevance", "region_mask",
-           "region_relevance"]
+__all__ = ["RegionComparison", "RegionRelevance", "compare_region_relevance", "fill_polygon",
+           "region_mask", "region_relevance", "region_window"]
 
 
 def _ring(points, *, what: str) -> np.ndarray:
@@ -24,6 +23,76 @@ def _ring(points, *, what: str) -> np.ndarray:
         raise ValueError(f"{what} must be a (K >= 3, 2) array of (row, col) vertices, "
                          f"got shape {ring.shape}")
     return ring
+
+
+def fill_polygon(r, c, shape) -> np.ndarray:
+    """Pixels of a ``shape`` array whose centres lie inside the polygon (even-odd rule).
+
+    A scanline fill: for every pixel row, the crossings of the polygon's edges with the row
+    (each edge counted on ``[min row, max row)`` so a vertex is crossed once) toggle
+    "inside" from the first pixel centre beyond each crossing. Memory is one boolean and one
+    small counter array of ``shape``; time grows with rows x edges, not with the area.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fill_polygon(np.array([0.5, 0.5, 3.5, 3.5]), np.array([0.5, 2.5, 2.5, 0.5]),
+    ...              (4, 4)).astype(int)
+    array([[0, 0, 0, 0],
+           [0, 1, 1, 0],
+           [0, 1, 1, 0],
+           [0, 1, 1, 0]])
+    """
+    H, W = (int(v) for v in shape)
+    r = np.asarray(r, dtype=np.float64)
+    c = np.asarray(c, dtype=np.float64)
+    mask = np.zeros((H, W), dtype=bool)
+    if r.size < 3 or H == 0 or W == 0:
+        return mask
+    ra, ca, rb, cb = r, c, np.roll(r, -1), np.roll(c, -1)
+    lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
+    first = np.maximum(np.ceil(lo), 0).astype(np.int64)  # rows y with lo <= y < hi
+    last = np.minimum(np.ceil(hi) - 1, H - 1).astype(np.int64)
+    n = np.maximum(last - first + 1, 0)
+    n[hi == lo] = 0  # horizontal edges cross no row
+    if not n.any():
+        return mask
+    edge = np.repeat(np.arange(r.size), n)
+    y = first[edge] + (np.arange(edge.size) - np.repeat(np.cumsum(n) - n, n))
+    x = ca[edge] + (y - ra[edge]) * (cb[edge] - ca[edge]) / (rb[edge] - ra[edge])
+    col = np.clip(np.floor(x).astype(np.int64) + 1, 0, W)  # first pixel centre beyond x
+    toggles = np.zeros((H, W + 1), dtype=bool)
+    np.logical_xor.at(toggles, (y, col), True)  # two crossings at one pixel cancel
+    np.logical_xor.accumulate(toggles, axis=1, out=toggles)
+    mask[:] = toggles[:, :W]
+    return mask
+
+
+def region_window(region, shape, *, placement=None):
+    """The region's bounding box on the heatmap and its mask there (never a full-size mask).
+
+    Returns ``(rows, cols, mask)``: slices of the heatmap and a boolean array of their shape
+    holding the pixels whose centres lie inside the exterior and outside every hole; empty
+    slices when the region misses the heatmap.
+    """
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (rows, cols), got {shape}")
+    H, W = (int(s) for s in shape)
+    p = as_placement(placement)
+    exterior = getattr(region, "exterior", region)
+    holes = getattr(region, "holes", None) or []
+    ring = _ring(exterior, what="region exterior")
+    r, c = level0_to_map(ring[:, 0], ring[:, 1], p)
+    r0, r1 = max(int(np.floor(r.min())), 0), min(int(np.ceil(r.max())) + 1, H)
+    c0, c1 = max(int(np.floor(c.min())), 0), min(int(np.ceil(c.max())) + 1, W)
+    if r1 <= r0 or c1 <= c0:
+        return slice(0, 0), slice(0, 0), np.zeros((0, 0), dtype=bool)
+    mask = fill_polygon(r - r0, c - c0, (r1 - r0, c1 - c0))
+    for k, hole in enumerate(holes):
+        ring = _ring(hole, what=f"hole {k}")
+        hr, hc = level0_to_map(ring[:, 0], ring[:, 1], p)
+        mask &= ~fill_polygon(hr - r0, hc - c0, mask.shape)
+    return slice(r0, r1), slice(c0, c1), mask
 
 
 def region_mask(region, shape, *, placement=None) -> np.ndarray:
@@ -49,21 +118,9 @@ def region_mask(region, shape, *, placement=None) -> np.ndarray:
            [0, 1, 1, 1, 0],
            [0, 0, 0, 0, 0]])
     """
-    if len(shape) != 2:
-        raise ValueError(f"shape must be (rows, cols), got {shape}")
-    p = as_placement(placement)
-    exterior = getattr(region, "exterior", region)
-    holes = getattr(region, "holes", None) or []
+    rows, cols, local = region_window(region, shape, placement=placement)
     mask = np.zeros(tuple(int(s) for s in shape), dtype=bool)
-    ring = _ring(exterior, what="region exterior")
-    r, c = level0_to_map(ring[:, 0], ring[:, 1], p)
-    rr, cc = fill_polygon(r, c, shape=mask.shape)
-    mask[rr, cc] = True
-    for k, hole in enumerate(holes):
-        ring = _ring(hole, what=f"hole {k}")
-        r, c = level0_to_map(ring[:, 0], ring[:, 1], p)
-        rr, cc = fill_polygon(r, c, shape=mask.shape)
-        mask[rr, cc] = False
+    mask[rows, cols] = local
     return mask
 
 
@@ -86,13 +143,23 @@ class RegionRelevance:
         return dict(self.__dict__)
 
 
-def _stats(values: np.ndarray, mask: np.ndarray) -> tuple[int, float, float, float, float]:
-    v = values[mask]
-    v = v[np.isfinite(v)]
-    if v.size == 0:
+def _stats(h, rows: slice, cols: slice, mask: np.ndarray, *, block_pixels: int = 1 << 22):
+    """(n, mean, total, mean of positives-or-0, fraction > 0) of the finite values under
+    ``mask`` in the window ``h[rows, cols]``, in row blocks (no full-size float64 copy)."""
+    n = 0
+    total = positive = above = 0.0
+    step = max(1, block_pixels // max(mask.shape[1], 1))
+    for a in range(0, mask.shape[0], step):
+        m = mask[a:a + step]
+        v = np.asarray(h[rows.start + a:rows.start + a + m.shape[0], cols], dtype=np.float64)[m]
+        v = v[np.isfinite(v)]
+        n += v.size
+        total += float(v.sum())
+        positive += float(np.maximum(v, 0).sum())
+        above += float(np.count_nonzero(v > 0))
+    if n == 0:
         return 0, float("nan"), 0.0, float("nan"), float("nan")
-    return (int(v.size), float(v.mean()), float(v.sum()), float(np.maximum(v, 0).mean()),
-            float(np.mean(v > 0)))
+    return n, total / n, total, positive / n, above / n
 
 
 def region_relevance(heatmap, regions, *, placement=None) -> list[RegionRelevance]:
@@ -123,11 +190,16 @@ def region_relevance(heatmap, regions, *, placement=None) -> list[RegionRelevanc
     >>> r.n_pixels, r.mean, r.total
     (9, 2.0, 18.0)
     """
-    h = as_map(heatmap)
+    h = np.asarray(heatmap)
+    if h.dtype.kind != "f":
+        h = as_map(h)
+    elif h.ndim != 2 or h.size == 0:
+        as_map(h)  # raises the shape error
     p = as_placement(placement)
     out = []
     for k, region in enumerate(regions):
-        n, mean, total, mean_pos, frac = _stats(h, region_mask(region, h.shape, placement=p))
+        rows, cols, local = region_window(region, h.shape, placement=p)
+        n, mean, total, mean_pos, frac = _stats(h, rows, cols, local)
         out.append(RegionRelevance(k, str(getattr(region, "cls", "region")),
                                    getattr(region, "name", None), getattr(region, "id", None),
                                    n, n * p.step_row * p.step_col, mean, total, mean_pos, frac))
