@@ -127,3 +127,31 @@ def test_bad_choices_say_what_to_do():
     job = c.job(Settings(heatmap="canvas", points=["ground truth cells"]), render=False)
     with pytest.raises(XhistoError, match="explained area"):
         run_to_end(iter_evaluate_job(job))
+
+
+def test_the_compute_process_gives_the_same_numbers_and_maps_cells_back():
+    from napari_xhisto._widgets.evaluate import EvaluateController, Settings, iter_evaluate_job
+    from napari_xhisto._widgets.evaluate.process import SERVER
+
+    viewer, *_ = _viewer_with_canvas(n_cells=3000, seed=2)
+    c = EvaluateController(viewer)
+    request = c.job(Settings(heatmap="canvas", points=["ground truth cells"], n_random=2))
+    inline = run_to_end(iter_evaluate_job(request))
+    remote = run_to_end(iter_evaluate_job(request, in_process=True))
+    assert SERVER._proc is not None and SERVER._proc.poll() is None  # kept for the next job
+    assert remote.result["roc"]["auc"] == inline.result["roc"]["auc"]
+    assert remote.result["baselines"]["random_aucs"] == inline.result["baselines"]["random_aucs"]
+    np.testing.assert_array_equal(remote.cell_index, inline.cell_index)
+    layer = viewer.layers["ground truth cells"]
+    assert {s[0] is layer for s in remote.cell_source} == {True}
+    picked = np.array([s[1] for s in remote.cell_source])
+    np.testing.assert_allclose(layer.data[picked] / MPP,
+                               np.stack([remote.cells.rows, remote.cells.cols], 1))
+    assert set(remote.images) == {"roc", "localisation", "bias"}
+    assert remote.images["roc"].shape[2] == 4 and remote.images["roc"].std() > 0
+    # closing the generator half-way (Cancel) ends the process at once
+    gen = iter_evaluate_job(c.job(Settings(heatmap="canvas", points=["ground truth cells"],
+                                           n_random=1000)), in_process=True)
+    next(gen), next(gen)
+    gen.close()
+    assert SERVER._proc is None

@@ -18,7 +18,7 @@ import numpy as np
 
 from ...errors import XhistoError
 from ...metrics.report import jsonable
-from .core import EvaluateJob, EvaluateOutcome
+from .core import EvaluateOutcome, EvaluateRequest
 from .layerdata import HeatmapInput, PointsInput, ShapesInput, class_names, is_heatmap_layer, xmeta
 
 HOTSPOT_LAYER = "bias hotspots"
@@ -137,7 +137,7 @@ class EvaluateController:
         return None
 
     # ---- the job
-    def job(self, s: Settings, *, render: bool = True) -> EvaluateJob:
+    def job(self, s: Settings, *, render: bool = True) -> EvaluateRequest:
         """Snapshot the chosen layers (cheap: no data is read here)."""
         if not s.heatmap or s.heatmap not in self.viewer.layers:
             raise XhistoError("pick a heatmap layer first: explain a region, or open a heatmap file")
@@ -152,7 +152,7 @@ class EvaluateController:
             ok = name and name != NONE and name in self.viewer.layers
             return HeatmapInput.of(self.viewer.layers[name]) if ok else None
 
-        return EvaluateJob(
+        return EvaluateRequest(
             heatmap=heat, points=[PointsInput.of(ly) for ly in points],
             shapes=[ShapesInput.of(ly) for ly in shapes], radius_um=float(s.radius_um),
             positive=(s.positive,) if s.positive else ("tumour",),
@@ -332,12 +332,14 @@ class EvaluateController:
         return Path(path)
 
     def save_plots(self, folder) -> list[Path]:
-        if self.outcome is None or not self.outcome.figures:
+        from .plots import all_figures
+
+        if self.outcome is None:
             raise XhistoError("no plots yet: press Evaluate first")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
-        for name, fig in self.outcome.figures.items():
+        for name, fig in all_figures(self.outcome).items():
             paths.append(folder / f"{name}.png")
             fig.savefig(paths[-1], dpi=120)
         return paths

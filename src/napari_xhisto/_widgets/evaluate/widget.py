@@ -1,8 +1,9 @@
 """The docked "Evaluate" widget: its view wired to its controller, the work in a worker thread.
 
 Pressing Evaluate snapshots the chosen layers (GUI thread, no data read) and runs
-:func:`~.core.iter_evaluate_job` in a napari worker with a progress bar and Cancel; the result
-fills the tables and shows the plots (already drawn in the worker).
+:func:`~.core.iter_evaluate_job` in a napari worker with a progress bar and Cancel: the worker
+reads the explained area and hands the computing to a separate process (:mod:`.process`); the
+result fills the tables and shows the plots (already drawn there).
 """
 
 from __future__ import annotations
@@ -132,6 +133,13 @@ class EvaluateWidget(EvaluateView):
             prob=self.prob_box.currentText() or None)
 
     # ---- running
+    def showEvent(self, event):  # noqa: N802 (Qt name)
+        """Start the compute process when the widget is first seen, so Evaluate answers fast."""
+        from .process import SERVER
+
+        SERVER.start_soon()
+        super().showEvent(event)
+
     @property
     def result(self) -> dict | None:
         return self.controller.result
@@ -160,7 +168,7 @@ class EvaluateWidget(EvaluateView):
                 self.summary.setText("")
 
         self.worker = start_generator(
-            lambda: iter_evaluate_job(job), label="Evaluate",
+            lambda: iter_evaluate_job(job, in_process=True), label="Evaluate",
             on_result=lambda outcome: self._show(outcome, settings), on_finished=finished,
             progress_bar=self.progress, cancel_button=self.cancel_button)
 
