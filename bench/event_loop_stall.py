@@ -198,7 +198,8 @@ def explained_demo_viewer(region_px: int = 1024):
     CanvasLayers(viewer).paste(plan, heat, opacity=0.6)
     widget = EvaluateWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Evaluate", area="right")
-    return viewer, widget, {"slide": f"demo {shape[0]} x {shape[1]} px at {mpp} µm/px",
+    return viewer, widget, {"slide_path": str(slide_path),
+                            "slide": f"demo {shape[0]} x {shape[1]} px at {mpp} µm/px",
                             "ground_truth_cells": n_cells, "explained_region_level0": list(region.as_tuple())}
 
 
@@ -227,6 +228,10 @@ def evaluate_stall(repeats: int = 3) -> dict:
         out["hotspot_row_click (adds the hotspot layer, centres the view)"] = probed(
             lambda: widget.hotspot_table.cellClicked.emit(0, 0))
     viewer.close()
+    out["napari_floor"] = napari_floor(Path(out.pop("slide_path")))
+    out["worst_over_napari_floor"] = round(out["max_stall_ms"]
+                                           / max(out["napari_floor"]["median_ms"], 1e-9), 2)
+    out["worst_over_idle"] = round(out["max_stall_ms"] / max(out["idle"]["max_stall_ms"], 1e-9), 2)
     return out
 
 

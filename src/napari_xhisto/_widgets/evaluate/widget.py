@@ -170,7 +170,10 @@ class EvaluateWidget(EvaluateView):
         self.worker = start_generator(
             lambda: iter_evaluate_job(job, in_process=True), label="Evaluate",
             on_result=lambda outcome: self._show(outcome, settings), on_finished=finished,
-            progress_bar=self.progress, cancel_button=self.cancel_button)
+            progress_bar=self.progress, cancel_button=self.cancel_button,
+            # the widget's own bar is enough: a second one in the activity dock is one more
+            # window repaint per update (a frame's cost under Mesa)
+            activity_dock=False)
 
     def evaluate(self) -> dict:
         """Evaluate on the GUI thread (scripts and tests) and fill the tabs; returns the metrics."""
