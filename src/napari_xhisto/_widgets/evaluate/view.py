@@ -233,3 +233,6 @@ class EvaluateView(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
         self.scroll = scroll
+        # as narrow as the content allows (never cut off sideways), as short as one wants
+        bar = scroll.verticalScrollBar().sizeHint().width()
+        scroll.setMinimumWidth(content.minimumSizeHint().width() + bar)
