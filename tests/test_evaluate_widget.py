@@ -219,9 +219,10 @@ def test_bias_tab_finds_class_correlated_artefact(make_napari_viewer):
     assert widget.hotspot_table.item(row, 1).text() == f"{(c + w / 2) * MPP:.0f}, {(r + h / 2) * MPP:.0f}"
     widget.hotspot_table.cellClicked.emit(row, 0)
     layer = viewer.layers["bias hotspots"]
-    assert len(layer.data) == len(i) and set(layer.shape_type) == {"rectangle"}
-    corners = np.array(sorted(tuple(d.min(0)) for d in layer.data))
-    np.testing.assert_allclose(corners, np.array(sorted(map(tuple, expected[:, :2] * MPP))))
+    assert len(layer.data) == min(len(i), 16) and set(layer.shape_type) == {"rectangle"}
+    corners = {tuple(np.round(d.min(0), 6)) for d in layer.data}
+    assert corners <= {tuple(np.round(e, 6)) for e in expected[:, :2] * MPP}
+    assert (round(r * MPP, 6), round(c * MPP, 6)) in corners  # the strongest is drawn
     np.testing.assert_allclose(viewer.scene.camera.center[-2:], ((r + h / 2) * MPP, (c + w / 2) * MPP))
     assert tuple(layer.units) == tuple(viewer.layers["heat"].units)
     assert "tumour: " in widget.bias_label.text() and "µm" in widget.bias_label.text()

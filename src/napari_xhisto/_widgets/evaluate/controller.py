@@ -22,6 +22,7 @@ from .core import EvaluateOutcome, EvaluateRequest
 from .layerdata import HeatmapInput, PointsInput, ShapesInput, class_names, is_heatmap_layer, xmeta
 
 HOTSPOT_LAYER = "bias hotspots"
+MAX_HOTSPOT_BOXES = 16  # napari adds shapes one by one: more boxes, a longer freeze
 NONE = "(none)"
 
 
@@ -274,16 +275,18 @@ class EvaluateController:
         layer.selected_data = {index}
 
     def show_hotspot(self, row: int):
-        """Draw hotspot row ``row`` on the slide (one box per patch of its class, the strongest
-        thicker) in the "bias hotspots" shapes layer, and centre the view on the strongest."""
+        """Draw hotspot row ``row`` on the slide (its box in the patches of its class where it
+        holds the most relevance, at most ``MAX_HOTSPOT_BOXES``, the strongest thicker) in the
+        "bias hotspots" shapes layer, and centre the view on the strongest."""
         names = self.hotspot_names()
         if not 0 <= row < len(names):
             return None
         h = self.outcome.hotspots[names[row]]
         mpp = h.mpp
+        chosen = h.strongest_first(MAX_HOTSPOT_BOXES)
         rects = [np.array([[r, c], [r, c + w], [r + hh, c + w], [r + hh, c]]) * mpp
-                 for r, c, hh, w in h.boxes]
-        widths = [3.0 if k == h.strongest else 1.0 for k in range(len(rects))]
+                 for r, c, hh, w in h.boxes[chosen]]
+        widths = [3.0 if k == h.strongest else 1.0 for k in chosen]
         meta = {"xhisto": {"kind": "bias hotspots", "class": h.cls, "mpp": mpp}}
         if HOTSPOT_LAYER in self.viewer.layers:
             layer = self.viewer.layers[HOTSPOT_LAYER]

@@ -134,6 +134,12 @@ class SlideHotspot:
     boxes: np.ndarray
     strongest: int
     mpp: float
+    held: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def strongest_first(self, n: int) -> np.ndarray:
+        """Indices of the ``n`` boxes holding the most relevance, strongest first."""
+        order = np.argsort(-self.held, kind="stable") if len(self.held) else np.arange(len(self.boxes))
+        return order[:n]
 
     @property
     def centre_level0(self) -> tuple[float, float]:
@@ -204,7 +210,8 @@ def hotspot_on_slide(name, spot, values, corners, labels, placement: Placement,
     held = [np.nansum(np.maximum(sign * values[i + spot.row:i + spot.row + spot.size,
                                                j + spot.col:j + spot.col + spot.size], 0))
             for i, j in mine]
-    return SlideHotspot(name, spot, boxes, int(np.argmax(held)) if held else 0, mpp)
+    return SlideHotspot(name, spot, boxes, int(np.argmax(held)) if held else 0, mpp,
+                        np.asarray(held, dtype=np.float64))
 
 
 def _bias(job: EvaluateJob, out: EvaluateOutcome) -> None:
