@@ -156,8 +156,9 @@ def napari_floor(slide_path: Path, repeats: int = 5) -> dict:
             "stalls_ms": stalls, "median_ms": round(float(np.median(stalls)), 1)}
 
 
-def explained_demo_viewer(region_px: int = 1024):
-    """The demo slide, its ground truth, one region explained onto a canvas, Evaluate docked."""
+def explained_demo_viewer(region_px: int = 1024, *, widget_class=None, name: str = "Evaluate"):
+    """The demo slide, its ground truth, one region explained onto a canvas, Evaluate (or
+    ``widget_class``) docked on the right of a 1600 x 1200 window."""
     import napari
     from napari.layers import Layer
 
@@ -196,8 +197,8 @@ def explained_demo_viewer(region_px: int = 1024):
     plan = CanvasPlan(key, f"{METHOD} (canvas)", shape, step, mpp, str(slide_path),
                       dict(heat.provenance))
     CanvasLayers(viewer).paste(plan, heat, opacity=0.6)
-    widget = EvaluateWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Evaluate", area="right")
+    widget = (widget_class or EvaluateWidget)(viewer)
+    viewer.window.add_dock_widget(widget, name=name, area="right")
     return viewer, widget, {"slide_path": str(slide_path),
                             "slide": f"demo {shape[0]} x {shape[1]} px at {mpp} µm/px",
                             "ground_truth_cells": n_cells, "explained_region_level0": list(region.as_tuple())}

@@ -55,7 +55,7 @@ class ExportView(QWidget):
         form.addRow("OME-TIFF", self.float16_box)
         self.full_slide_box = QCheckBox("whole slide")
         self.full_slide_box.setToolTip("Overlay as large as the slide (else the heatmap's area)")
-        self.blend_box = QCheckBox("over grey H&E")
+        self.blend_box = QCheckBox("over grey H&&E")
         self.blend_box.setChecked(True)
         rgb_row = QHBoxLayout()
         rgb_row.addWidget(self.full_slide_box)
