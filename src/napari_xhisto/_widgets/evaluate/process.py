@@ -8,6 +8,7 @@ GUI thread's event loop free whatever the metrics do, and lets Cancel stop a job
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 
@@ -127,6 +128,7 @@ class ComputeProcess:
 
 
 SERVER = ComputeProcess()
+atexit.register(SERVER.stop)
 
 
 def main() -> None:
