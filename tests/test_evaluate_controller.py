@@ -155,3 +155,30 @@ def test_the_compute_process_gives_the_same_numbers_and_maps_cells_back():
     next(gen), next(gen)
     gen.close()
     assert SERVER._proc is None
+
+
+def test_an_unpainted_canvas_is_not_chosen_and_says_what_to_do():
+    from napari_xhisto._widgets.evaluate import EvaluateController, Settings, iter_evaluate_job
+    from napari_xhisto._widgets.layers import heatmap_metadata
+    from napari_xhisto.errors import XhistoError
+
+    viewer, *_ = _viewer_with_canvas(n_cells=100)
+    meta = heatmap_metadata(kind="heatmap", placement=Placement(0, 0, STEP, STEP), mpp=MPP,
+                            provenance={}, canvas=True, pastes=[])
+    viewer.add_image(np.zeros((100, 100), np.float32), name="made ahead", metadata={"xhisto": meta})
+    c = EvaluateController(viewer)
+    assert c.is_unpainted_canvas("made ahead") and not c.is_unpainted_canvas("canvas")
+    request = c.job(Settings(heatmap="made ahead", points=["ground truth cells"]))
+    with pytest.raises(XhistoError, match="nothing was explained on 'made ahead' yet"):
+        run_to_end(iter_evaluate_job(request))
+
+
+def test_hotspot_boxes_are_not_offered_as_regions():
+    from napari_xhisto._widgets.evaluate import EvaluateController
+
+    viewer, *_ = _viewer_with_canvas(n_cells=10)
+    viewer.add_shapes([np.array([[0, 0], [0, 5], [5, 5], [5, 0]])], name="bias hotspots",
+                      metadata={"xhisto": {"kind": "bias hotspots"}})
+    viewer.add_shapes([np.array([[0, 0], [0, 5], [5, 5]])], name="mine", shape_type="polygon",
+                      features={"class": ["necrosis"]})
+    assert EvaluateController(viewer).shapes_names() == ["mine"]

@@ -22,6 +22,7 @@ from .core import EvaluateOutcome, EvaluateRequest
 from .layerdata import HeatmapInput, PointsInput, ShapesInput, class_names, is_heatmap_layer, xmeta
 
 HOTSPOT_LAYER = "bias hotspots"
+HOTSPOT_KIND = "bias hotspots"
 MAX_HOTSPOT_BOXES = 16  # napari adds shapes one by one: more boxes, a longer freeze
 NONE = "(none)"
 
@@ -76,6 +77,11 @@ class EvaluateController:
         layers.sort(key=lambda ly: -self._seen.get(ly, 0))
         return [ly.name for ly in layers]
 
+    def is_unpainted_canvas(self, name: str) -> bool:
+        """A slide-wide canvas made ahead of any click (nothing explained on it yet)."""
+        meta = xmeta(self.viewer.layers[name]) if name in self.viewer.layers else {}
+        return bool(meta.get("canvas")) and not meta.get("pastes")
+
     def probability_names(self) -> list[str]:
         return [n for n in self.heatmap_names() if xmeta(self.viewer.layers[n]).get("kind") == "probability"]
 
@@ -83,7 +89,8 @@ class EvaluateController:
         return [ly.name for ly in self._of_type("points")]
 
     def shapes_names(self) -> list[str]:
-        return [ly.name for ly in self._of_type("shapes")]
+        """Shapes layers (not the hotspot boxes this widget draws)."""
+        return [ly.name for ly in self._of_type("shapes") if xmeta(ly).get("kind") != HOTSPOT_KIND]
 
     def checked_by_default(self, name: str) -> bool:
         """Annotation layers with classes (a "class" feature or one class per layer)."""
@@ -287,7 +294,7 @@ class EvaluateController:
         rects = [np.array([[r, c], [r, c + w], [r + hh, c + w], [r + hh, c]]) * mpp
                  for r, c, hh, w in h.boxes[chosen]]
         widths = [3.0 if k == h.strongest else 1.0 for k in chosen]
-        meta = {"xhisto": {"kind": "bias hotspots", "class": h.cls, "mpp": mpp}}
+        meta = {"xhisto": {"kind": HOTSPOT_KIND, "hotspot_of": h.cls, "mpp": mpp}}
         if HOTSPOT_LAYER in self.viewer.layers:
             layer = self.viewer.layers[HOTSPOT_LAYER]
             layer.data = []

@@ -174,7 +174,10 @@ def explained_box(heat: HeatmapInput) -> tuple[int, int, int, int]:
     """
     H, W = heat.data.shape[-2:]
     boxes = [(p.get("provenance") or {}).get("region") for p in heat.meta.get("pastes") or ()]
-    if not heat.meta.get("canvas") or not boxes or any(b is None for b in boxes):
+    if heat.meta.get("canvas") and not boxes:
+        raise XhistoError(f"nothing was explained on '{heat.name}' yet: click the slide in "
+                          "explain mode first, or pick another heatmap")
+    if not heat.meta.get("canvas") or any(b is None for b in boxes):
         return 0, H, 0, W
     p = heat.placement
     r0 = min(b[0] for b in boxes)

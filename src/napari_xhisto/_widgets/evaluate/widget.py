@@ -71,7 +71,9 @@ class EvaluateWidget(EvaluateView):
     # ---- choices
     def _on_inserted(self, event) -> None:
         self.controller.note_inserted(event.value)
-        newest = event.value.name if event.value.name in self.controller.heatmap_names() else None
+        name = event.value.name
+        newest = (name if name in self.controller.heatmap_names()
+                  and not self.controller.is_unpainted_canvas(name) else None)
         self.refresh_layers(newest=newest)
 
     def refresh_layers(self, *_, newest: str | None = None) -> None:
