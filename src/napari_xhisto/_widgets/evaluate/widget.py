@@ -45,6 +45,8 @@ class EvaluateWidget(EvaluateView):
         self.controller = EvaluateController(napari_viewer)
         self.worker = None
         self._patch_for: str | None = None
+        self._user_prob = False  # a probability layer is proposed until the user picks here
+        self.prob_box.activated.connect(lambda _i: setattr(self, "_user_prob", True))
         self.run_button.clicked.connect(self._on_run)
         self.json_button.clicked.connect(self._ask_json)
         self.csv_button.clicked.connect(self._ask_csv)
@@ -97,8 +99,9 @@ class EvaluateWidget(EvaluateView):
             self.heatmap_box.setCurrentIndex(0)  # the newest
         _set_items(self.compare_box, [NONE, *heatmaps])
         probs = c.probability_names()
-        _set_items(self.prob_box, [NONE, *probs], None if self.prob_box.currentText() in probs
-                   else (probs[0] if probs else None))
+        propose = probs[0] if probs and not self._user_prob else None
+        _set_items(self.prob_box, [NONE, *probs],
+                   None if self.prob_box.currentText() in probs else propose)
         self._refresh_classes()
 
     def _refresh_classes(self) -> None:
