@@ -311,7 +311,7 @@ class AnnotateWidget(AutosaveControls, AnnotateView):
 
     def _on_layer_inserted(self, event):
         info = event.value.metadata.get("xhisto") if hasattr(event.value, "metadata") else None
-        if isinstance(info, dict) and "kind" not in info and "slide_path" in info:
+        if isinstance(info, dict) and "kind" not in info:
             index = self.viewer.layers.index(event.value)
             if index > 0:  # the opaque slide goes under the annotation layers
                 from qtpy.QtCore import QTimer
