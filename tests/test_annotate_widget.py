@@ -22,6 +22,7 @@ def viewer_with_slide(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     slide_path = tmp_path / "slide.svs"
     viewer.add_image(np.zeros((64, 64), dtype=np.uint8), scale=(MPP, MPP), name="slide",
+                     units=("µm", "µm"),
                      metadata={"xhisto": {"slide_path": str(slide_path), "mpp": MPP}})
     return viewer
 
@@ -44,14 +45,15 @@ def test_points_per_class_counts_and_click_added_points(viewer_with_slide):
     from napari_xhisto._widgets.annotate import REGION_LAYER_CLASSES
 
     widget = make_widget(viewer_with_slide, region_classes=REGION_LAYER_CLASSES)
-    assert list(widget.cell_layers) == ["tumour", "lymphocyte", "stroma", "other"]
-    assert list(widget.region_layers) == ["necrosis", "artefact", "vessel", "tumour area"]
+    assert widget.annotations.cell_classes == ["tumour", "lymphocyte", "stroma", "other"]
+    assert widget.annotations.region_classes == ["necrosis", "artefact", "vessel", "tumour area"]
     widget.add_points([[10.0, 20.0], [30.0, 40.0]], "tumour")
     widget.add_points([[1.0, 2.0]], "stroma")
     assert widget.counts() == {"tumour": 2, "lymphocyte": 0, "stroma": 1, "other": 0}
     assert widget.cell_list.item(0).text() == "1  tumour  (2)"
+    assert list(widget.cell_layers) == ["tumour", "stroma"]  # layers only for classes used
     # a point placed the way a click places it: napari fills feature defaults, we fill the id
-    layer = widget.cell_layers["lymphocyte"]
+    layer = widget.activate_class("lymphocyte")
     layer.add(np.array([[5.0, 6.0]]))
     assert widget.counts()["lymphocyte"] == 1
     assert layer.features["class"].tolist() == ["lymphocyte"]
@@ -85,7 +87,7 @@ def test_set_class_of_selected_points_in_one_action(viewer_with_slide):
     lymph = widget.cell_layers["lymphocyte"]
     assert lymph.features["id"].tolist() == ["a", "c", "d"]
     assert lymph.features["class"].tolist() == ["lymphocyte"] * 3
-    np.testing.assert_allclose(lymph.data, [[0, 0], [2, 2], [9, 9]])
+    np.testing.assert_allclose(lymph.data, [[0, 0], [4, 4], [18, 18]])  # level-0 px (µm / 0.5)
     assert widget.cell_layers["tumour"].features["id"].tolist() == ["b"]
 
 
@@ -94,7 +96,7 @@ def test_export_reads_back_in_level0_pixels(viewer_with_slide, tmp_path):
     widget.add_points([[10.0, 20.0], [30.5, 40.25]], "tumour", ids=["t1", "t2"])
     widget.add_points([[1.0, 2.0]], "Plasma cell", ids=["p1"])
     widget.set_class_color("tumour", (1, 2, 3))
-    widget.region_layers["necrosis"].add_rectangles(np.array([[0.0, 0.0], [5.0, 10.0]]))
+    widget.activate_region("necrosis").add_rectangles(np.array([[0.0, 0.0], [10.0, 20.0]]))
     widget.set_class_color("necrosis", (9, 8, 7))
     np.testing.assert_allclose(widget.region_layers["necrosis"].edge_color[0][:3] * 255, (9, 8, 7))
     path = widget.export_file(tmp_path / "out.geojson")
@@ -164,7 +166,8 @@ def test_autosave_writes_and_reopening_restores(make_napari_viewer, viewer_with_
     assert widget2.counts()["tumour"] == 1
     qtbot.waitUntil(lambda: viewer2.layers.index(find_slide_layer(viewer2)) == 0, timeout=2000)
     assert widget2.cell_layers["tumour"].metadata["xhisto"]["mpp"] == MPP
-    np.testing.assert_allclose(widget2.cell_layers["tumour"].data, [[3.0, 4.0]])
+    np.testing.assert_allclose(widget2.cell_layers["tumour"].data, [[6.0, 8.0]])  # level-0 px
+    np.testing.assert_allclose(widget2.cell_layers["tumour"].scale, (MPP, MPP))
 
 
 def test_writer_functions_for_our_layers_and_plain_layers(viewer_with_slide, tmp_path):
@@ -172,7 +175,7 @@ def test_writer_functions_for_our_layers_and_plain_layers(viewer_with_slide, tmp
 
     widget = make_widget(viewer_with_slide, region_classes=("vessel",))
     widget.add_points([[10.0, 20.0]], "tumour", ids=["a"])
-    widget.region_layers["vessel"].add_polygons([np.array([[0.0, 0.0], [0.0, 5.0], [5.0, 5.0]])])
+    widget.activate_region("vessel").add_polygons([np.array([[0.0, 0.0], [0.0, 10.0], [10.0, 10.0]])])
     data, meta, _ = widget.cell_layers["tumour"].as_layer_data_tuple()
     assert meta["metadata"]["xhisto"]["mpp"] == MPP  # recorded for napari's own Save
     (written,) = write_points(str(tmp_path / "p.geojson"), data, meta)
@@ -246,9 +249,76 @@ def test_bounded_slide_files_use_qupath_origin(make_napari_viewer, tmp_path):
     assert read_annotations(path).cells.cols.tolist() == [3000.0]
     widget.clear()
     widget.import_file(path)
-    np.testing.assert_allclose(widget.cell_layers["tumour"].data, [[1000.0, 2000.0]])
+    np.testing.assert_allclose(widget.cell_layers["tumour"].data, [[2000.0, 4000.0]])
     from napari_xhisto._writer import write_points
 
     data, meta, _ = widget.cell_layers["tumour"].as_layer_data_tuple()
     (written,) = write_points(str(tmp_path / "w.geojson"), data, meta)
     assert read_annotations(written).cells.cols.tolist() == [3000.0]
+
+
+def test_docking_adds_no_layer_and_used_layers_follow_the_slide_units(viewer_with_slide, caplog,
+                                                                      capsys):
+    from napari_xhisto._widgets.annotate import REGION_LAYER_CLASSES
+
+    viewer = viewer_with_slide
+    n = len(viewer.layers)
+    widget = make_widget(viewer, region_classes=REGION_LAYER_CLASSES)
+    assert len(viewer.layers) == n and widget.cell_layers == {} and widget.region_layers == {}
+    assert widget.cell_list.count() == 4 and widget.region_list.count() == 4  # classes on offer
+    assert widget.counts() == {"tumour": 0, "lymphocyte": 0, "stroma": 0, "other": 0}
+    widget.cell_list.setCurrentRow(2)  # the user picks "stroma"
+    stroma = widget.cell_layers["stroma"]
+    assert viewer.layers.selection.active is stroma and stroma.mode == "add"
+    widget.region_list.setCurrentRow(3)  # and "tumour area" for drawing
+    area = widget.region_layers["tumour area"]
+    assert len(viewer.layers) == n + 2
+    slide = viewer.layers["slide"]
+    for layer in (stroma, area):
+        assert tuple(layer.units) == tuple(slide.units) and str(layer.units[0]) in ("µm", "micrometer")
+        np.testing.assert_allclose(layer.scale, slide.scale)
+        np.testing.assert_allclose(layer.translate, slide.translate)
+    # a click at world (10 µm, 20 µm) is level-0 px (20, 40) and exports as such
+    stroma.add(stroma.world_to_data((10.0, 20.0)))
+    back = widget.annotation_set()
+    np.testing.assert_allclose([back.cells.rows[0], back.cells.cols[0]], [20.0, 40.0])
+    assert "Inconsistent units" not in caplog.text + capsys.readouterr().out
+
+
+def test_annotate_minimum_size_fits_a_narrow_dock(viewer_with_slide):
+    widget = make_widget(viewer_with_slide)
+    widget.add_cell_class("a rather long class name for a cell type")
+    assert widget.minimumSizeHint().width() <= 400
+
+
+def test_read_only_slide_folder_autosaves_to_the_data_dir_and_says_so(make_napari_viewer,
+                                                                      tmp_path, monkeypatch,
+                                                                      qtbot):
+    from test_annotations_autosave import _make_read_only
+
+    monkeypatch.setenv("XHISTO_DATA_DIR", str(tmp_path / "data"))
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    undo = _make_read_only(slides)
+    if undo is None:
+        pytest.skip("cannot make a read-only folder here")
+    try:
+        viewer = make_napari_viewer()
+        viewer.add_image(np.zeros((8, 8), dtype=np.uint8), scale=(MPP, MPP), units=("µm", "µm"),
+                         metadata={"xhisto": {"slide_path": str(slides / "s.svs"), "mpp": MPP}})
+        widget = make_widget(viewer, autosave=True, autosave_delay_ms=20)
+        widget.add_points([[1.0, 2.0]], "tumour", ids=["ro"])
+        qtbot.waitUntil(lambda: widget.store.fallback.exists(), timeout=5000)
+        assert widget.store.fell_back and list(slides.iterdir()) == []
+        qtbot.waitUntil(lambda: "autosaved to" in widget.status.text(), timeout=5000)
+        assert "read-only" in widget.status.text()
+        assert str(widget.store.fallback) in widget.status.text()
+        # a new session on the same slide restores from the data directory
+        viewer2 = make_napari_viewer()
+        widget2 = make_widget(viewer2, autosave=True)
+        viewer2.add_image(np.zeros((8, 8), dtype=np.uint8), scale=(MPP, MPP), units=("µm", "µm"),
+                          metadata={"xhisto": {"slide_path": str(slides / "s.svs"), "mpp": MPP}})
+        assert widget2.counts()["tumour"] == 1
+        assert widget2.cell_layers["tumour"].features["id"].tolist() == ["ro"]
+    finally:
+        undo()

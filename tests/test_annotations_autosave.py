@@ -189,3 +189,84 @@ def test_atomic_write_gives_files_the_usual_permissions(tmp_path):
     os.chmod(new, 0o640)
     atomic_write(new, "{ }")  # replacing keeps the mode the user gave the file
     assert new.stat().st_mode & 0o777 == 0o640
+
+
+def _make_read_only(folder):
+    """Make ``folder`` read-only for this process (chmod; as root, the immutable flag); returns
+    an undo, or None when neither works here."""
+    import shutil
+
+    folder.chmod(0o555)
+    undo = [lambda: folder.chmod(0o755)]
+    probe = folder / ".probe"
+    try:
+        probe.write_text("x")
+    except OSError:
+        return lambda: [u() for u in undo]
+    probe.unlink()
+    chattr = shutil.which("chattr")
+    if chattr and subprocess.call([chattr, "+i", str(folder)], stderr=subprocess.DEVNULL) == 0:
+        undo.insert(0, lambda: subprocess.call([chattr, "-i", str(folder)]))
+        try:
+            probe.write_text("x")
+        except OSError:
+            return lambda: [u() for u in undo]
+        probe.unlink()
+    for u in undo:
+        u()
+    return None
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    folder = tmp_path / "read-only slides"
+    folder.mkdir()
+    (folder / "slide.svs").write_bytes(b"not really a slide")
+    undo = _make_read_only(folder)
+    if undo is None:
+        pytest.skip("cannot make a read-only folder here")
+    yield folder
+    undo()
+
+
+def test_read_only_slide_folder_falls_back_to_the_user_data_dir(read_only_folder, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setenv("XHISTO_DATA_DIR", str(tmp_path / "data"))
+    slide = read_only_folder / "slide.svs"
+    store = AutosaveStore(slide)
+    cells = CellPoints([1.0, 2.0], [3.0, 4.0], ["tumour", "stroma"], ["a", "b"])
+    path = store.save(AnnotationSet(cells, [], {}))
+    assert store.fell_back and path == store.path
+    assert path.parent.parent == tmp_path / "data" / "autosave"
+    assert path.parent.name.startswith("slide.svs-") and path.name == "slide.svs" + ".annotations.geojson"
+    assert str(path.parent) in store.notice and str(read_only_folder) in store.notice
+    assert sorted(os.listdir(read_only_folder)) == ["slide.svs"]  # nothing written beside it
+    assert read_annotations(path).cells.ids.tolist() == ["a", "b"]
+    # a second save keeps a backup there; a fresh store (a new session) restores from there
+    store.save(AnnotationSet(CellPoints([5.0], [6.0], ["other"], ["c"]), [], {}))
+    again = AutosaveStore(slide)
+    assert again.load_latest().cells.ids.tolist() == ["c"]
+    assert load_latest(slide).cells.ids.tolist() == ["c"]
+    assert [p.name for p in again.versions()] == ["slide.svs.annotations.geojson",
+                                                  "slide.svs.annotations.geojson.bak"]
+    # another slide of the same name elsewhere does not share the fallback folder
+    other = AutosaveStore(tmp_path / "elsewhere" / "slide.svs")
+    assert other.fallback.parent != store.fallback.parent
+
+
+def test_restore_takes_the_newest_of_both_places(tmp_path, monkeypatch):
+    monkeypatch.setenv("XHISTO_DATA_DIR", str(tmp_path / "data"))
+    slide = tmp_path / "slides" / "s.svs"
+    slide.parent.mkdir()
+    beside = AutosaveStore(slide)
+    assert not beside.fell_back and beside.notice == ""
+    beside.save(AnnotationSet(CellPoints([1.0], [1.0], ["tumour"], ["old"]), [], {}))
+    fallback = beside.fallback
+    fallback.parent.mkdir(parents=True)
+    newer = AnnotationSet(CellPoints([2.0], [2.0], ["tumour"], ["new"]), [], {})
+    from napari_xhisto.annotations.geojson import geojson_text
+
+    fallback.write_text(geojson_text(newer))
+    later = beside.path.stat().st_mtime + 10
+    os.utime(fallback, (later, later))
+    assert AutosaveStore(slide).load_latest().cells.ids.tolist() == ["new"]

@@ -54,9 +54,20 @@ def _add(viewer, heat, cells, regions, *, heat_b=None):
         viewer.add_image(data, **kw)
     # points in µm at scale 1, as the annotation widgets make them
     viewer.add_points(np.stack([cells.rows, cells.cols], 1) * MPP, name="cells",
-                      features={"class": cells.classes})
+                      features={"class": cells.classes}, units="µm")
     shapes_data, shape_types, features, _ = regions_to_shapes_data(regions, MPP)
-    viewer.add_shapes(shapes_data, shape_type=shape_types, features=features, name="regions")
+    viewer.add_shapes(shapes_data, shape_type=shape_types, features=features, name="regions",
+                      units="µm")
+
+
+def _add_annotations(viewer, cells, regions):
+    from napari_xhisto.annotations import regions_to_shapes_data
+
+    viewer.add_points(np.stack([cells.rows, cells.cols], 1) * MPP, name="cells",
+                      features={"class": cells.classes}, units="µm")
+    shapes_data, shape_types, features, _ = regions_to_shapes_data(regions, MPP)
+    viewer.add_shapes(shapes_data, shape_type=shape_types, features=features, name="regions",
+                      units="µm")
 
 
 def test_widget_auc_equals_metrics_and_rows_select(make_napari_viewer, tmp_path):
@@ -69,13 +80,16 @@ def test_widget_auc_equals_metrics_and_rows_select(make_napari_viewer, tmp_path)
     heat_b[55:80, 64:100] = 0.8  # model B lights it up
     _add(viewer, heat, cells, regions, heat_b=heat_b)
     widget = EvaluateWidget(viewer)
-    assert widget.heatmap_box.currentText() == "heat A"
-    widget.heatmap_b_box.setCurrentText("heat B")
+    assert widget.heatmap_box.currentText() == "heat B"  # the newest heatmap
+    widget.heatmap_box.setCurrentText("heat A")
+    widget.compare_box.setCurrentText("heat B")
     assert widget._checked_names(widget.points_list) == ["cells"]  # has a "class" feature
     assert widget._checked_names(widget.shapes_list) == ["regions"]
     widget.radius_spin.setValue(3.0)
     widget.random_spin.setValue(3)
-    widget.patch_spin.setValue(16)
+    widget.patch_spin.setValue(16 * 4 * MPP)  # 16 heatmap px of 4 level-0 px, in µm
+    assert widget.positive_box.currentText() == "tumour"
+    assert widget.localize_box.currentText() == "tumour area"
     result = widget.evaluate()
 
     scores = cell_scores(heat, cells, radius_um=3.0, mpp=MPP, placement=PLACEMENT)
@@ -103,7 +117,7 @@ def test_widget_auc_equals_metrics_and_rows_select(make_napari_viewer, tmp_path)
 
     # clicking the worst tile row selects exactly that tile's cells
     widget.tile_table.cellClicked.emit(0, 0)
-    t = widget._tile_rows[0]
+    t = widget.controller.tile_rows()[0]
     inside = ((cells.rows >= t["row0"]) & (cells.rows < t["row0"] + t["size"])
               & (cells.cols >= t["col0"]) & (cells.cols < t["col0"] + t["size"]))
     assert viewer.layers["cells"].selected_data == set(np.flatnonzero(inside).tolist())
@@ -121,31 +135,37 @@ def test_widget_auc_equals_metrics_and_rows_select(make_napari_viewer, tmp_path)
     assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
-def test_plain_image_layer_uses_scale_and_translate(make_napari_viewer):
-    """An image layer without xhisto metadata: placement from its scale/translate and the mpp box."""
+def test_heatmap_file_layer_one_layer_per_class(make_napari_viewer, tmp_path):
+    """A heatmap file re-opened as a lazy multiscale layer is offered and scored; cells come
+    from one layer per class, the class only in the metadata (as the Annotate widget keeps them)."""
     from napari_xhisto._widgets.evaluate import EvaluateWidget
+    from napari_xhisto.export import write_heatmap
+    from napari_xhisto.export.layer_reader import heatmap_file_layer_data
 
     viewer = make_napari_viewer()
     heat, cells, _ = _scene(seed=1)
-    tr = PLACEMENT.layer_transform(MPP)
-    viewer.add_image(heat, name="plain", scale=tr["scale"], translate=tr["translate"])
-    # one layer per class, the class only in the metadata (as the Annotate widget keeps them)
+    path = write_heatmap(tmp_path / "h.ome.tif", heat, PLACEMENT, mpp=MPP, provenance={})
+    ((data, kwargs, _),) = heatmap_file_layer_data(path)
+    viewer.add_image(data, **kwargs)
+    viewer.add_image(np.zeros((8, 8)), name="not a heatmap")
     order = []
     for name in ("tumour", "stroma", "lymphocyte"):
         m = np.flatnonzero(cells.classes == name)
         order.append(m)
         viewer.add_points(np.stack([cells.rows[m], cells.cols[m]], 1) * MPP, name=f"cells: {name}",
-                          metadata={"xhisto": {"kind": "cells", "class": name}})
+                          metadata={"xhisto": {"kind": "cells", "class": name}}, units="µm")
     widget = EvaluateWidget(viewer)
+    assert [widget.heatmap_box.itemText(i) for i in range(widget.heatmap_box.count())] == ["h"]
     assert len(widget._checked_names(widget.points_list)) == 3
-    widget.mpp_spin.setValue(MPP)
+    assert [widget.positive_box.itemText(i) for i in range(widget.positive_box.count())] == [
+        "tumour", "stroma", "lymphocyte"]
     widget.random_spin.setValue(0)
     result = widget.evaluate()
     direct = cell_roc(cell_scores(heat, cells, radius_um=8.0, mpp=MPP, placement=PLACEMENT),
                       cells.classes)
-    assert result["roc"]["auc"] == pytest.approx(direct.auc, abs=1e-9)
+    assert result["roc"]["auc"] == pytest.approx(direct.auc, abs=1e-6)
     widget.tile_table.cellClicked.emit(0, 0)
-    t = widget._tile_rows[0]
+    t = widget.controller.tile_rows()[0]
     for name, m in zip(("tumour", "stroma", "lymphocyte"), order):
         r, c = cells.rows[m], cells.cols[m]
         inside = ((r >= t["row0"]) & (r < t["row0"] + t["size"]) & (c >= t["col0"])
@@ -174,18 +194,39 @@ def test_bias_tab_finds_class_correlated_artefact(make_napari_viewer):
     viewer.add_image(data, **kw)
     _, cells, regions = _scene()
     viewer.add_points(np.stack([cells.rows, cells.cols], 1) * MPP, name="cells",
-                      features={"class": cells.classes})
+                      features={"class": cells.classes}, units="µm")
     widget = EvaluateWidget(viewer)
     assert widget.prob_box.currentText() == "p(tumour)"
-    widget.patch_spin.setValue(size)
+    widget.heatmap_box.setCurrentText("heat")
+    widget.patch_spin.setValue(size * 4 * MPP)
     widget.random_spin.setValue(0)
     result = widget.evaluate()
     assert widget.class_means["tumour"]["count"] == int((probs > 0.5).sum())
     assert widget.class_means["not tumour"]["count"] == int((probs <= 0.5).sum())
-    spot = widget.hotspots["tumour"]
+    on_slide = widget.hotspots["tumour"]
+    spot = on_slide.spot
     assert (spot.row, spot.col, spot.size, spot.sign) == (0, 0, 3, "positive")
-    assert spot.flag() is not None and "class 'tumour'" in widget.bias_label.text()
-    assert widget.hotspots["not tumour"].flag() is None
+    assert spot.flag() is not None
+    # on the slide: a 3 x 3 heatmap px (12 x 12 level-0 px) box at the corner of each tumour patch
+    i, j = np.nonzero(probs > 0.5)
+    expected = np.stack([PLACEMENT.origin_row + 4 * size * i, PLACEMENT.origin_col + 4 * size * j,
+                         np.full(len(i), 12.0), np.full(len(i), 12.0)], 1)
+    order = np.lexsort((on_slide.boxes[:, 1], on_slide.boxes[:, 0]))
+    np.testing.assert_allclose(on_slide.boxes[order], expected)
+    # the hotspot row speaks slide µm and, clicked, draws the boxes and centres the view there
+    row = widget.controller.hotspot_names().index("tumour")
+    r, c, h, w = on_slide.boxes[on_slide.strongest]
+    assert widget.hotspot_table.item(row, 1).text() == f"{(c + w / 2) * MPP:.0f}, {(r + h / 2) * MPP:.0f}"
+    widget.hotspot_table.cellClicked.emit(row, 0)
+    layer = viewer.layers["bias hotspots"]
+    assert len(layer.data) == min(len(i), 16) and set(layer.shape_type) == {"rectangle"}
+    corners = {tuple(np.round(d.min(0), 6)) for d in layer.data}
+    assert corners <= {tuple(np.round(e, 6)) for e in expected[:, :2] * MPP}
+    assert (round(r * MPP, 6), round(c * MPP, 6)) in corners  # the strongest is drawn
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], ((r + h / 2) * MPP, (c + w / 2) * MPP))
+    assert tuple(layer.units) == tuple(viewer.layers["heat"].units)
+    assert "tumour: " in widget.bias_label.text() and "µm" in widget.bias_label.text()
+    assert widget.hotspots["not tumour"].spot.flag() is None
     assert result["bias"]["classes"]["tumour"]["hotspot"]["enrichment"] == pytest.approx(spot.enrichment)
 
 
@@ -219,10 +260,114 @@ def test_canvas_layer_scores_only_explained_area(make_napari_viewer):
     CanvasLayers(viewer).paste(plan, SimpleNamespace(values=part, placement=PLACEMENT,
                                                      provenance={"region": region}), opacity=0.6)
     viewer.add_points(np.stack([cells.rows, cells.cols], 1) * MPP, name="cells",
-                      features={"class": cells.classes})
+                      features={"class": cells.classes}, units="µm")
     widget = EvaluateWidget(viewer)
     widget.random_spin.setValue(0)
     result = widget.evaluate()
     scores = cell_scores(part, cells, radius_um=8.0, mpp=MPP, placement=PLACEMENT)
-    assert result["cells"]["n_off_heatmap"] == int(np.isnan(scores).sum())
+    on = np.isfinite(scores)  # the cells whose pixel lies on the explained quarter
+    assert result["cells"]["n"] == result["explained_area"]["n_cells_on_area"] == int(on.sum())
+    assert result["explained_area"]["n_cells_checked"] == len(cells.rows)
+    assert result["cells"]["n_off_heatmap"] == 0
     assert result["roc"]["auc"] == pytest.approx(cell_roc(scores, cells.classes).auc, abs=1e-9)
+    # only the explained box of the slide-wide canvas was read, not the whole 500 x 500 canvas
+    assert widget.controller.outcome.values.shape == part.shape
+    assert result["explained_area"]["placement"] == PLACEMENT.to_dict()
+    assert f"{int(on.sum())} of {len(cells.rows)} cells" in widget.summary.text()
+
+
+def test_only_heatmap_layers_offered_and_the_newest_chosen(make_napari_viewer):
+    from napari_xhisto._widgets.evaluate import EvaluateWidget
+    from napari_xhisto._widgets.layers import heatmap_layer_data, probability_layer_data
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), rgb=True, name="slide",
+                     metadata={"xhisto": {"slide_path": "s.svs", "mpp": MPP}})
+    viewer.add_image(np.zeros((8, 8)), name="plain image")
+    heat, cells, regions = _scene(seed=5)
+    data, kw, _ = heatmap_layer_data(heat, PLACEMENT, mpp=MPP, provenance={}, name="first")
+    viewer.add_image(data, **kw)
+    data, kw, _ = probability_layer_data(np.full((6, 8, 2), 0.5), PLACEMENT, class_index=1,
+                                         class_names=["other", "tumour"], mpp=MPP, provenance={},
+                                         name="p(tumour)")
+    viewer.add_image(data, **kw)
+    widget = EvaluateWidget(viewer)
+
+    def items(box):
+        return [box.itemText(i) for i in range(box.count())]
+
+    assert items(widget.heatmap_box) == ["p(tumour)", "first"]  # newest first, no slide/plain
+    assert widget.heatmap_box.currentText() == "p(tumour)"
+    assert items(widget.prob_box) == ["(none)", "p(tumour)"]
+    assert items(widget.compare_box) == ["(none)", "p(tumour)", "first"]
+    viewer.layers.move(viewer.layers.index("first"), len(viewer.layers))  # order is not age
+    data, kw, _ = heatmap_layer_data(heat, PLACEMENT, mpp=MPP, provenance={}, name="second")
+    viewer.add_image(data, **kw)
+    assert items(widget.heatmap_box) == ["second", "p(tumour)", "first"]
+    assert widget.heatmap_box.currentText() == "second"  # a new heatmap becomes the choice
+    viewer.layers.remove("second")
+    assert widget.heatmap_box.currentText() in ("p(tumour)", "first")
+
+
+def test_classes_are_drop_downs_from_layers_and_model(make_napari_viewer):
+    from napari_xhisto._widgets.evaluate import EvaluateWidget
+    from napari_xhisto._widgets.layers import heatmap_layer_data
+
+    viewer = make_napari_viewer()
+    heat, cells, regions = _scene(seed=6)
+    prov = {"target_class": "stroma", "model": {"class_names": ["stroma", "mitosis"]}}
+    data, kw, _ = heatmap_layer_data(heat, PLACEMENT, mpp=MPP, provenance=prov, name="heat")
+    viewer.add_image(data, **kw)
+    widget = EvaluateWidget(viewer)
+    assert widget.positive_box.count() == 2  # no cells yet: the model's classes
+    _add_annotations(viewer, cells, regions)
+    positives = [widget.positive_box.itemText(i) for i in range(widget.positive_box.count())]
+    assert sorted(positives[:3]) == ["lymphocyte", "stroma", "tumour"] and positives[3] == "mitosis"
+    assert widget.positive_box.currentText() == "stroma"  # the heatmap's target class
+    locs = [widget.localize_box.itemText(i) for i in range(widget.localize_box.count())]
+    assert locs == ["(none)", "necrosis", "tumour area"]
+    assert widget.localize_box.currentText() == "tumour area"
+    assert "µm" in widget.radius_spin.suffix() and widget.radius_spin.toolTip()
+    widget.positive_box.setCurrentText("lymphocyte")
+    widget.random_spin.setValue(0)
+    result = widget.evaluate()
+    assert result["parameters"]["positive"] == ["lymphocyte"]
+    scores = cell_scores(heat, cells, radius_um=8.0, mpp=MPP, placement=PLACEMENT)
+    assert result["roc"]["auc"] == pytest.approx(cell_roc(scores, cells.classes,
+                                                          positive="lymphocyte").auc, abs=1e-9)
+
+
+def test_cancel_stops_the_worker_and_keeps_the_last_result(make_napari_viewer, qtbot):
+    from napari_xhisto._widgets.evaluate import EvaluateWidget
+
+    viewer = make_napari_viewer()
+    heat, cells, regions = _scene(seed=7)
+    _add(viewer, heat, cells, regions)
+    widget = EvaluateWidget(viewer)
+    widget.random_spin.setValue(0)
+    first = widget.evaluate()
+    widget.random_spin.setValue(1000)  # long enough to be cancelled on the way
+    widget.run_button.click()
+    assert widget.worker is not None and widget.cancel_button.isEnabled()
+    assert not widget.run_button.isEnabled()
+    qtbot.waitUntil(lambda: widget.progress.maximum() > 1 and widget.progress.value() > 0,
+                    timeout=60000)
+    widget.cancel_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
+    assert widget.result is first  # no result delivered after Cancel
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert widget.summary.text().startswith("cancelled")
+
+
+def test_minimum_size_fits_a_narrow_dock(make_napari_viewer):
+    from napari_xhisto._widgets.evaluate import EvaluateWidget
+
+    viewer = make_napari_viewer()
+    heat, cells, regions = _scene(seed=8)
+    _add(viewer, heat, cells, regions)
+    widget = EvaluateWidget(viewer)
+    widget.random_spin.setValue(0)
+    widget.evaluate()
+    assert widget.minimumSizeHint().width() <= 400
+    assert widget.scroll.widget().minimumSizeHint().width() <= 400  # nothing cut off either
+    assert widget.minimumSizeHint().height() <= 400  # tall content scrolls

@@ -131,3 +131,19 @@ def test_contours_refuse_to_overwrite_and_wrong_suffix(tmp_path):
     assert target.read_text() == "{}"
     with pytest.raises(XhistoError, match="GeoJSON"):
         export_contours(tmp_path / "x.tif", np.ones((4, 4)), Placement(), threshold=0.5)
+
+
+def test_a_threshold_with_nothing_above_writes_nothing_and_says_why(tmp_path):
+    from napari_xhisto.export.contours import EmptyContoursError
+
+    values = np.linspace(-0.2, 0.4, 64, dtype=np.float32).reshape(8, 8)
+    target = tmp_path / "none.geojson"
+    with pytest.raises(EmptyContoursError, match=r"at or above 0.9 .*-0.2 to 0.4.*nothing was written"):
+        export_contours(target, values, Placement(), threshold=0.9)
+    assert not target.exists()
+    with pytest.raises(EmptyContoursError, match="at or below -0.5"):
+        export_contours(target, values, Placement(), threshold=-0.5, above=False)
+    target.write_text("the user's file")  # an existing file is never replaced by an empty one
+    with pytest.raises(EmptyContoursError):
+        export_contours(target, values, Placement(), threshold=0.9, overwrite=True)
+    assert target.read_text() == "the user's file"

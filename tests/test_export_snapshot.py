@@ -95,3 +95,19 @@ def test_title_names_the_model_not_its_file_paths():
     title = provenance_title({"model": {"model": "demo", "weights": "/long/path/demo.safetensors"},
                               "method": "lrp-epsilon-plus", "normalize": "global-max"})
     assert title == "model: demo | method: lrp-epsilon-plus | normalisation: global-max"
+
+
+def test_snapshot_names_the_target_class_not_its_index(tmp_path):
+    from napari_xhisto.export.snapshot import provenance_title, target_name
+
+    prov = {"model": {"model": "demo", "class_names": ["non-tumour", "tumour"]},
+            "method": "lrp-epsilon-plus", "target": 1, "normalize": "global-max"}
+    assert target_name(prov) == "tumour"
+    assert "target: tumour" in provenance_title(prov) and "target: 1" not in provenance_title(prov)
+    assert target_name({"target": 1, "target_class": "stroma"}) == "stroma"  # as explainers record
+    assert target_name({"target": "2"}) == "class 2"  # no names known: still not a bare number
+    assert target_name({}) is None
+    values = np.ones((20, 30), np.float32)
+    source = ArrayTiles(values, Placement(0, 0, 2, 2), provenance=prov)
+    layout = write_snapshot(tmp_path / "t.png", Region(0, 0, 40, 60), source, mpp=0.5)
+    assert "target: tumour" in layout.title

@@ -114,3 +114,36 @@ def test_exported_file_reopens_in_the_viewer_on_top_of_its_layer(scene, qtbot, m
     # the reopened layer is exportable again (it carries the same metadata)
     assert "lrp" in [widget.layer_combo.itemText(i) for i in range(widget.layer_combo.count())]
     assert reopened.name in [widget.layer_combo.itemText(i) for i in range(widget.layer_combo.count())]
+
+
+def test_target_class_named_and_empty_contours_warn_without_a_file(scene, monkeypatch):
+    from napari.utils import notifications
+
+    from napari_xhisto._widgets.layers import heatmap_layer_data
+
+    viewer, widget, values, tmp, slide = scene
+    prov = {"model": {"model": "demo", "class_names": ["non-tumour", "tumour"]},
+            "method": "gradcam", "target": 1, "normalize": "global-max"}
+    data, kw, _ = heatmap_layer_data(values, PLACEMENT, mpp=MPP, name="cam", slide_path=slide,
+                                     provenance=prov)
+    viewer.add_image(data, **kw)
+    widget.layer_combo.setCurrentText("cam")
+    assert "target: tumour" in widget.description.text()
+    assert widget.source().provenance["target"] == "tumour"
+    assert widget.source().provenance["target_index"] == 1
+    png = tmp / "cam.png"
+    assert "target: tumour" in widget.export("png", png).title
+
+    warnings = []
+    monkeypatch.setattr(notifications, "show_warning", warnings.append)
+    out = tmp / "nothing.geojson"
+    widget.threshold.setValue(5.0)  # the map runs from -0.5 to 1
+    assert widget.export("contours", out) is None
+    assert not out.exists()
+    assert len(warnings) == 1 and "nothing was written" in warnings[0]
+    assert "-0.5 to 1" in widget.status.text()
+
+
+def test_export_minimum_size_fits_a_narrow_dock(scene):
+    _, widget, *_ = scene
+    assert widget.minimumSizeHint().width() <= 400

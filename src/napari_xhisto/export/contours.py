@@ -20,6 +20,10 @@ from .tiled_writer import check_writable
 DEFAULT_CLASS = "xhisto evidence"
 
 
+class EmptyContoursError(XhistoError):
+    """No pixel passes the threshold: the export would be empty (nothing is written)."""
+
+
 def signed_area(ring: np.ndarray) -> float:
     """Shoelace area of a ring of (row, col) vertices (not repeated at the end)."""
     r, c = ring[:, 0], ring[:, 1]
@@ -137,6 +141,17 @@ def heatmap_contours(values: np.ndarray, placement: Placement, *, threshold: flo
             for ext, holes in mask_polygons(mask, min_pixels=min_pixels)]
 
 
+def empty_message(values, *, threshold: float, above: bool = True) -> str:
+    """Why a contour export is empty, and what to do (the map's value range)."""
+    finite = np.asarray(values, np.float64)
+    finite = finite[np.isfinite(finite)]
+    where = "at or above" if above else "at or below"
+    span = (f"its values run from {finite.min():.3g} to {finite.max():.3g}" if finite.size
+            else "it holds no values")
+    return (f"no part of the heatmap is {where} {threshold:g} ({span}): nothing was written; "
+            "choose a threshold inside that range")
+
+
 def export_contours(path, values: np.ndarray, placement: Placement, *, threshold: float,
                     above: bool = True, cls: str = DEFAULT_CLASS, min_pixels: float = 0.0,
                     color: tuple[int, int, int] = (255, 140, 0), overwrite: bool = False):
@@ -146,6 +161,11 @@ def export_contours(path, values: np.ndarray, placement: Placement, *, threshold
     -------
     (Path, list of RegionShape)
         The file and the regions written (level-0 pixels).
+
+    Raises
+    ------
+    EmptyContoursError
+        When no region passes the threshold; no file is written (an existing one is kept).
     """
     from ..annotations import AnnotationSet, CellPoints, write_annotations
 
@@ -154,5 +174,7 @@ def export_contours(path, values: np.ndarray, placement: Placement, *, threshold
         raise XhistoError(f"contours are written as GeoJSON: name the file .geojson, not {path.name}")
     regions = heatmap_contours(values, placement, threshold=threshold, above=above, cls=cls,
                                min_pixels=min_pixels)
+    if not regions:
+        raise EmptyContoursError(empty_message(values, threshold=threshold, above=above))
     annotations = AnnotationSet(CellPoints.empty(), regions, {cls: tuple(color)})
     return write_annotations(path, annotations), regions

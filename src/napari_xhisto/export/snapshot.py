@@ -49,12 +49,33 @@ def nice_length(target: float) -> float:
     return float(10**k)
 
 
+def target_name(provenance: dict) -> str | None:
+    """The target class by NAME: ``target_class`` (the explainers record it), else the
+    ``target`` index looked up in the model's class names, else ``"class <index>"``."""
+    name = provenance.get("target_class") or provenance.get("class_name")
+    if name not in (None, ""):
+        return str(name)
+    target = provenance.get("target")
+    if target is None or target == "":
+        return None
+    if isinstance(target, int | np.integer) or (isinstance(target, str) and target.isdigit()):
+        model = provenance.get("model")
+        names = (model.get("class_names") if isinstance(model, dict) else None) \
+            or provenance.get("class_names")
+        index = int(target)
+        if names and 0 <= index < len(names):
+            return str(names[index])
+        return f"class {index}"
+    return str(target)
+
+
 def provenance_title(provenance: dict) -> str:
-    """One line naming model, method, target and normalisation (what a reader needs to trust it)."""
+    """One line naming model, method, target class and normalisation (what a reader needs to
+    trust it); the target is named, never given as an index."""
     parts = []
-    for key, label in (("model", "model"), ("method", "method"), ("target", "target"), ("class", "class"),
+    for key, label in (("model", "model"), ("method", "method"), ("target", "target"),
                        ("normalize", "normalisation"), ("normalisation", "normalisation")):
-        value = provenance.get(key)
+        value = target_name(provenance) if key == "target" else provenance.get(key)
         if isinstance(value, dict):  # a model's full provenance: name it, not its file paths
             value = value.get("model") or value.get("architecture") or value.get("name")
         if value not in (None, ""):
