@@ -4,6 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from napari_xhisto._torch_guard import block_triton
+
+# viewer tests draw with Mesa before some tests import torch: see _torch_guard
+block_triton()
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CMU1 = SHARED / "data" / "CMU-1-Small-Region.svs"
 
