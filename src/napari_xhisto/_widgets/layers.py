@@ -9,6 +9,7 @@ layer list (below the annotations), the slide's units and the scale bar.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -266,6 +267,20 @@ def show_scale_bar(viewer) -> None:
         bar.visible = True
 
 
+_DONE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def first_time(obj, tag: str) -> bool:
+    """True the first time it is asked about ``(obj, tag)``; widgets get a napari proxy of the
+    viewer, so the object behind it is the key (no attribute is set on napari's objects)."""
+    obj = getattr(obj, "__wrapped__", obj)
+    tags = _DONE.setdefault(obj, set())
+    if tag in tags:
+        return False
+    tags.add(tag)
+    return True
+
+
 def watch_for_slides(viewer) -> None:
     """Switch the scale bar on now if a slide is open, and whenever one is added to ``viewer``.
 
@@ -274,9 +289,8 @@ def watch_for_slides(viewer) -> None:
     """
     if any(is_slide_layer(ly) for ly in viewer.layers):
         show_scale_bar(viewer)
-    if getattr(viewer.layers, "_xhisto_watching_slides", False):
+    if not first_time(viewer.layers, "scale bar on slides"):
         return
-    viewer.layers._xhisto_watching_slides = True
 
     def on_inserted(event):
         if is_slide_layer(event.value):

@@ -22,6 +22,7 @@ from ..canvases import CanvasLayers, CanvasPlan, canvas_key
 from ..common.workers import leave_a_core_to_the_gui, notify_error, release_thread_caches, scaled
 from . import naming
 from .outlines import sync_outlines
+from .results import ResultLayers
 
 MAX_VIEW_PATCH_COST = 1500.0  # patches x method cost; above it "Explain view" refuses
 # modes in which a layer takes the click itself (napari's own), so no explanation starts
@@ -64,7 +65,7 @@ def click_owner(viewer):
     return layer
 
 
-class ExplainController:
+class ExplainController(ResultLayers):
     """Explain regions of the viewer's slide layers; see module docstring.
 
     Parameters
@@ -380,70 +381,6 @@ class ExplainController:
         self.status(f"running {label} …")
         self.worker = self.runner(run, label, on_result, finished)
         return self.worker
-
-    # -- results to layers (below the annotations, in the slide's units)
-    def add_heatmap(self, heat, method, region, mpp, path, s: ExplainSettings, *,
-                    display_limit=None):
-        name = naming.heatmap_name(method, s.target, self.model_label(), region, mpp)
-        prov = {**heat.provenance, "target_class": s.target, "model_label": self.model_label()}
-        data, kwargs, _ = L.heatmap_layer_data(heat.values, heat.placement, mpp=mpp,
-                                               provenance=prov, name=name, slide_path=path,
-                                               opacity=s.opacity, display_limit=display_limit)
-        kwargs["metadata"]["xhisto"]["provenance"]["display_limits"] = list(
-            kwargs["contrast_limits"])
-        return L.add_below_annotations(self.viewer, data, self._units_of_slide(kwargs, s))
-
-    def add_probability(self, pmap, layer, mpp, path, region, s: ExplainSettings):
-        names = list(pmap.class_names)
-        idx = names.index(s.target) if s.target in names else len(names) - 1
-        prov = {**pmap.provenance, "target_class": names[idx], "model_label": self.model_label()}
-        data, kwargs, _ = L.probability_layer_data(
-            pmap.probs, pmap.placement, class_index=idx, class_names=names, mpp=mpp,
-            provenance=prov, name=naming.probability_name(names[idx], self.model_label(), region,
-                                                          mpp),
-            slide_path=path, opacity=s.opacity, tissue_mask=getattr(pmap, "tissue_mask", None))
-        return L.add_below_annotations(self.viewer, data, self._units_of_slide(kwargs, s))
-
-    def _units_of_slide(self, kwargs: dict, s: ExplainSettings) -> dict:
-        if s.slide in self.viewer.layers:
-            kwargs["units"] = self.viewer.layers[s.slide].units
-        return kwargs
-
-    # -- display
-    def result_layers(self) -> list:
-        return [ly for ly in self.viewer.layers
-                if ly.metadata.get("xhisto", {}).get("kind") in ("heatmap", "probability")]
-
-    def set_opacity(self, opacity: float) -> None:
-        for ly in self.result_layers():
-            ly.opacity = opacity
-
-    def set_greyscale(self, slide_name: str, on: bool):
-        if slide_name in self.viewer.layers:
-            return L.set_greyscale(self.viewer, self.viewer.layers[slide_name], bool(on))
-        return None
-
-    def legend_layer(self):
-        """The layer the legend describes: the selected result layer, else the newest one."""
-        active = self.viewer.layers.selection.active
-        cands = self.result_layers()
-        return active if active in cands else (cands[-1] if cands else None)
-
-    def legend_spec(self):
-        from ..common.legend import LegendSpec
-
-        layer = self.legend_layer()
-        if layer is None:
-            return None
-        lo, hi = (float(v) for v in layer.contrast_limits)
-        meta = layer.metadata["xhisto"]
-        if meta["kind"] == "probability":
-            title = f"p({meta.get('class_name', '')}): clear when low"
-        else:
-            prov = meta.get("provenance", {})
-            target = prov.get("target_class") or prov.get("target", "the class")
-            title = f"{prov.get('method', '')}: red for {target}, blue against"
-        return LegendSpec(lo, hi, layer.colormap, title, opacity=float(layer.opacity))
 
     def close(self) -> None:
         if self.worker is not None:

@@ -76,9 +76,8 @@ def _width(viewer) -> float:
 
 
 def _follow_zoom(viewer) -> None:
-    if getattr(viewer.layers, "_xhisto_outline_zoom", False):
+    if not L.first_time(viewer.layers, "outline width follows zoom"):
         return
-    viewer.layers._xhisto_outline_zoom = True
 
     def on_zoom(event=None):
         width = _width(viewer)
