@@ -24,7 +24,9 @@ def _results(viewer, kind=None):
 
 def _legend_checks(widget, layer, title_words):
     """The legend shows ``layer``: a non-empty pixmap with its colours and its range."""
-    from napari_xhisto._widgets.common.legend import BAR_HEIGHT, format_value
+    from qtpy.QtGui import QFontMetrics
+
+    from napari_xhisto._widgets.common.legend import BAR_HEIGHT, format_value, legend_font
 
     legend = widget.legend
     pm = legend.pixmap()
@@ -34,8 +36,8 @@ def _legend_checks(widget, layer, title_words):
     assert all(w in legend.spec.title for w in title_words)
     img = pm.toImage()
     # bar row: the layer's own colormap at both ends (over the light-grey backdrop)
-    text_h = (pm.height() - BAR_HEIGHT - 4) // 2
-    y = text_h + 2 + BAR_HEIGHT // 2
+    text_h = QFontMetrics(legend_font(legend.font())).height()  # the tick labels' line
+    y = pm.height() - text_h - 2 - BAR_HEIGHT // 2
     for x, t in ((1, 0.0), (pm.width() - 2, 1.0)):
         rgba = layer.colormap.map(np.array([t]))[0]
         a = rgba[3] * layer.opacity

@@ -87,7 +87,9 @@ class CompareWindow(QWidget):
             self.grid.removeWidget(w)
             w.deleteLater()
         self.views, self.titles, self.panels = [], [], list(panels)
-        cols = max(1, math.ceil(math.sqrt(len(panels))))
+        # one row up to four maps (the usual comparison), a square-ish grid beyond
+        cols = len(panels) if len(panels) <= 4 else math.ceil(math.sqrt(len(panels)))
+        cols = max(cols, 1)
         for k, panel in enumerate(panels):
             title = QLabel(panel.title)
             title.setWordWrap(True)

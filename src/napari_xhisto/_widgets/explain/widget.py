@@ -180,8 +180,16 @@ class ExplainWidget(ExplainView):
         self._slide_changed()
 
     def _on_removed(self, event=None):
-        self._refresh_slides()
         layer = getattr(event, "value", None)
+        meta = {} if layer is None else layer.metadata.get("xhisto", {})
+        if meta.get("kind") == "greyscale" and meta.get("of") == self.slide_combo.currentText():
+            # the user deleted the grey layer: grey is off (not made again)
+            self.grey_check.blockSignals(True)
+            self.grey_check.setChecked(False)
+            self.grey_check.blockSignals(False)
+            if meta["of"] in self.viewer.layers:
+                self.viewer.layers[meta["of"]].visible = True
+        self._refresh_slides()
         if layer is not None and layer.metadata.get("xhisto", {}).get("kind") in (
                 "heatmap", "probability"):
             self.controller.update_outlines()
@@ -190,6 +198,8 @@ class ExplainWidget(ExplainView):
     def _slide_changed(self, *_):
         self._update_px_label()
         self._update_banner()
+        if self.grey_check.isChecked():  # grey stays on for the newly chosen slide
+            self.set_greyscale(True)
 
     def _update_banner(self):
         show = self.controller.needs_demo_banner(self.slide_combo.currentText())
