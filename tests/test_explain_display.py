@@ -300,3 +300,18 @@ def test_demo_banner_only_for_the_demo_model_on_a_real_slide(setup, cmu1_path):
     s.viewer.add_image(data, **kwargs)
     w.slide_combo.setCurrentText(kwargs["name"])
     assert not w.banner.isVisibleTo(w)
+
+
+def test_grey_follows_the_chosen_slide_and_a_deleted_grey_layer_turns_it_off(setup, cmu1_path):
+    from napari_xhisto._reader import slide_layer_data
+
+    s, w = setup, setup.widget
+    w.grey_check.setChecked(True)
+    data, kwargs, _ = slide_layer_data(cmu1_path)[0]
+    cmu = s.viewer.add_image(data, **kwargs)
+    w.slide_combo.setCurrentText(cmu.name)
+    grey = s.viewer.layers[cmu.name + " (grey)"]
+    assert not cmu.visible and tuple(grey.units) == tuple(cmu.units)
+    s.viewer.layers.remove(grey)  # the user's choice: no grey, and it is not made again
+    assert not w.grey_check.isChecked() and cmu.visible
+    assert (cmu.name + " (grey)") not in s.viewer.layers

@@ -130,7 +130,8 @@ def _qt_click(viewer, world):
         cam = viewer.scene.camera
         y = (world[0] - cam.center[-2]) * cam.zoom + h / 2
         x = (world[1] - cam.center[-1]) * cam.zoom + w / 2
-        QTest.mouseClick(viewer.window._qt_viewer.canvas.native, Qt.LeftButton, Qt.NoModifier,
+        QTest.mouseClick(viewer.window._qt_viewer.canvas.native, Qt.MouseButton.LeftButton,
+                         Qt.KeyboardModifier.NoModifier,
                          QPoint(int(round(x)), int(round(y))))
         QApplication.processEvents()
     finally:

@@ -104,7 +104,7 @@ class ParamForm(QWidget):
 def qimage(rgba: np.ndarray) -> QPixmap:
     rgba = np.ascontiguousarray(rgba)
     h, w = rgba.shape[:2]
-    img = QImage(rgba.data, w, h, 4 * w, QImage.Format_RGBA8888)
+    img = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)
     return QPixmap.fromImage(img.copy())
 
 
