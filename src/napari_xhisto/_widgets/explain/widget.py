@@ -35,6 +35,7 @@ class ExplainWidget(ExplainView):
         self.viewer = napari_viewer
         self._forms: dict[str, ParamForm] = {}
         self.compare_window = None
+        self._legend_source = None  # the layer whose contrast limits the legend follows
         self.controller = ExplainController(napari_viewer, settings=self.settings,
                                             runner=self._run, status=self.status.setText)
         self.controller.on_results = self._after_results
@@ -48,7 +49,6 @@ class ExplainWidget(ExplainView):
         self._load_spec(None)
         self._refresh_slides()
         L.watch_for_slides(napari_viewer)
-        self._legend_source = None  # the layer whose contrast limits the legend follows
         self.viewer.layers.events.inserted.connect(self._refresh_slides)
         self.viewer.layers.events.removed.connect(self._on_removed)
         self.viewer.layers.selection.events.active.connect(self._update_legend)
