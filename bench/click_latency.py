@@ -7,7 +7,8 @@ level-0 px region (512 x 512 µm) around it with the bundled demo model and LRP
 or a new layer added) -> first canvas draw that shows it. Both of the widget's modes are timed:
 the default canvas (one layer per method, made when explain mode is switched on) and a separate
 layer per click. The first click includes loading the model; later clicks are warm. The same
-region through ``explain_region`` directly (no viewer) gives the viewer's overhead.
+region through ``explain_region`` directly (no viewer) gives the viewer's overhead. Explain mode
+turns the H&E grey and keeps the outline of every explained region up to date, as a user gets it.
 
 Writes the "click_latency" section of bench/results/viewer.json. Needs a display: re-runs
 itself under ``xvfb-run`` when there is none.
@@ -128,7 +129,7 @@ def pump_until(cond, timeout: float = 600.0) -> None:
 
     check.timeout.connect(poll)
     check.start(10)
-    loop.exec_()
+    loop.exec()
     check.stop()
     if timed_out:
         raise TimeoutError("benchmark step timed out")
@@ -224,6 +225,7 @@ def clicks(slide_path: Path, *, canvas: bool) -> dict:
 
 def main() -> None:
     ensure_display()
+    load_before = [round(v, 2) for v in os.getloadavg()]
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -240,7 +242,7 @@ def main() -> None:
         "direct_explain_region_s": [round(d, 3) for d in direct],
         "viewer_overhead_s (default mode)": round(default["warm_median_s"] - float(np.median(direct)), 3),
         "model": MODEL,
-        "machine": machine(),
+        "machine": {**machine(), "load_average_at_start": load_before},
     }
     write_section("click_latency", result)
     print(json.dumps(result, indent=2))

@@ -130,7 +130,8 @@ def _qt_click(viewer, world):
         cam = viewer.scene.camera
         y = (world[0] - cam.center[-2]) * cam.zoom + h / 2
         x = (world[1] - cam.center[-1]) * cam.zoom + w / 2
-        QTest.mouseClick(viewer.window._qt_viewer.canvas.native, Qt.LeftButton, Qt.NoModifier,
+        QTest.mouseClick(viewer.window._qt_viewer.canvas.native, Qt.MouseButton.LeftButton,
+                         Qt.KeyboardModifier.NoModifier,
                          QPoint(int(round(x)), int(round(y))))
         QApplication.processEvents()
     finally:
@@ -314,10 +315,11 @@ def test_view_too_large_is_refused_with_probability_offer(setup, notifications):
     (prob,) = [ly for ly in s.viewer.layers
                if ly.metadata.get("xhisto", {}).get("kind") == "probability"]
     assert prob.metadata["xhisto"]["class_name"] == "tumour"
-    assert 0.0 <= float(prob.data.min()) and float(prob.data.max()) <= 1.0
+    assert 0.0 <= float(np.nanmin(prob.data)) and float(np.nanmax(prob.data)) <= 1.0
 
 
-def test_compare_methods_adds_one_layer_each_and_grid(setup):
+def test_compare_view_has_one_labelled_panel_per_method_and_nothing_else(setup):
+    from napari_xhisto._widgets.layers import luminance
     from napari_xhisto.geometry import Region
 
     s, w = setup, setup.widget
@@ -328,17 +330,49 @@ def test_compare_methods_adds_one_layer_each_and_grid(setup):
         if item.text() in ("saliency", "gradcam"):
             item.setCheckState(Qt.CheckState.Checked)
     w.compare_prob.setChecked(True)
-    w.explain_region(Region(128, 128, 128, 128))
+    # things the grid used to show as panels of their own: annotations, the bare slide
+    s.viewer.add_points(np.zeros((0, 2)), name="cells", units="µm")
+    s.viewer.add_shapes(name="regions", units="µm")
+    region = Region(128, 128, 128, 128)
+    w.explain_region(region)
     _wait_idle(s)
     kinds = sorted((ly.metadata["xhisto"]["kind"], ly.metadata["xhisto"]["provenance"].get("method"))
                    for ly in s.viewer.layers if "xhisto" in ly.metadata
                    and ly.metadata["xhisto"].get("kind") in ("heatmap", "probability"))
     assert [k for k, _ in kinds] == ["heatmap", "heatmap", "probability"]
     assert {m for k, m in kinds if k == "heatmap"} == {"saliency", "gradcam"}
-    w.grid_check.setChecked(True)
-    assert s.viewer.canvas.grid.enabled
-    # every grid cell shows the compared region: the camera centres on it (128 px at 0.5 µm/px)
-    np.testing.assert_allclose(np.asarray(s.viewer.scene.camera.center)[-2:], (128 + 64) * MPP, atol=1.5)
+
+    win = w.show_compare()
+    s.qtbot.addWidget(win)
+    titles = [t.text() for t in win.titles]
+    assert len(win.views) == len(titles) == 3  # one per method + the probability map, nothing else
+    assert sorted(titles) == sorted(["saliency · tumour · normalised: global-max",
+                                     "gradcam · tumour · normalised: global-max",
+                                     "p(tumour) · probability (0 to 1)"])
+    # each panel: the layer as napari draws it (colormap, limits, opacity) over the grey H&E
+    grey = luminance(np.asarray(s.slide.data[0])[128:256, 128:256])
+    for view in win.views:
+        layer = s.viewer.layers[view.panel.layer_name]
+        rgb = view.panel.rgb
+        assert rgb.shape == (128, 128, 3) and view.panel.downsample == 1
+        data = np.asarray(layer.data)
+        p = layer.metadata["xhisto"]["placement"]
+        # panel pixel (64, 64) is centred on level-0 (192.5, 192.5)
+        v = data[int((192.5 - p["origin_row"]) // p["step_row"]),
+                 int((192.5 - p["origin_col"]) // p["step_col"])]
+        lo, hi = layer.contrast_limits
+        rgba = layer.colormap.map(np.array([np.clip((v - lo) / (hi - lo), 0, 1)]))[0]
+        a = rgba[3] * layer.opacity if np.isfinite(v) else 0.0
+        expected = rgba[:3] * 255 * a + grey[64, 64] * (1 - a)
+        np.testing.assert_allclose(rgb[64, 64], expected, atol=1.5)
+    # one camera: zooming one panel zooms them all, centred alike
+    win.views[0].zoom_by(2.0)
+    win.views[0].centerOn(30, 40)
+    for view in win.views[1:]:
+        assert view.transform().m11() == pytest.approx(win.views[0].transform().m11())
+        c0, c = win.views[0].centre(), view.centre()
+        assert (c.x(), c.y()) == pytest.approx((c0.x(), c0.y()), abs=1.0)
+    win.close()
 
 
 def test_parameters_shown_per_method_with_declared_ranges(setup):
@@ -380,16 +414,17 @@ def test_explain_mode_makes_the_canvas_ahead_and_clicks_only_paint_it(setup):
     assert _heat_layers(s.viewer) == []
     w.set_explain_mode(True)
     (made,) = _heat_layers(s.viewer)
-    assert made.name == "saliency tumour (canvas)" and made.metadata["xhisto"]["pastes"] == []
-    assert np.count_nonzero(np.asarray(made.data[-1])) == 0  # empty: shows the slide unchanged
+    assert made.name == "saliency · tumour · tiny (canvas)"
+    assert made.metadata["xhisto"]["pastes"] == []
+    assert np.isnan(np.asarray(made.data[-1])).all()  # empty: shows the slide unchanged
 
     # another method re-targets the empty layer instead of adding one
     w.method_combo.setCurrentText("gradcam")
-    s.qtbot.waitUntil(lambda: _heat_layers(s.viewer)[0].name == "gradcam tumour (canvas)")
+    s.qtbot.waitUntil(lambda: _heat_layers(s.viewer)[0].name == "gradcam · tumour · tiny (canvas)")
     (layer,) = _heat_layers(s.viewer)
     assert layer is made and layer.metadata["xhisto"]["provenance"]["method"] == "gradcam"
     w.method_combo.setCurrentText("saliency")
-    s.qtbot.waitUntil(lambda: _heat_layers(s.viewer)[0].name == "saliency tumour (canvas)")
+    s.qtbot.waitUntil(lambda: _heat_layers(s.viewer)[0].name == "saliency · tumour · tiny (canvas)")
 
     inserted = []
     s.viewer.layers.events.inserted.connect(inserted.append)
@@ -438,5 +473,5 @@ def test_a_deleted_canvas_starts_afresh(setup):
     (layer,) = _heat_layers(s.viewer)
     pastes = layer.metadata["xhisto"]["pastes"]
     assert len(pastes) == 1 and pastes[0]["placement"]["origin_row"] > 300
-    assert np.count_nonzero(np.asarray(layer.data[0])[60:140, 60:140]) == 0  # first click gone
+    assert np.isnan(np.asarray(layer.data[0])[60:140, 60:140]).all()  # first click gone
 

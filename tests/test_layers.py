@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from matplotlib import colormaps
 
 from napari_xhisto._widgets import layers as L
 from napari_xhisto.geometry import Placement, Region
@@ -61,10 +60,10 @@ def test_canvas_pastes_read_back_normalised_by_global_max():
     b = 5 * rng.normal(size=(40, 50)).astype(np.float32)
     canvas.paste(a, Placement(20, 60, 2, 2))       # canvas pixels (10, 30)
     canvas.paste(b, Placement(400, 1000, 2, 2))    # canvas pixels (200, 500)
-    dense = np.zeros(canvas.shape, np.float32)
+    dense = np.full(canvas.shape, np.nan, np.float32)  # never explained: NaN (transparent)
     dense[10:110, 30:160] = a
     dense[200:240, 500:550] = b
-    gmax = np.abs(dense).max()
+    gmax = np.nanmax(np.abs(dense))
     assert canvas.scale_value == pytest.approx(gmax)
     np.testing.assert_allclose(canvas.read(slice(0, 300), slice(0, 600)), dense[:300, :600] / gmax)
     np.testing.assert_array_equal(canvas.read(slice(5, 50), slice(25, 99), normalised=False),
@@ -86,7 +85,7 @@ def test_canvas_levels_are_array_likes_for_napari():
     canvas.paste(v, Placement(1000, 2000, 1, 1))
     levels = canvas.levels(coarsest=1024)
     assert [lv.shape for lv in levels] == [(5000, 3000), (2500, 1500), (1250, 750), (625, 375)]
-    full = np.zeros((5000, 3000), np.float32)
+    full = np.full((5000, 3000), np.nan, np.float32)
     full[1000:1064, 2000:2064] = v / np.abs(v).max()
     np.testing.assert_array_equal(levels[0][990:1070, 1990:2070], full[990:1070, 1990:2070])
     np.testing.assert_array_equal(levels[2][240:270, 490:520], full[::4, ::4][240:270, 490:520])
@@ -116,15 +115,39 @@ def test_luminance_numpy_and_dask_agree_with_bt601():
     np.testing.assert_allclose(lazy.compute(), expected, atol=1)
 
 
-def test_legend_colours_run_from_blue_to_red():
-    img = L.legend_rgba(-2.0, 2.0, label="relevance", width=260, height=70)
-    assert img.shape == (70, 260, 4) and img.dtype == np.uint8
-    # the bar occupies axes [0.05, 0.55, 0.9, 0.3] of the figure: sample its middle row
-    row = int(70 * (1 - 0.7))
-    left, right = img[row, int(260 * 0.07), :3], img[row, int(260 * 0.93), :3]
-    cmap = colormaps["bwr"]
-    np.testing.assert_allclose(left, np.array(cmap(0.0)[:3]) * 255, atol=30)
-    np.testing.assert_allclose(right, np.array(cmap(1.0)[:3]) * 255, atol=30)
+def test_canvas_records_each_paste_extent_for_outlines():
+    canvas = L.SparseCanvas((1000, 1000), step=4)
+    canvas.paste(np.ones((10, 20), np.float32), Placement(40, 80, 4, 4))
+    canvas.paste(np.ones((50, 50), np.float32), Placement(900, 900, 4, 4))  # cut at the edge
+    assert [p["extent"] for p in canvas.pastes] == [[40, 80, 40, 80], [900, 900, 100, 100]]
+
+
+def test_colormaps_clear_where_nothing_is_to_see():
+    heat = L.heatmap_colormap()
+    rgba = heat.map(np.array([0.0, 0.5, 0.5 + 0.35 / 2, 1.0, np.nan]))
+    np.testing.assert_allclose(rgba[0], [0, 0, 1, 1], atol=1e-6)  # blue: against
+    np.testing.assert_allclose(rgba[3], [1, 0, 0, 1], atol=1e-6)  # red: for
+    assert rgba[1, 3] == 0 and rgba[2, 3] == pytest.approx(1.0, abs=0.02)  # clear at 0, opaque at 35 %
+    assert rgba[4, 3] == 0  # NaN (never explained) is transparent
+    prob = L.probability_colormap()
+    p = np.array([0.0, 0.05, 0.1, 0.3, 0.5, 0.9, np.nan])
+    alpha = prob.map(p)[:, 3]
+    np.testing.assert_allclose(alpha[:6], [0, 0, 0, 0.5, 1, 1], atol=0.02)
+    assert alpha[6] == 0
+
+
+def test_probability_layer_masks_background():
+    probs = np.full((4, 5, 2), 0.5, np.float32)
+    mask = np.ones((4, 5), bool)
+    mask[0, :] = False
+    data, kwargs, _ = L.probability_layer_data(probs, Placement(0, 0, 8, 8), class_index=1,
+                                               class_names=["a", "b"], mpp=1.0, provenance={},
+                                               name="p", tissue_mask=mask)
+    assert np.isnan(data[0]).all() and (data[1:] == 0.5).all()
+    assert kwargs["colormap"].name == "xhisto-probability"
+    with pytest.raises(ValueError, match="tissue mask"):
+        L.probability_layer_data(probs, Placement(0, 0, 8, 8), class_index=1, class_names="ab",
+                                 mpp=1.0, provenance={}, name="p", tissue_mask=mask[:2])
 
 
 def test_world_to_level0_inverts_layer_transform():

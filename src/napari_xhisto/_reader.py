@@ -4,14 +4,17 @@
 quickly moves on to other readers for files that are not slides. The layer's metadata carries the
 open ``Slide`` (``metadata["xhisto_slide"]``) so the widgets read through the same tile cache.
 
-A reader cannot reach the viewer, so the scale bar (``viewer.scale_bar.visible``) is switched on
-by the widgets and the demo, not here.
+A reader cannot reach the viewer: :func:`slide_layer_data` asks napari's current viewer (when
+napari is running) to switch its scale bar on as soon as a slide layer lands; the widgets and the
+demo do the same for their viewer. The layer's units are µm (pixels when µm/px is unknown), so
+napari's scale bar reads µm.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -214,4 +217,23 @@ def slide_layer_data(path, *, mpp: float | None = None, data: str = "tiles") -> 
         "metadata": {"xhisto": xhisto, "xhisto_slide": slide},
     }
     levels = slide.level_arrays() if data == "tiles" else slide.pyramid()
+    show_scale_bar_in_current_viewer()
     return [(levels, kwargs, "image")]
+
+
+def show_scale_bar_in_current_viewer() -> None:
+    """Have napari's current viewer (if napari runs) show its scale bar once a slide is added.
+
+    Headless callers (the CLI) never import napari, and nothing happens for them.
+    """
+    napari = sys.modules.get("napari")
+    if napari is None:
+        return
+    try:
+        viewer = napari.current_viewer()
+    except Exception:  # noqa: BLE001 - no Qt application, no viewer: nothing to switch on
+        return
+    if viewer is not None:
+        from ._widgets.layers import watch_for_slides
+
+        watch_for_slides(viewer)

@@ -10,7 +10,8 @@ does not freeze when results arrive.
 A canvas lives in its layer's ``metadata["xhisto_canvas"]``: deleting the layer deletes the
 canvas, and the next click starts a fresh one. Layers that were made ahead but never painted
 hold nothing the user made; they are re-targeted (cheap) when the selection changes and removed
-when explain mode ends.
+when explain mode ends. Canvas pixels no click explained are NaN (drawn transparent), and new
+canvas layers go below the annotation layers.
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ class CanvasLayers:
         if tuple(layer.contrast_limits) == tuple(auto) and not math.isclose(m, auto[1]):
             layer.contrast_limits = (-m, m)
             layer.metadata[AUTO_LIMITS] = tuple(layer.contrast_limits)
+        # a file written from this layer opens again with the limits shown (export.layer_reader)
+        layer.metadata["xhisto"]["provenance"]["display_limits"] = [
+            float(v) for v in layer.contrast_limits]
 
     # -- internals
     @staticmethod
@@ -144,11 +148,13 @@ class CanvasLayers:
 
     def _add(self, plan: CanvasPlan, opacity: float):
         canvas, metadata = self._new_canvas(plan)
-        return self.viewer.add_image(
-            canvas.levels(), multiscale=True, name=plan.name,
-            **canvas.placement.layer_transform(plan.mpp), units=plan.units,
-            colormap=L.heatmap_colormap(), contrast_limits=(-1.0, 1.0), opacity=opacity,
-            blending="translucent", interpolation2d="nearest", metadata=metadata)
+        kwargs = {"multiscale": True, "name": plan.name,
+                  **canvas.placement.layer_transform(plan.mpp), "units": plan.units,
+                  "colormap": L.heatmap_colormap(), "contrast_limits": (-1.0, 1.0),
+                  "opacity": opacity, "blending": "translucent", "interpolation2d": "nearest",
+                  "metadata": metadata}
+        # below the annotations: a canvas never hides the cells and regions drawn on the slide
+        return L.add_below_annotations(self.viewer, canvas.levels(), kwargs)
 
     def _retarget(self, layer, plan: CanvasPlan):
         canvas, metadata = self._new_canvas(plan)

@@ -12,11 +12,14 @@ def build_demo_viewer(viewer=None, *, size: int | None = None, seed: int | None 
     from .._reader import slide_layer_data
     from .._sample_data import cached_synthetic_slide, ground_truth_layer_data
     from .annotate import AnnotateWidget
+    from .common.docking import dock_widgets
     from .evaluate import EvaluateWidget
-    from .explain_widget import ExplainWidget
+    from .explain import ExplainWidget
     from .export_widget import ExportWidget
+    from .layers import watch_for_slides
 
     viewer = viewer or napari.Viewer(title="napari-xhisto demo")
+    watch_for_slides(viewer)  # the scale bar (µm) is on whenever a slide is open
     slide_path, truth_path = cached_synthetic_slide(size=size or demo.DEMO_SIZE, seed=demo.DEMO_SEED
                                                     if seed is None else seed)
     for data, kwargs, kind in slide_layer_data(slide_path):
@@ -25,17 +28,13 @@ def build_demo_viewer(viewer=None, *, size: int | None = None, seed: int | None 
     for data, kwargs, kind in ground_truth_layer_data(truth_path, mpp, slide_path=slide_path):
         kwargs["visible"] = kind == "shapes"
         viewer.add_layer(Layer.create(data, kwargs, kind))
-    viewer.canvas.overlays.scale_bar.visible = True
     widgets = {
         "Explain": ExplainWidget(viewer),
         "Annotate": AnnotateWidget(viewer),
         "Evaluate": EvaluateWidget(viewer),
         "Export": ExportWidget(viewer),
     }
-    docks = [viewer.window.add_dock_widget(w, name=name, area="right") for name, w in widgets.items()]
-    for dock in docks[1:]:
-        viewer.window._qt_window.tabifyDockWidget(docks[0], dock)
-    docks[0].raise_()
+    dock_widgets(viewer, widgets)  # scrollable tabs of one dock: the slide keeps >= 60 %
     return viewer, widgets
 
 

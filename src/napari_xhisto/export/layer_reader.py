@@ -3,7 +3,11 @@
 ``_reader.py`` (or any caller) can hand :func:`heatmap_file_layer_data` to napari: one lazy
 multiscale image layer per file, every level read tile by tile, with ``scale``/``translate``
 from the recorded placement and ``metadata["xhisto"]`` shaped like the Explain widget's layers
-(kind, placement, mpp, provenance), so exports and metrics work on it unchanged.
+(kind, placement, mpp, provenance), so exports and metrics work on it unchanged. It looks as it
+did in the widget: the same colormaps (:mod:`napari_xhisto.colormaps`: clear centre for
+relevance, clear low values for probabilities, NaN transparent) and the display limits the
+layer had when it was written (``provenance["display_limits"]``), else the widget's rule
+(+-99.5th percentile of |relevance|; 0..1 for probabilities).
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from ..colormaps import HEATMAP_NAME, PROBABILITY_NAME, colormap_spec
 from ..geometry import split_index_2d, squeeze_2d
 from .heatmap_io import _read_description, _read_info
 from .tiles import HeatmapTileReader
 
-HEATMAP_COLORMAP = "bwr"
-PROBABILITY_COLORMAP = "magma"
+HEATMAP_COLORMAP = HEATMAP_NAME
+PROBABILITY_COLORMAP = PROBABILITY_NAME
+DISPLAY_PERCENTILE = 99.5  # as the Explain widget's new layers
+LIMITS_SAMPLE_PX = 4_000_000  # display limits from the finest level up to this many pixels
 
 
 def is_heatmap_file(path) -> bool:
@@ -84,24 +91,35 @@ def heatmap_file_layer_data(path, *, mpp: float | None = None, opacity: float = 
         file_mpp, prov, kind = base.mpp, dict(base.provenance), base.kind
     levels = [LevelArray(path, k) for k in range(n_levels)]
     mpp = float(mpp or file_mpp or 1.0)
-    coarse = np.asarray(levels[-1])
-    finite = coarse[np.isfinite(coarse)]
-    if kind == "probability":
-        limits, cmap = (0.0, 1.0), PROBABILITY_COLORMAP
-    else:
-        m = float(np.abs(finite).max()) if finite.size else 0.0
-        limits, cmap = ((-m, m) if m > 0 else (-1.0, 1.0)), HEATMAP_COLORMAP
-    meta = {"kind": kind if kind in ("heatmap", "probability") else "heatmap",
-            "placement": placement.to_dict(), "mpp": mpp, "provenance": prov,
+    kind = kind if kind in ("heatmap", "probability") else "heatmap"
+    limits = display_limits(levels, kind, prov)
+    meta = {"kind": kind, "placement": placement.to_dict(), "mpp": mpp, "provenance": prov,
             "slide_path": None if slide_path is None else str(slide_path), "source_file": str(path)}
     kwargs = {"name": prov.get("name") or path.name.split(".")[0], **placement.layer_transform(mpp),
-              "colormap": cmap, "contrast_limits": limits, "opacity": float(opacity),
+              "colormap": colormap_spec(kind), "contrast_limits": limits,
+              "opacity": float(opacity),
               "blending": "translucent", "interpolation2d": "nearest", "multiscale": len(levels) > 1,
               "metadata": {"xhisto": meta}}
     if file_mpp or mpp != 1.0:
         kwargs["units"] = ("µm", "µm")
     data = levels if len(levels) > 1 else levels[0]
     return [(data, kwargs, "image")]
+
+
+def display_limits(levels, kind: str, provenance: dict) -> tuple[float, float]:
+    """Contrast limits: recorded in the file, else 0..1 (probability) or +-99.5th pct of |R|."""
+    recorded = provenance.get("display_limits")
+    if recorded is not None and len(recorded) == 2 and all(
+            isinstance(v, int | float) and math.isfinite(v) for v in recorded) \
+            and recorded[0] < recorded[1]:
+        return float(recorded[0]), float(recorded[1])
+    if kind == "probability":
+        return (0.0, 1.0)
+    level = next((lv for lv in levels if lv.size <= LIMITS_SAMPLE_PX), levels[-1])
+    values = np.asarray(level)
+    finite = np.abs(values[np.isfinite(values)])
+    m = float(np.percentile(finite, DISPLAY_PERCENTILE)) if finite.size else 0.0
+    return (-m, m) if m > 0 else (-1.0, 1.0)
 
 
 def overlay_translate(properties: dict, mpp: float) -> tuple[float, float]:

@@ -38,12 +38,16 @@ def write_heatmap_layer(path: str, data, attributes: dict) -> list[str]:
 
     Multiscale layers are written from their full-resolution level, window by window.
     """
-    level0 = data[0] if isinstance(data, list | tuple) else data
+    # napari hands a multiscale layer's data as its MultiScaleData (a sequence, not a list)
+    multiscale = isinstance(data, list | tuple) or bool(attributes.get("multiscale"))
+    level0 = data[0] if multiscale else data
     if len(getattr(level0, "shape", ())) != 2:
         raise XhistoError(f"only single-channel 2-D layers are saved as heatmaps; "
                           f"{attributes.get('name', 'this layer')} has shape {getattr(level0, 'shape', None)}")
     placement, mpp, prov = layer_placement(attributes)
     prov.setdefault("name", attributes.get("name", ""))
+    if attributes.get("contrast_limits") is not None:  # opens again as it was shown
+        prov["display_limits"] = [float(v) for v in attributes["contrast_limits"]]
     source = ArrayTiles(level0, placement, mpp=mpp, provenance=prov)
     out = write_heatmap_tiles(path, source.shape, source.read, placement, mpp=mpp, provenance=prov,
                               overwrite=True)

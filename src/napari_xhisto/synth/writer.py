@@ -136,7 +136,9 @@ def iter_write_slide(path, *, size=20000, seed: int = 0, format: str | None = No
                 # parallel (default 512 MB): keep that small so memory stays bounded
                 buffersize=TILE_BUFFER_BYTES)
     aperio = f"Aperio Image Library v12.0.15\r\n{w}x{h}"
-    suffix = f"|AppMag = {mag:g}|MPP = {mpp:.4f}"
+    # XhistoSynthetic: marks the slide as made here (the Explain widget warns when the demo
+    # model, trained on such slides only, is used on a real one)
+    suffix = f"|AppMag = {mag:g}|MPP = {mpp:.4f}|XhistoSynthetic = seed {seed}"
 
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".xhisto-synth-") as tmp, \
             ThreadPoolExecutor(max(1, int(workers))) as pool, blas_one_thread():
