@@ -206,7 +206,7 @@ def _lost_row(job: dict, exc: BaseException) -> dict:
 
 def run_study(study_csv, settings: StudySettings, out, *, workers: int | None = None,
               scheduler: str | None = None, overwrite: bool = False, client=None,
-              stream=sys.stderr, on_result=None, write_every: float = 2.0) -> StudyRun:
+              stream="stderr", on_result=None, write_every: float = 2.0) -> StudyRun:
     """Run ``settings.task`` on every slide of ``study_csv`` not finished yet; write the table.
 
     Parameters
@@ -226,13 +226,15 @@ def run_study(study_csv, settings: StudySettings, out, *, workers: int | None = 
         Allow a folder that holds a study run with other settings.
     client : distributed.Client, optional
         Use this client (tests, notebooks); it is left open.
-    stream : file
-        Progress: a bar with ETA on a terminal, one line per slide otherwise; None for silence.
+    stream : file, "stderr" or None
+        Progress: a bar with ETA on a terminal, one line per slide otherwise; None for silence
+        (default: ``sys.stderr`` at the time of the call).
     on_result : callable, optional
         Called with ``(row, client)`` after each slide (tests use it to kill a worker).
     """
     t0 = time.perf_counter()
     out = Path(out)
+    stream = sys.stderr if stream == "stderr" else stream
     with study_lock(out):
         task, jobs, done_rows, study = plan_study(study_csv, settings, out, overwrite=overwrite)
         write_json_atomic(out / STUDY_FILE, study)

@@ -110,9 +110,9 @@ def run_slide(job: dict) -> dict:
     workdir = new_workdir(slide_dir)
     device = None
     try:
+        t_load = time.perf_counter()
         task = get_task(settings.task)
         device = worker_device(settings.device)
-        t_load = time.perf_counter()
         model, loads = cached_model(task, settings, job.get("model_key", ""), device)
         t_run = time.perf_counter()
         device = str(getattr(model, "device", device or "cpu"))
