@@ -293,3 +293,62 @@ def test_cli_checks_options_before_touching_slides(files, capsys):
         rc = main(["batch", str(study), "--out", str(files / "o"), *extra])
         assert rc == 1 and message in capsys.readouterr().err
     assert not (files / "o").exists()
+
+
+# ---- progress, devices, lost workers ------------------------------------------------------
+class _Terminal:
+    def __init__(self):
+        self.text = ""
+
+    def isatty(self):
+        return True
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_terminal_progress_is_one_redrawn_bar_with_eta():
+    from napari_xhisto.cohort.runner import _Reporter
+
+    term = _Terminal()
+    rep = _Reporter(term, 4, label="batch predict")
+    rep.start(1, 1, 3)
+    rep.step({"slide_id": "a", "status": "ok", "seconds": 1.0})
+    rep.step({"slide_id": "b", "status": "failed", "error": "truncated"})
+    bars = [p for p in term.text.split("\r") if p.startswith("batch predict [")]
+    assert len(bars) == 2
+    assert "2/4 (1 cached)" in bars[0] and "ETA" in bars[0]
+    assert "3/4 (1 cached, 1 failed)" in bars[1] and "b: failed: truncated" in bars[1]
+
+
+def test_one_gpu_per_worker_when_cuda_is_present(monkeypatch):
+    import torch
+
+    from napari_xhisto.cohort import worker
+
+    monkeypatch.delenv("XHISTO_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(worker, "_worker_name", lambda: ("tcp://127.0.0.1:1", 3))
+    assert worker.worker_device(None) == "cuda:1"
+    assert worker.worker_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert worker.worker_device(None) is None
+
+
+def test_a_slide_that_kills_its_workers_fails_its_row_only():
+    from distributed.scheduler import KilledWorker
+
+    from napari_xhisto.cohort.runner import _lost_row
+    from napari_xhisto.cohort.worker import error_line
+
+    job = {"task": "predict", "row": {"slide_id": "s", "line": 2, "path": "/x/s.svs",
+                                      "region": [0, 0, 5, 5]}}
+    row = _lost_row(job, KilledWorker("xhisto-s", None, 3))
+    assert row["status"] == "failed" and "died each time" in row["error"]
+    assert row["region"] == "0,0,5,5"
+    assert error_line(RuntimeError("bad\nsecond line")) == "RuntimeError: bad"
+    assert error_line(XhistoError("x" * 400)).endswith("...")

@@ -1,0 +1,221 @@
+"""Studies on dask.distributed: scaling over workers, the runner's overhead, resume cost.
+
+One run, N synthetic slides (``napari_xhisto.synth``), the bundled demo model, CPU:
+
+1. **Loop**: the per-slide function a study runs (``cohort.tasks.run_predict`` /
+   ``run_explain``: the same core calls as ``xhisto predict`` / ``explain``, writing the same
+   files) called in a plain loop in this process, model loaded once, one torch thread (as a
+   dask worker gets: the nanny sets ``OMP_NUM_THREADS=1``).
+2. **Batch, 1 and 2 workers**: ``run_study`` on a LocalCluster whose workers have imported the
+   package (cluster start and imports timed apart; the model load is in both the loop and the
+   batch figures). Scaling efficiency = T(1 worker) / (2 x T(2 workers)); runner overhead =
+   T(batch, 1 worker) / T(loop) - 1.
+3. **Resume**: ``run_study`` again on the finished 2-worker study: seconds, slides recomputed.
+
+Predict runs on whole slides; explain (LRP) on one region per slide (``region`` column).
+The machine is shared: 1-min load averages are recorded beside every figure, the phases are
+interleaved over ``--repeats`` rounds, and medians are reported.
+
+Usage: python bench/cohort.py [--n 16] [--size 2048] [--repeats 2] [--out JSON]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def load() -> float:
+    return float(open("/proc/loadavg").read().split()[0])
+
+
+def make_slides(folder: Path, n: int, size: int) -> list[Path]:
+    from napari_xhisto.synth.writer import write_slide
+
+    paths = []
+    for seed in range(n):
+        p = folder / f"slide{seed:02d}.svs"
+        if not p.exists():
+            write_slide(p, size=size, seed=100 + seed, workers=2, ground_truth=False)
+        paths.append(p)
+    return paths
+
+
+def write_study(folder: Path, slides: list[Path], task: str, size: int) -> Path:
+    side = min(1024, size)
+    region = f'"{(size - side) // 2},{(size - side) // 2},{side},{side}"' if task == "explain" else ""
+    lines = ["path,label,region"] + [f"{p},{'tumour' if i % 2 else 'normal'},{region}"
+                                     for i, p in enumerate(slides)]
+    study = folder / f"{task}.csv"
+    study.write_text("\n".join(lines) + "\n")
+    return study
+
+
+def loop_baseline(study: Path, settings, out: Path) -> dict:
+    """The per-slide function in a plain loop (model loaded once, one torch thread)."""
+    import torch
+
+    from napari_xhisto.cohort import read_study
+    from napari_xhisto.cohort.tasks import get_task
+
+    torch.set_num_threads(1)
+    task = get_task(settings.task)
+    rows = read_study(study)
+    t0 = time.perf_counter()
+    model = task.load(settings, None)
+    for row in rows:
+        final = out / row.slide_id
+        work = final / "work"
+        work.mkdir(parents=True)
+        task.run(row, settings, model, work, final)
+    return {"seconds": time.perf_counter() - t0, "slides": len(rows)}
+
+
+def warm_client(workers: int):
+    """A LocalCluster whose workers have imported what a slide needs (timed)."""
+    from napari_xhisto.cohort import open_client
+
+    t0 = time.perf_counter()
+    client, cluster = open_client(workers=workers)
+    t1 = time.perf_counter()
+    client.run(_warm_imports)
+    t2 = time.perf_counter()
+    threads = client.run(_torch_threads)
+    return client, cluster, {"cluster_start_s": round(t1 - t0, 3),
+                             "worker_imports_s": round(t2 - t1, 3),
+                             "torch_threads_per_worker": sorted(set(threads.values()))}
+
+
+def _warm_imports():
+    import napari_xhisto.explain.tiling  # noqa: F401
+    import napari_xhisto.export.heatmap_io  # noqa: F401
+    import napari_xhisto.models  # noqa: F401
+    from napari_xhisto.explain import get_explainer
+
+    get_explainer("lrp-epsilon-plus")
+
+
+def _torch_threads():
+    import torch
+
+    return torch.get_num_threads()
+
+
+def batch(study: Path, settings, out: Path, workers: int) -> dict:
+    from napari_xhisto.cohort import run_study
+
+    client, cluster, info = warm_client(workers)
+    try:
+        l0 = load()
+        t0 = time.perf_counter()
+        run = run_study(study, settings, out, client=client, stream=None)
+        wall = time.perf_counter() - t0
+    finally:
+        client.close()
+        cluster.close()
+    assert run.failed == 0 and run.computed == len(run.rows), (run.failed, run.computed)
+    loads = sorted({r["model_loads"] for r in run.rows})
+    return {"seconds": wall, "workers": workers, "computed": run.computed,
+            "model_loads_per_worker": loads, "load_before_after": [l0, load()], **info,
+            "slide_seconds_sum": round(sum(r["seconds"] for r in run.rows), 3)}
+
+
+def resume(study: Path, settings, out: Path) -> dict:
+    from napari_xhisto.cohort import run_study
+
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()
+              and p.parent != out and p.name != "history.jsonl"}
+    t0 = time.perf_counter()
+    run = run_study(study, settings, out, stream=None)  # nothing to do: no cluster is started
+    wall = time.perf_counter() - t0
+    after = {p: p.stat().st_mtime_ns for p in before}
+    return {"seconds": round(wall, 3), "computed": run.computed, "cached": run.cached,
+            "outputs_unchanged": before == after}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=16, help="slides in the study")
+    ap.add_argument("--size", type=int, default=2048, help="slide side, level-0 px")
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved rounds (median)")
+    ap.add_argument("--tasks", default="predict,explain")
+    ap.add_argument("--slides-dir", default=None, help="keep/reuse the synthetic slides here")
+    ap.add_argument("--out", default=str(HERE / "results" / "cohort.json"))
+    args = ap.parse_args(argv)
+
+    import distributed
+    import torch
+
+    from napari_xhisto.cohort import StudySettings
+
+    tmp = Path(tempfile.mkdtemp(prefix="xhisto-bench-cohort-"))
+    slides_dir = Path(args.slides_dir) if args.slides_dir else tmp / "slides"
+    slides_dir.mkdir(parents=True, exist_ok=True)
+    result = {"benchmark": "cohort",
+              "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                          "cpus": os.cpu_count(), "torch": torch.__version__,
+                          "distributed": distributed.__version__},
+              "n_slides": args.n, "slide_size": args.size, "repeats": args.repeats,
+              "model": "demo", "device": "cpu", "load_average_start": load()}
+    t0 = time.perf_counter()
+    slides = make_slides(slides_dir, args.n, args.size)
+    result["synth_seconds"] = round(time.perf_counter() - t0, 1)
+    try:
+        for task in args.tasks.split(","):
+            settings = StudySettings(task=task)
+            study = write_study(tmp, slides, task, args.size)
+            rounds = []
+            for k in range(args.repeats):
+                order = ["loop", 1, 2] if k % 2 == 0 else [2, 1, "loop"]
+                got = {}
+                for what in order:
+                    out = tmp / f"{task}-{what}-{k}"
+                    l0 = load()
+                    if what == "loop":
+                        got["loop"] = {**loop_baseline(study, settings, out),
+                                       "load_before_after": [l0, load()]}
+                    else:
+                        got[f"batch_{what}"] = batch(study, settings, out, what)
+                    print(task, k, what, round(got.get("loop" if what == "loop" else
+                                                       f"batch_{what}")["seconds"], 2),
+                          "s, load", load(), flush=True)
+                got["resume"] = resume(study, settings, tmp / f"{task}-2-{k}")
+                rounds.append(got)
+            med = {name: statistics.median(r[name]["seconds"] for r in rounds)
+                   for name in ("loop", "batch_1", "batch_2")}
+            result[task] = {
+                "loop_seconds": round(med["loop"], 3),
+                "batch_1_worker_seconds": round(med["batch_1"], 3),
+                "batch_2_workers_seconds": round(med["batch_2"], 3),
+                "scaling_efficiency_2_workers": round(med["batch_1"] / (2 * med["batch_2"]), 3),
+                "runner_overhead_vs_loop": round(med["batch_1"] / med["loop"] - 1, 4),
+                "resume_seconds": statistics.median(r["resume"]["seconds"] for r in rounds),
+                "resume_recomputed": max(r["resume"]["computed"] for r in rounds),
+                "rounds": rounds}
+            print(json.dumps({k: v for k, v in result[task].items() if k != "rounds"}), flush=True)
+    finally:
+        result["load_average_end"] = load()
+        result["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        if not args.slides_dir:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            for p in tmp.iterdir():
+                if p.resolve() != slides_dir.resolve():
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
