@@ -43,8 +43,8 @@ class StudyRun:
     events: list = field(default_factory=list)
 
 
-def default_workers() -> int:
-    """One worker per GPU when CUDA is present, else one per CPU core."""
+def default_workers(*, memory_per_worker: float = 2e9) -> int:
+    """One worker per GPU when CUDA is present, else one per CPU core (each with >= 2 GB RAM)."""
     try:
         import torch
 
@@ -52,7 +52,14 @@ def default_workers() -> int:
             return torch.cuda.device_count()
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
-    return max(1, os.cpu_count() or 1)
+    n = max(1, os.cpu_count() or 1)
+    try:
+        import psutil  # a dependency of distributed
+
+        n = min(n, max(1, int(psutil.virtual_memory().total // memory_per_worker)))
+    except ImportError:  # pragma: no cover
+        pass
+    return n
 
 
 def open_client(*, workers: int | None = None, scheduler: str | None = None):
@@ -63,8 +70,13 @@ def open_client(*, workers: int | None = None, scheduler: str | None = None):
     from distributed import Client, LocalCluster
 
     if scheduler:
+        as_path = Path(scheduler).expanduser()
+        if "://" not in scheduler and not as_path.is_file() and (
+                as_path.suffix == ".json" or "/" in scheduler):
+            raise XhistoError(f"scheduler file not found: {scheduler} (give a file written by "
+                              "`dask scheduler --scheduler-file`, or an address tcp://host:8786)")
         try:
-            if Path(scheduler).expanduser().is_file():
+            if as_path.is_file():
                 return Client(scheduler_file=str(Path(scheduler).expanduser()), timeout="30s"), None
             return Client(scheduler, timeout="30s"), None
         except OSError as exc:
