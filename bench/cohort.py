@@ -14,7 +14,10 @@ One run, N synthetic slides (``napari_xhisto.synth``), the bundled demo model, C
 
 Predict runs on whole slides; explain (LRP) on one region per slide (``region`` column).
 The machine is shared: 1-min load averages are recorded beside every figure, the phases are
-interleaved over ``--repeats`` rounds, and medians are reported.
+interleaved over ``--repeats`` rounds, and medians are reported. CPU seconds (workers + this
+process) are recorded too: with Linux autogroup scheduling a busy machine gives this session a
+fixed share whatever the number of processes, so wall-clock scaling means something only on
+an idle machine, while the CPU overhead of the runner holds either way.
 
 Usage: python bench/cohort.py [--n 16] [--size 2048] [--repeats 2] [--out JSON]
 """
@@ -36,6 +39,13 @@ HERE = Path(__file__).resolve().parent
 
 def load() -> float:
     return float(open("/proc/loadavg").read().split()[0])
+
+
+def _autogroup():
+    try:
+        return open("/proc/sys/kernel/sched_autogroup_enabled").read().strip() == "1"
+    except OSError:
+        return None
 
 
 def make_slides(folder: Path, n: int, size: int) -> list[Path]:
@@ -70,14 +80,15 @@ def loop_baseline(study: Path, settings, out: Path) -> dict:
     torch.set_num_threads(1)
     task = get_task(settings.task)
     rows = read_study(study)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model = task.load(settings, None)
     for row in rows:
         final = out / row.slide_id
         work = final / "work"
         work.mkdir(parents=True)
         task.run(row, settings, model, work, final)
-    return {"seconds": time.perf_counter() - t0, "slides": len(rows)}
+    return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "slides": len(rows)}
 
 
 def warm_client(workers: int):
@@ -104,6 +115,13 @@ def _warm_imports():
     get_explainer("lrp-epsilon-plus")
 
 
+def _cpu_seconds():
+    import psutil
+
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
+
+
 def _torch_threads():
     import torch
 
@@ -116,15 +134,21 @@ def batch(study: Path, settings, out: Path, workers: int) -> dict:
     client, cluster, info = warm_client(workers)
     try:
         l0 = load()
-        t0 = time.perf_counter()
+        w0 = client.run(_cpu_seconds)
+        t0, c0 = time.perf_counter(), time.process_time()
         run = run_study(study, settings, out, client=client, stream=None)
-        wall = time.perf_counter() - t0
+        wall, main_cpu = time.perf_counter() - t0, time.process_time() - c0
+        w1 = client.run(_cpu_seconds)
     finally:
         client.close()
         cluster.close()
     assert run.failed == 0 and run.computed == len(run.rows), (run.failed, run.computed)
     loads = sorted({r["model_loads"] for r in run.rows})
-    return {"seconds": wall, "workers": workers, "computed": run.computed,
+    worker_cpu = sum(w1[k] - w0[k] for k in w1 if k in w0)
+    return {"seconds": wall, "cpu_seconds": worker_cpu + main_cpu,
+            "cpu_seconds_workers": round(worker_cpu, 3),
+            "cpu_seconds_client_and_scheduler": round(main_cpu, 3),
+            "workers": workers, "computed": run.computed,
             "model_loads_per_worker": loads, "load_before_after": [l0, load()], **info,
             "slide_seconds_sum": round(sum(r["seconds"] for r in run.rows), 3)}
 
@@ -165,7 +189,8 @@ def main(argv=None) -> int:
                           "cpus": os.cpu_count(), "torch": torch.__version__,
                           "distributed": distributed.__version__},
               "n_slides": args.n, "slide_size": args.size, "repeats": args.repeats,
-              "model": "demo", "device": "cpu", "load_average_start": load()}
+              "model": "demo", "device": "cpu", "load_average_start": load(),
+              "sched_autogroup": _autogroup()}
     t0 = time.perf_counter()
     slides = make_slides(slides_dir, args.n, args.size)
     result["synth_seconds"] = round(time.perf_counter() - t0, 1)
@@ -192,12 +217,17 @@ def main(argv=None) -> int:
                 rounds.append(got)
             med = {name: statistics.median(r[name]["seconds"] for r in rounds)
                    for name in ("loop", "batch_1", "batch_2")}
+            cpu = {name: statistics.median(r[name]["cpu_seconds"] for r in rounds)
+                   for name in ("loop", "batch_1", "batch_2")}
             result[task] = {
                 "loop_seconds": round(med["loop"], 3),
                 "batch_1_worker_seconds": round(med["batch_1"], 3),
                 "batch_2_workers_seconds": round(med["batch_2"], 3),
                 "scaling_efficiency_2_workers": round(med["batch_1"] / (2 * med["batch_2"]), 3),
                 "runner_overhead_vs_loop": round(med["batch_1"] / med["loop"] - 1, 4),
+                "cpu_seconds_loop_batch1_batch2": [round(cpu[k], 2) for k in
+                                                   ("loop", "batch_1", "batch_2")],
+                "runner_cpu_overhead_vs_loop": round(cpu["batch_1"] / cpu["loop"] - 1, 4),
                 "resume_seconds": statistics.median(r["resume"]["seconds"] for r in rounds),
                 "resume_recomputed": max(r["resume"]["computed"] for r in rounds),
                 "rounds": rounds}

@@ -311,10 +311,10 @@ class _Terminal:
 
 
 def test_terminal_progress_is_one_redrawn_bar_with_eta():
-    from napari_xhisto.cohort.runner import _Reporter
+    from napari_xhisto.cohort.results import Reporter
 
     term = _Terminal()
-    rep = _Reporter(term, 4, label="batch predict")
+    rep = Reporter(term, 4, label="batch predict")
     rep.start(1, 1, 3)
     rep.step({"slide_id": "a", "status": "ok", "seconds": 1.0})
     rep.step({"slide_id": "b", "status": "failed", "error": "truncated"})

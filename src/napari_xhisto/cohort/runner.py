@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import XhistoError
 from .fingerprint import fingerprint_many, settings_digest, slide_key
-from .results import progress_line, write_results
+from .results import Reporter, write_results
 from .settings import StudySettings, model_fingerprint
 from .store import read_done, study_lock, write_json_atomic
 from .study import read_study
@@ -260,7 +260,7 @@ def run_study(study_csv, settings: StudySettings, out, *, workers: int | None = 
                        cached=sum(1 for r in done_rows if r.get("cached")))
         pending = {j["row"]["slide_id"]: _pending_row(j) for j in jobs}
         total = len(done_rows) + len(jobs)
-        say = _Reporter(stream, total, label=f"batch {task.name}")
+        say = Reporter(stream, total, label=f"batch {task.name}")
         say.start(len(done_rows), run.cached, len(jobs))
 
         def table():
@@ -344,62 +344,3 @@ def _compute(jobs, run: StudyRun, pending: dict, *, client, workers, scheduler, 
             client.close()
             if cluster is not None:
                 cluster.close()
-
-
-class _Reporter:
-    """Progress over slides: a redrawn bar with ETA on a terminal, else one line per slide."""
-
-    def __init__(self, stream, total: int, *, label: str):
-        self.stream, self.total, self.label = stream, total, label
-        self.tty = stream is not None and hasattr(stream, "isatty") and stream.isatty()
-        self.done = self.cached = self.failed = self.computed = 0
-        self.t0 = time.perf_counter()
-
-    def _write(self, text: str, *, end: str = "\n") -> None:
-        if self.stream is not None:
-            self.stream.write(text + end)
-            self.stream.flush()
-
-    def start(self, done: int, cached: int, todo: int) -> None:
-        self.done, self.cached, self.failed = done, cached, done - cached
-        unreadable = f", {done - cached} unreadable" if done > cached else ""
-        self._write(f"{self.label}: {self.total} slide(s), {cached} already done{unreadable}, "
-                    f"{todo} to run")
-
-    def note(self, text: str) -> None:
-        self._write(("\r" if self.tty else "") + text)
-
-    def step(self, row: dict) -> None:
-        self.done += 1
-        if row.get("cached"):
-            self.cached += 1
-        elif row.get("status") == "ok":
-            self.computed += 1
-        if row.get("status") == "failed":
-            self.failed += 1
-        elapsed = time.perf_counter() - self.t0
-        left = self.total - self.done
-        eta = elapsed / self.computed * left if self.computed else None
-        line = progress_line(self.done, self.total, cached=self.cached, failed=self.failed,
-                             elapsed=elapsed, eta=eta)
-        if self.tty:
-            self._write(f"\r{self.label} {line}", end="")
-            if row.get("status") == "failed":
-                self._write(f"\n  {row['slide_id']}: failed: {row.get('error')}")
-        else:
-            what = "failed: " + str(row.get("error")) if row.get("status") == "failed" else (
-                "cached" if row.get("cached") else f"ok in {row.get('seconds', 0):.1f} s")
-            self._write(f"{self.label} {self.done}/{self.total} {row['slide_id']}: {what}"
-                        + (f" (ETA {_eta(eta)})" if eta is not None and left else ""))
-
-    def finish(self, run: StudyRun) -> None:
-        if self.tty:
-            self._write("")
-        self._write(f"{self.label}: {run.computed} computed, {run.cached} already done, "
-                    f"{run.failed} failed in {run.wall_seconds:.1f} s -> {run.files[0]}")
-
-
-def _eta(seconds: float) -> str:
-    from .results import _clock
-
-    return _clock(seconds)
