@@ -63,6 +63,11 @@ def _done_events(slide_dir):
     return [json.loads(x) for x in lines if json.loads(x)["event"] == "done"]
 
 
+def _running(dask_worker):
+    """Tasks a worker's threads are executing (cancelled ones included)."""
+    return len(dask_worker.active_threads)
+
+
 def _outputs(out, ids):
     """(name -> (mtime_ns, sha256 of bytes)) of every finished output of ``ids``."""
     import hashlib
@@ -210,3 +215,32 @@ def test_cli_evaluate_study_on_an_existing_cluster_via_scheduler_file(slides, cl
                "--radius-um", "4", "--random-runs", "2", "--out", str(out),
                "--scheduler", addr])
     assert rc == 0 and "0 computed, 2 already done" in capsys.readouterr().out
+
+
+def test_an_interrupted_study_resumes_with_the_slides_it_had_not_finished(slides, client,
+                                                                         tmp_path):
+    root, paths = slides
+    study = _study(root, "resume.csv", [f"{s.name},,," for s, _ in paths])
+    out = tmp_path / "study"
+    seen = []
+
+    def interrupt(row, cl):
+        seen.append(row["slide_id"])
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, StudySettings(task="predict"), out, client=client, stream=None,
+                  on_result=interrupt)
+    table = _table(out)  # written on the way out: two done, the rest pending
+    assert sorted(r["status"] for r in table.values()).count("ok") == 2
+    assert {table[s]["status"] for s in table if s not in seen} <= {"pending"}
+    assert not (out / ".lock").exists()
+    deadline = time.time() + 60  # a slide already running when interrupted may still finish
+    while any(client.run(_running).values()) and time.time() < deadline:
+        time.sleep(0.2)
+    run = run_study(study, StudySettings(task="predict"), out, client=client, stream=None)
+    assert run.failed == 0 and run.computed + run.cached == 5 and run.cached >= 2
+    assert all(r["status"] == "ok" for r in _table(out).values())
+    for sid in (f"s{i}" for i in range(5)):
+        assert len(_done_events(out / sid)) == 1, sid

@@ -340,6 +340,9 @@ def _compute(jobs, run: StudyRun, pending: dict, *, client, workers, scheduler, 
                 last_write = time.perf_counter()
         return dash
     finally:
+        left = [f for f in futures if not f.done()] if "futures" in locals() else []
+        if left:  # interrupted: slides not started stay pending (a re-run resumes them)
+            client.cancel(left)
         if own_client:
             client.close()
             if cluster is not None:
