@@ -166,8 +166,11 @@ def plan_study(study_csv, settings: StudySettings, out, *, overwrite: bool = Fal
         jobs.append({**base, "row": r.to_dict(), "key": key, "model_key": shash,
                      "inputs": {"slide": fps[str(r.path)],
                                 "annotations": fps.get(str(r.annotations))}})
+    from .. import __version__
+
     study = {"task": task.name, "settings": info, "settings_hash": shash,
-             "study_csv": str(Path(study_csv).resolve()), "n_slides": len(rows)}
+             "study_csv": str(Path(study_csv).resolve()), "n_slides": len(rows),
+             "napari_xhisto": __version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     return task, jobs, done_rows, study
 
 
