@@ -82,13 +82,16 @@ def loop_baseline(study: Path, settings, out: Path) -> dict:
     rows = read_study(study)
     t0, c0 = time.perf_counter(), time.process_time()
     model = task.load(settings, None)
+    per_slide = []
     for row in rows:
         final = out / row.slide_id
         work = final / "work"
         work.mkdir(parents=True)
+        c1 = time.process_time()
         task.run(row, settings, model, work, final)
+        per_slide.append(round(time.process_time() - c1, 3))
     return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-            "slides": len(rows)}
+            "slides": len(rows), "slide_cpu_seconds": per_slide}
 
 
 def warm_client(workers: int):
@@ -107,9 +110,14 @@ def warm_client(workers: int):
 
 
 def _warm_imports():
+    import napari_xhisto.annotations  # noqa: F401
+    import napari_xhisto.cohort.tasks  # noqa: F401
+    import napari_xhisto.cohort.worker  # noqa: F401
     import napari_xhisto.explain.tiling  # noqa: F401
     import napari_xhisto.export.heatmap_io  # noqa: F401
+    import napari_xhisto.metrics.report  # noqa: F401
     import napari_xhisto.models  # noqa: F401
+    import napari_xhisto.slide  # noqa: F401
     from napari_xhisto.explain import get_explainer
 
     get_explainer("lrp-epsilon-plus")
@@ -150,7 +158,9 @@ def batch(study: Path, settings, out: Path, workers: int) -> dict:
             "cpu_seconds_client_and_scheduler": round(main_cpu, 3),
             "workers": workers, "computed": run.computed,
             "model_loads_per_worker": loads, "load_before_after": [l0, load()], **info,
-            "slide_seconds_sum": round(sum(r["seconds"] for r in run.rows), 3)}
+            "slide_seconds_sum": round(sum(r["seconds"] for r in run.rows), 3),
+            "slide_cpu_seconds": [r.get("cpu_seconds") for r in
+                                  sorted(run.rows, key=lambda r: r["line"])]}
 
 
 def resume(study: Path, settings, out: Path) -> dict:

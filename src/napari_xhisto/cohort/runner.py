@@ -26,6 +26,19 @@ __all__ = ["StudyRun", "default_workers", "open_client", "plan_study", "run_stud
 
 STUDY_FILE = "study.json"
 
+# Settings of the LocalCluster we start (a cluster of the user's keeps its own config).
+LOCAL_CLUSTER_CONFIG = {
+    # dask's nanny exports MALLOC_TRIM_THRESHOLD_=65536 to its workers; a fixed threshold turns
+    # off glibc's adaptive mmap threshold, so every large torch buffer is mmap'ed and unmapped
+    # again: explain ran 1.5-3x slower than in a plain process. None unsets it (dask's way).
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    # a slide is one long task: the statistical profiler (a stack sample every 10 ms) and
+    # 100 ms memory polls cost an idle worker 3% of a core, 1.6% without them
+    "distributed.worker.profile.enabled": False,
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
+
 
 @dataclass
 class StudyRun:
@@ -85,10 +98,7 @@ def open_client(*, workers: int | None = None, scheduler: str | None = None):
     n = int(workers or default_workers())
     if n < 1:
         raise XhistoError(f"--workers must be at least 1, got {workers}")
-    # dask's nanny exports MALLOC_TRIM_THRESHOLD_=65536 to its workers; a fixed threshold turns
-    # off glibc's adaptive mmap threshold, so every large torch buffer is mmap'ed and unmapped
-    # again: explain ran 1.5-3x slower than in a plain process. None unsets it (dask's own way).
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                silence_logs=logging.ERROR)

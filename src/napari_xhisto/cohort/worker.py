@@ -92,7 +92,7 @@ def run_slide(job: dict) -> dict:
     from .study import StudyRow
     from .tasks import get_task
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     row = StudyRow.from_dict(job["row"])
     settings = StudySettings.from_dict(job["settings"])
     key = job["key"]
@@ -127,6 +127,7 @@ def run_slide(job: dict) -> dict:
                                    "pid": os.getpid(), "seconds": result["seconds"]})
         return {**result, "cached": False, "model_loads": loads,
                 "model_load_seconds": round(t_run - t_load, 3),
+                "cpu_seconds": round(time.process_time() - c0, 3),  # all threads of the worker
                 "seconds_this_run": time.perf_counter() - t0}
     except Exception as exc:  # a slide's failure is its row's, never the study's
         shutil.rmtree(workdir, ignore_errors=True)
