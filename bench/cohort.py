@@ -4,8 +4,8 @@ One run, N synthetic slides (``napari_xhisto.synth``), the bundled demo model, C
 
 1. **Loop**: the per-slide function a study runs (``cohort.tasks.run_predict`` /
    ``run_explain``: the same core calls as ``xhisto predict`` / ``explain``, writing the same
-   files) called in a plain loop in this process, model loaded once, one torch thread (as a
-   dask worker gets: the nanny sets ``OMP_NUM_THREADS=1``).
+   files) called in a plain loop in a fresh process set up as a dask worker is
+   (``OMP_NUM_THREADS=1``, the same imports done first), model loaded once.
 2. **Batch, 1 and 2 workers**: ``run_study`` on a LocalCluster whose workers have imported the
    package (cluster start and imports timed apart; the model load is in both the loop and the
    batch figures). Scaling efficiency = T(1 worker) / (2 x T(2 workers)); runner overhead =
@@ -70,28 +70,44 @@ def write_study(folder: Path, slides: list[Path], task: str, size: int) -> Path:
     return study
 
 
-def loop_baseline(study: Path, settings, out: Path) -> dict:
-    """The per-slide function in a plain loop (model loaded once, one torch thread)."""
-    import torch
+def loop_baseline(study: Path, task: str, out: Path) -> dict:
+    """The per-slide function in a plain loop, in a fresh process set up like a dask worker.
 
-    from napari_xhisto.cohort import read_study
+    Same environment (``OMP_NUM_THREADS=1`` ...), same imports done before the clock starts;
+    the model load and the first slide's warm-up are paid inside the clock, as in a worker.
+    """
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1"}
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    proc = subprocess.run([sys.executable, __file__, "--loop-only", str(study), task, str(out)],
+                          env=env, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _loop_only(study: str, task_name: str, out: str) -> None:
+    from napari_xhisto.cohort import StudySettings, read_study
     from napari_xhisto.cohort.tasks import get_task
 
-    torch.set_num_threads(1)
-    task = get_task(settings.task)
+    _warm_imports()
+    settings = StudySettings(task=task_name)
+    task = get_task(task_name)
     rows = read_study(study)
     t0, c0 = time.perf_counter(), time.process_time()
     model = task.load(settings, None)
     per_slide = []
     for row in rows:
-        final = out / row.slide_id
+        final = Path(out) / row.slide_id
         work = final / "work"
         work.mkdir(parents=True)
         c1 = time.process_time()
         task.run(row, settings, model, work, final)
         per_slide.append(round(time.process_time() - c1, 3))
-    return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-            "slides": len(rows), "slide_cpu_seconds": per_slide}
+    print(json.dumps({"seconds": time.perf_counter() - t0,
+                      "cpu_seconds": time.process_time() - c0, "slides": len(rows),
+                      "slide_cpu_seconds": per_slide}))
 
 
 def warm_client(workers: int):
@@ -177,6 +193,12 @@ def resume(study: Path, settings, out: Path) -> dict:
 
 
 def main(argv=None) -> int:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--loop-only":
+        _loop_only(*argv[1:4])
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=16, help="slides in the study")
     ap.add_argument("--size", type=int, default=2048, help="slide side, level-0 px")
@@ -216,7 +238,7 @@ def main(argv=None) -> int:
                     out = tmp / f"{task}-{what}-{k}"
                     l0 = load()
                     if what == "loop":
-                        got["loop"] = {**loop_baseline(study, settings, out),
+                        got["loop"] = {**loop_baseline(study, task, out),
                                        "load_before_after": [l0, load()]}
                     else:
                         got[f"batch_{what}"] = batch(study, settings, out, what)
