@@ -269,12 +269,7 @@ def main(argv=None) -> int:
         result["wall_seconds"] = round(time.perf_counter() - t0, 1)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-        if not args.slides_dir:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            for p in tmp.iterdir():
-                if p.resolve() != slides_dir.resolve():
-                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+        shutil.rmtree(tmp, ignore_errors=True)  # --slides-dir (kept) lies outside it
     print(f"wrote {args.out}")
     return 0
 
