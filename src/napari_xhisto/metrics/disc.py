@@ -46,7 +46,7 @@ def values_transform(convention: str | None):
 
 def disc_means(get_rows, shape, placement, rows, cols, radius: float, *,
                block_pixels: int = 1 << 22, transform=None, views: bool = False,
-               chunk_pixels: int = 1 << 21, mode: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+               chunk_pixels: int = 1 << 22, mode: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Area-weighted mean of a map over a disc around each point, and the disc's valid share.
 
     Parameters
@@ -200,7 +200,9 @@ def _block_disc_means(block, top, y, x, geo, transform, prefix, chunk_pixels, *,
         source = np.lib.stride_tricks.sliding_window_view(block, n_cols, axis=1)
     else:
         source = prefix.fill(transform(block))
-    chunk = max(16, int(chunk_pixels) // (n_strips * n_cols))
+    # window mode holds (cells, strips, columns) values; prefix mode only per-strip arrays
+    chunk = (max(256, int(chunk_pixels) // (n_strips * n_cols)) if mode == "window"
+             else max(256, int(chunk_pixels) // (16 * n_strips)))
     means = np.empty(y.size)
     cover = np.empty(y.size)
     for c0 in range(0, y.size, chunk):  # bounded temporaries whatever the number of cells
