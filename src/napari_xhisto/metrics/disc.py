@@ -200,9 +200,10 @@ def _block_disc_means(block, top, y, x, geo, transform, prefix, chunk_pixels, *,
         source = np.lib.stride_tricks.sliding_window_view(block, n_cols, axis=1)
     else:
         source = prefix.fill(transform(block))
-    # window mode holds (cells, strips, columns) values; prefix mode only per-strip arrays
-    chunk = (max(256, int(chunk_pixels) // (n_strips * n_cols)) if mode == "window"
-             else max(256, int(chunk_pixels) // (16 * n_strips)))
+    # window mode holds (cells, strips, columns) values; the per-strip boundary arrays of
+    # more than ~2000 cells fall out of cache
+    chunk = min(2048, max(256, int(chunk_pixels) // (n_strips * n_cols)) if mode == "window"
+                else 2048)
     means = np.empty(y.size)
     cover = np.empty(y.size)
     for c0 in range(0, y.size, chunk):  # bounded temporaries whatever the number of cells
