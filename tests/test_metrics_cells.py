@@ -95,6 +95,37 @@ def test_cell_scores_equal_slow_exact_disc_integral(placement, radius_um, rectif
     np.testing.assert_allclose(fast[~np.isnan(fast)], slow[~np.isnan(slow)], rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("mode", ["window", "prefix"])
+@pytest.mark.parametrize("placement, radius_um, rectify", CASES[:4])
+def test_both_summing_modes_equal_slow_exact_disc_integral(placement, radius_um, rectify, mode):
+    # windows read around the cells (memmaps, few cells) and per-row cumulative sums (many
+    # cells per pixel), for float32 maps with NaN pixels, discs crossing every border and
+    # lazy row blocks as well as one view of the whole map
+    from napari_xhisto.metrics.conventions import apply_convention
+    from napari_xhisto.metrics.disc import disc_means, values_transform
+
+    rng = np.random.default_rng(21)
+    heat = rng.normal(size=(29, 37)).astype(np.float32)
+    heat[4, 5] = heat[12:15, 20:24] = np.nan
+    heat[:, 0] = np.nan
+    p = placement
+    r = radius_um / 0.5
+    rows = p.origin_row + rng.uniform(-r - 3, 29 * p.step_row + r + 3, 60)
+    cols = p.origin_col + rng.uniform(-r - 3, 37 * p.step_col + r + 3, 60)
+    slow = slow_disc_integral(heat.astype(np.float64), rows, cols, radius=r, placement=p,
+                              rectify=rectify)
+    conv = "rectified" if rectify else "signed"
+    for views, block_pixels in ((True, 1 << 22), (False, 6 * 37)):
+        got, cover = disc_means(lambda a, b: heat[a:b], heat.shape, p, rows, cols, r,
+                                transform=values_transform(conv), views=views,
+                                block_pixels=block_pixels, chunk_pixels=500, mode=mode)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(slow))
+        np.testing.assert_allclose(got[~np.isnan(got)], slow[~np.isnan(slow)], rtol=1e-8,
+                                   atol=1e-10)
+    assert np.isnan(slow).sum() > 0 and ((cover > 0) & (cover < 1)).sum() > 0
+    assert apply_convention(heat, conv).dtype == np.float32  # summed in float64 all the same
+
+
 @pytest.mark.parametrize("placement, radius_um, rectify", CASES[1:4])
 def test_cell_scores_converge_to_supersampled_disc(placement, radius_um, rectify):
     rng = np.random.default_rng(11)

@@ -228,3 +228,32 @@ def test_percentile_localization_is_rectified_and_gives_microns():
     assert rows[0]["hausdorff_unit"] == "level-0 px"
     signed = localization_at_percentiles(heat, truth, percentiles=(50,), convention="signed")
     assert signed[0]["threshold"] == -1.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("convention", ["rectified", "signed", "absolute"])
+def test_threshold_histograms_equal_numpy_histogram_on_edge_values(dtype, convention):
+    # values on and next to every threshold edge (in the map's own precision), NaN pixels,
+    # ties at the min and max: the bins equal np.histogram of the float64 scaled map
+    from napari_xhisto.metrics.conventions import apply_convention
+    from napari_xhisto.metrics.threshold_sweep import threshold_histograms
+
+    rng = np.random.default_rng(13)
+    lo, hi = -0.7, 2.9
+    thr = np.arange(0, 1, 0.001)
+    on_edges = (lo + thr * (hi - lo)).astype(dtype)
+    vals = np.concatenate([on_edges, np.nextafter(on_edges, dtype(-9)),
+                           np.nextafter(on_edges, dtype(9)),
+                           rng.uniform(lo, hi, 9000).astype(dtype), [lo, hi, hi, np.nan]])
+    vals = vals.astype(dtype)
+    heat = np.concatenate([vals, np.full(12800 - vals.size, np.nan, dtype)]).reshape(80, 160)
+    truth = rng.random(heat.shape) < 0.3
+    pos, neg, got_thr = threshold_histograms(heat, truth, convention=convention,
+                                             block_pixels=2000)
+    v = apply_convention(heat.astype(np.float64), convention)
+    ok = np.isfinite(v)
+    v = (v - v[ok].min()) / (v[ok].max() - v[ok].min())
+    edges = np.append(thr, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(pos, np.histogram(v[ok & truth], bins=edges)[0])
+    np.testing.assert_array_equal(neg, np.histogram(v[ok & ~truth], bins=edges)[0])
+    np.testing.assert_array_equal(got_thr, thr)

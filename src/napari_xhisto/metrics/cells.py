@@ -93,8 +93,8 @@ def cell_scores(heatmap, cells, *, radius_um: float, mpp: float, placement=None,
     >>> round(float(s[0]), 6)  # the disc straddles the edge between the pixels: half and half
     0.5
     """
-    from .conventions import apply_convention, check_convention
-    from .disc import disc_means
+    from .conventions import check_convention
+    from .disc import disc_means, values_transform
 
     shape, source = _rows_source(heatmap)
     p = as_placement(placement)
@@ -107,12 +107,14 @@ def cell_scores(heatmap, cells, *, radius_um: float, mpp: float, placement=None,
     if not 0 <= min_coverage <= 1:
         raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage}")
     rows, cols, _ = cell_arrays(cells)
+    views = isinstance(source, np.ndarray)  # an array or memmap: row windows are views
 
     def get_rows(a, b):
-        return apply_convention(np.asarray(source[a:b], dtype=np.float64), conv)
+        return source[a:b] if views else np.asarray(source[a:b])
 
     scores, coverage = disc_means(get_rows, shape, p, rows, cols, radius_um / mpp,
-                                  block_pixels=block_pixels)
+                                  block_pixels=block_pixels, transform=values_transform(conv),
+                                  views=views)
     if min_coverage > 0:
         scores[coverage < min_coverage] = np.nan
     return (scores, coverage) if return_coverage else scores

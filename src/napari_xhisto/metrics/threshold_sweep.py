@@ -96,15 +96,20 @@ def _rows_per_block(width: int, block_pixels: int) -> int:
 def finite_range(heatmap, *, convention: str = "rectified", block_pixels: int = 1 << 22):
     """(min, max) of the finite values of ``heatmap`` read under ``convention``; NaNs when none.
 
-    Works in row blocks, so a large map is never copied whole.
+    Works in row blocks, so a large map is never copied whole. An infinite value counts as a
+    value (the map then has no finite range and is left out of the histograms).
     """
     h = np.asarray(heatmap)
     lo, hi = np.inf, -np.inf
     step = _rows_per_block(h.shape[1], block_pixels)
+    raw = convention in ("rectified", "signed") and h.dtype.kind == "f"
     for r0 in range(0, h.shape[0], step):
-        v = apply_convention(h[r0:r0 + step], convention).ravel()
-        lo = min(lo, float(np.fmin.reduce(v)))
-        hi = max(hi, float(np.fmax.reduce(v)))
+        block = h[r0:r0 + step]
+        v = block if raw else apply_convention(block, convention)
+        lo = min(lo, float(np.fmin.reduce(v, axis=None)))
+        hi = max(hi, float(np.fmax.reduce(v, axis=None)))
+    if convention == "rectified" and raw and np.isfinite(lo):  # max(v, 0) of the raw range
+        lo, hi = max(lo, 0.0), max(hi, 0.0)
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return float("nan"), float("nan")
     return lo, hi
@@ -122,6 +127,99 @@ def _bin_index(v: np.ndarray, edges: np.ndarray, step: float) -> np.ndarray:
     q -= v < edges[q]
     q += v >= edges[q + 1]
     return q
+
+
+def _int_type(dtype):
+    return np.int32 if np.dtype(dtype) == np.float32 else np.int64
+
+
+def _ordinal(x: np.ndarray) -> np.ndarray:
+    """Integers in the order of the floats ``x`` (-0.0 and 0.0 alike); `_from_ordinal` inverts."""
+    bits = x.view(_int_type(x.dtype)).astype(np.int64)
+    mag = bits & np.int64(np.iinfo(_int_type(x.dtype)).max)
+    return np.where(bits < 0, -mag, mag)
+
+
+def _from_ordinal(o: np.ndarray, dtype) -> np.ndarray:
+    it = _int_type(dtype)
+    bits = np.where(o < 0, (-o) | np.int64(np.iinfo(it).min), o).astype(it)
+    return bits.view(dtype)
+
+
+def _value_edges(lo: float, hi: float, edges: np.ndarray, step: float, dtype) -> np.ndarray:
+    """``first[k - 1]``: the least value ``x`` of ``dtype`` whose score
+    ``(float64(x) - lo) / (hi - lo)`` falls in bin ``k`` or above (`_bin_index`), for
+    ``k = 1 .. len(edges) - 1``; ``inf`` where no value up to ``hi`` gets there.
+
+    The scores are monotone in ``x``, so a bisection over the ordered values of ``dtype``
+    finds each edge exactly; a value's bin is then ``#{k: first[k - 1] <= x}``.
+    """
+    scale = hi - lo
+    n_bins = edges.size - 1
+    lo_o = int(_ordinal(np.asarray([lo], dtype=dtype))[0])
+    hi_o = int(_ordinal(np.asarray([hi], dtype=dtype))[0])
+    k = np.arange(1, n_bins)
+    a = np.full(k.size, lo_o - 1, dtype=np.int64)  # bin(a) < k (below the range)
+    b = np.full(k.size, hi_o + 1, dtype=np.int64)  # bin(b) >= k, or past the range
+
+    def reaches(o):
+        v = (_from_ordinal(o, dtype).astype(np.float64) - lo) / scale
+        return _bin_index(np.clip(v, 0.0, 3.0), edges, step) >= k
+
+    while True:
+        open_ = b - a > 1
+        if not open_.any():
+            break
+        mid = a + (b - a) // 2
+        up = reaches(np.clip(mid, lo_o, hi_o))
+        b = np.where(open_ & up, mid, b)
+        a = np.where(open_ & ~up, mid, a)
+    first = _from_ordinal(np.minimum(b, hi_o), dtype)
+    first[b > hi_o] = np.inf
+    return first
+
+
+class _Binner:
+    """Exact threshold bins of a float map's values, read under a convention, in row blocks.
+
+    A value's bin is ``floor(score)`` computed in the map's own precision and a little low
+    (never above the exact bin, at most one below), then raised by one where the value
+    reaches the next exact edge (`_value_edges`): what `_bin_index` gives on the float64
+    scores, in a few operations per pixel into reused buffers. NaN pixels are read as a
+    value just past the top of the range: they land in the last bin (``[2, 3]``), which no
+    score reaches, and the caller empties it.
+    """
+
+    def __init__(self, lo, hi, edges, step, convention, dtype, shape):
+        self.convention = convention
+        self.dtype = np.dtype(dtype)
+        n_thr = edges.size - 3
+        self.first_next = _value_edges(lo, hi, edges, step, self.dtype)
+        # a relative shift of 2^-20 outweighs the rounding of two float32 operations
+        self.factor = self.dtype.type(n_thr / (hi - lo) * (1 - 2.0 ** -20))
+        self.lo = self.dtype.type(lo)
+        self.nan_value = self.dtype.type(lo + (n_thr + 1.5) / float(self.factor))
+        self.v = np.empty(shape, self.dtype)
+        self.f = np.empty(shape, self.dtype)
+        self.q = np.empty(shape, np.int32)
+        self.up = np.empty(shape, bool)
+
+    def __call__(self, block):
+        n = block.shape[0]
+        v, f, q, up = self.v[:n], self.f[:n], self.q[:n], self.up[:n]
+        if self.convention == "absolute":
+            np.abs(block, out=v)
+            np.maximum(v, self.lo, out=v)
+        else:  # rectified: lo >= 0, so on finite values max(v, lo) is max(v, 0)
+            np.maximum(block, self.lo, out=v)
+        np.fmin(v, self.nan_value, out=v)  # NaN -> a value in the last bin
+        np.subtract(v, self.lo, out=f)
+        np.multiply(f, self.factor, out=f)
+        np.copyto(q, f, casting="unsafe")
+        np.take(self.first_next, q, out=f, mode="clip")  # "raise" would buffer
+        np.greater_equal(v, f, out=up)
+        q += up
+        return q
 
 
 def threshold_histograms(maps, masks, *, step: float = REFERENCE_STEP,
@@ -151,28 +249,31 @@ def threshold_histograms(maps, masks, *, step: float = REFERENCE_STEP,
     thr = threshold_grid(step)
     edges = np.append(thr, [1.0, 2.0, 3.0])
     nb = edges.size - 1
-    counts = np.zeros(2 * (nb + 1), dtype=np.int64)  # bin nb of each half: ignored (NaN) pixels
+    pos = np.zeros(nb, dtype=np.int64)
+    total = np.zeros(nb, dtype=np.int64)
     for m, g in _pairs(maps, masks):
         lo, hi = finite_range(m, convention=convention, block_pixels=block_pixels)
         if not np.isfinite(lo):
             continue
-        scale = hi - lo
-        rows = _rows_per_block(m.shape[1], block_pixels)
+        # small blocks: the buffers stay in cache
+        rows = _rows_per_block(m.shape[1], min(block_pixels, 1 << 16))
+        dtype = m.dtype if m.dtype in (np.float32, np.float64) else np.float64
+        binner = None if hi == lo else _Binner(lo, hi, edges, step, convention, dtype,
+                                               (min(rows, m.shape[0]), m.shape[1]))
         for r0 in range(0, m.shape[0], rows):
-            v = np.array(apply_convention(m[r0:r0 + rows], convention), dtype=np.float64)
-            ok = np.isfinite(v)
-            if scale > 0:
-                v -= lo
-                v /= scale
-            else:
-                v[...] = 0.0
-            v[~ok] = 0.0
-            q = _bin_index(v, edges, step)
-            q[~ok] = nb
-            q += (nb + 1) * g[r0:r0 + rows]
-            counts += np.bincount(q.ravel(), minlength=2 * (nb + 1))
-    neg, pos = counts[:nb], counts[nb + 1:2 * nb + 1]
-    return pos, neg, thr
+            block = np.asarray(m[r0:r0 + rows], dtype=dtype)
+            gb = g[r0:r0 + rows].reshape(-1)
+            if binner is None:  # a constant map scales to 0: every finite pixel in bin 0
+                ok = np.isfinite(block).reshape(-1)
+                total[0] += np.count_nonzero(ok)
+                pos[0] += np.count_nonzero(gb & ok)
+                continue
+            q = binner(block).reshape(-1)
+            total += np.bincount(q, minlength=nb)
+            if gb.any():
+                pos += np.bincount(q[gb], minlength=nb)
+        total[-1] = pos[-1] = 0  # NaN pixels (no score reaches [2, 3])
+    return pos, total - pos, thr
 
 
 @dataclass
