@@ -271,3 +271,25 @@ def test_random_baseline_scores_only_pixels_valid_in_the_heatmap():
     np.testing.assert_array_equal(np.isnan(const), np.isnan(real))
     b = baseline_aucs(heat.shape, cells, radius_um=2, mpp=1, n_random=2, nan_like=heat)
     assert b["random_aucs"][1] == pytest.approx(cell_roc(s, cells.classes).auc)
+
+
+def test_discs_on_one_value_tie_exactly():
+    """Cells on a constant patch score exactly its value, whatever their sub-pixel position
+    (a patch-level probability map: rounding must not break the ties the ROC counts)."""
+    from napari_xhisto.metrics.disc import disc_means
+
+    rng = np.random.default_rng(3)
+    blocks = rng.random((8, 8)).astype(np.float32) / 3.0  # values with long mantissas
+    heat = np.kron(blocks, np.ones((64, 64), np.float32))  # 512 x 512, constant 64 px patches
+    n = 4000
+    rows, cols = rng.uniform(0, 512, n), rng.uniform(0, 512, n)
+    placement = Placement(origin_row=0.0, origin_col=0.0, step_row=1.0, step_col=1.0)
+    for views in (False, True):
+        means, _ = disc_means(lambda a, b: heat[a:b], heat.shape, placement, rows, cols, 6.3,
+                              views=views)
+        # discs wholly inside one patch: exactly the patch's value
+        inside = ((rows % 64 > 7.5) & (rows % 64 < 56.5) & (cols % 64 > 7.5)
+                  & (cols % 64 < 56.5))
+        want = blocks[(rows // 64).astype(int), (cols // 64).astype(int)].astype(np.float64)
+        assert inside.sum() > 1000
+        assert np.array_equal(means[inside], want[inside])

@@ -211,7 +211,30 @@ def _block_disc_means(block, top, y, x, geo, transform, prefix, chunk_pixels, *,
         means[sl], cover[sl] = _chunk_disc_means(block, top, y[sl], x[sl], i_first[sl],
                                                  j_first[sl], n_strips, n_cols, geo,
                                                  transform, mode, source)
+    _snap_to_centre(means, block, top, y, x, geo, transform)
     return means, cover
+
+
+def _snap_to_centre(means, block, top, y, x, geo, transform):
+    """Give a disc lying on one value exactly that value (in place).
+
+    A disc over a constant area (a patch-level probability map, a rectified zero) has that
+    value as its exact mean, but the weighted sum divided by the area lands within a few ulps
+    of it, differently for different sub-pixel positions: ties the ROC should see would be
+    broken by rounding. A mean within 1e-12 (relative) of the value under the disc's centre
+    is that value; any other mean moves by less than that.
+    """
+    nrows, W = block.shape
+    ci = np.floor((y - geo.top0) / geo.sr).astype(np.int64) - top
+    cj = np.floor((x - geo.left0) / geo.sc).astype(np.int64)
+    on = (ci >= 0) & (ci < nrows) & (cj >= 0) & (cj < W) & np.isfinite(means)
+    if not on.any():
+        return
+    ref = np.asarray(transform(block[ci[on], cj[on]]), dtype=np.float64)
+    m = means[on]
+    close = np.isfinite(ref) & (np.abs(m - ref) <= 1e-12 * np.maximum(np.abs(ref), np.abs(m)))
+    m[close] = ref[close]
+    means[on] = m
 
 
 def _outer_area(xe, t, h, ph, a, b, pa, pb, area):
