@@ -204,8 +204,9 @@ def test_study_lock_refuses_a_second_run_and_takes_over_a_stale_lock(tmp_path):
 
 # ---- AUC intervals ------------------------------------------------------------------------
 def test_auc_interval_matches_sklearn_and_evaluates_interval():
-    from napari_xhisto.metrics import auc_interval as metrics_auc_interval
     from sklearn.metrics import roc_auc_score
+
+    from napari_xhisto.metrics import auc_interval as metrics_auc_interval
 
     rng = np.random.default_rng(3)
     n_pos, n_neg = 40, 70

@@ -50,8 +50,8 @@ def auc_interval(scores, classes, *, positive=("tumour",), negative=None, level:
     >>> r["auc"], r["n_positive"]
     (0.75, 2)
     """
-    from ..metrics.uncertainty import auc_interval as metrics_auc_interval
     from ..metrics.uncertainty import _auc
+    from ..metrics.uncertainty import auc_interval as metrics_auc_interval
 
     s = np.asarray(scores, dtype=np.float64).ravel()
     c = np.asarray(classes).astype(str).ravel()
