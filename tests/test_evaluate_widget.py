@@ -43,6 +43,13 @@ def _scene(seed=0):
     return heat, cells, regions
 
 
+def _on_area(heat, cells):
+    """The cells the widget scores: their centre on a finite pixel of the explained area."""
+    from napari_xhisto._widgets.evaluate.layerdata import on_explained
+
+    return on_explained(heat, PLACEMENT, cells.rows, cells.cols)
+
+
 def _add(viewer, heat, cells, regions, *, heat_b=None):
     from napari_xhisto._widgets.layers import heatmap_layer_data
     from napari_xhisto.annotations import regions_to_shapes_data
@@ -333,6 +340,7 @@ def test_classes_are_drop_downs_from_layers_and_model(make_napari_viewer):
     result = widget.evaluate()
     assert result["parameters"]["positive"] == ["lymphocyte"]
     scores = cell_scores(heat, cells, radius_um=8.0, mpp=MPP, placement=PLACEMENT)
+    scores[~_on_area(heat, cells)] = np.nan  # the widget scores the cells on the explained area
     assert result["roc"]["auc"] == pytest.approx(cell_roc(scores, cells.classes,
                                                           positive="lymphocyte").auc, abs=1e-9)
 
@@ -371,3 +379,54 @@ def test_minimum_size_fits_a_narrow_dock(make_napari_viewer):
     assert widget.minimumSizeHint().width() <= 400
     assert widget.scroll.widget().minimumSizeHint().width() <= 400  # nothing cut off either
     assert widget.minimumSizeHint().height() <= 400  # tall content scrolls
+
+
+def test_annotate_class_map_is_used_when_scoring(make_napari_viewer, tmp_path):
+    """QuPath names ("Tumor", "Immune cells") imported in Annotate are scored under the roles of
+    its class map: the default suggestion makes "Tumor" the positives; a role changed in the
+    mapping drop-down changes what Evaluate scores."""
+    from napari_xhisto._widgets.annotate import AnnotateWidget
+    from napari_xhisto._widgets.evaluate import EvaluateWidget
+    from napari_xhisto._widgets.layers import heatmap_layer_data
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((600, 700), dtype=np.uint8), scale=(MPP, MPP), name="slide",
+                     units=("µm", "µm"), metadata={"xhisto": {"slide_path": str(tmp_path / "s.svs"),
+                                                              "mpp": MPP}})
+    heat, cells, regions = _scene(seed=11)
+    qupath = {"tumour": "Tumor", "stroma": "Stroma", "lymphocyte": "Immune cells"}
+    names = np.array([qupath[c] for c in cells.classes])
+    features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [c, r]},
+                 "properties": {"objectType": "detection", "classification": str(k)}}
+                for r, c, k in zip(cells.rows, cells.cols, names)]
+    ring = regions[1].exterior[:, ::-1].tolist()
+    features.append({"type": "Feature", "geometry": {"type": "Polygon",
+                                                     "coordinates": [ring + ring[:1]]},
+                     "properties": {"objectType": "annotation", "classification": "Tumor"}})
+    path = tmp_path / "q.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    annotate = AnnotateWidget(viewer, autosave=False, region_classes=())
+    annotate.import_file(path)
+    data, kw, _ = heatmap_layer_data(heat, PLACEMENT, mpp=MPP, provenance={}, name="heat")
+    viewer.add_image(data, **kw)
+    widget = EvaluateWidget(viewer)
+    positives = [widget.positive_box.itemText(i) for i in range(widget.positive_box.count())]
+    assert set(positives) >= {"tumour", "stroma", "lymphocyte"} and "Tumor" not in positives
+    assert widget.positive_box.currentText() == "tumour"
+    assert widget.localize_box.currentText() == "tumour area"  # the "Tumor" polygon
+    widget.random_spin.setValue(0)
+    result = widget.evaluate()
+    scores = cell_scores(heat, cells, radius_um=8.0, mpp=MPP, placement=PLACEMENT)
+    ok = np.isfinite(scores) & _on_area(heat, cells)
+    assert result["roc"]["n_positive"] == int(((names == "Tumor") & ok).sum())
+    assert result["roc"]["auc"] == pytest.approx(
+        roc_auc_score(names[ok] == "Tumor", scores[ok]), abs=1e-9)
+    assert "tumour area" in result["localization"]
+
+    # the user maps "Immune cells" to "ignore" in Annotate: Evaluate leaves them out
+    annotate.mapping_box("Immune cells", "cell").setCurrentText("ignore")
+    result = widget.evaluate()
+    keep = ok & (names != "Immune cells")
+    assert result["cells"]["n"] == int(keep.sum())
+    assert result["roc"]["auc"] == pytest.approx(
+        roc_auc_score(names[keep] == "Tumor", scores[keep]), abs=1e-9)

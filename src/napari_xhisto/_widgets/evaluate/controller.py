@@ -121,7 +121,7 @@ class EvaluateController:
         return found + [c for c in self.model_classes(heatmap) if c not in found]
 
     def region_classes(self, shapes: list[str]) -> list[str]:
-        return class_names(self._layers(shapes))
+        return class_names(self._layers(shapes), "region")
 
     def default_positive(self, heatmap: str | None, classes: list[str]) -> str | None:
         """The heatmap's target class when the annotations have it, else "tumour", else the first."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ...annotations import CellPoints
+from ...annotations.classmap import IGNORE
 from ...errors import XhistoError
 from ...geometry import Placement
 from ...metrics import (
@@ -257,12 +258,14 @@ def compute(job: EvaluateJob):
     n_checked = 0 if cells is None else len(cells.rows)
     cell_index = np.zeros(0, dtype=np.int64)
     if cells is not None:
-        cell_index = np.flatnonzero(on_explained(job.values, job.placement, cells.rows, cells.cols))
+        cell_index = np.flatnonzero(on_explained(job.values, job.placement, cells.rows, cells.cols)
+                                    & (cells.classes != IGNORE))  # the class map's "ignore"
         cells = CellPoints(cells.rows[cell_index], cells.cols[cell_index], cells.classes[cell_index])
         if len(cells.rows) == 0:
             cells = None
     regions, _ = regions_from_inputs(job.shapes, job.mpp)
-    region_index = _meets(regions, job.placement, job.values.shape)
+    region_index = np.array([k for k in _meets(regions, job.placement, job.values.shape)
+                             if regions[k].cls != IGNORE], dtype=np.int64)
     regions = [regions[k] for k in region_index]
     yield 1, total
     if cells is None and not regions:
