@@ -89,7 +89,7 @@ def test_widget_auc_equals_metrics_and_rows_select(make_napari_viewer, tmp_path)
     widget = EvaluateWidget(viewer)
     assert widget.heatmap_box.currentText() == "heat B"  # the newest heatmap
     widget.heatmap_box.setCurrentText("heat A")
-    widget.compare_box.setCurrentText("heat B")
+    widget.set_checked(widget.compare_list, ["heat B"])
     assert widget._checked_names(widget.points_list) == ["cells"]  # has a "class" feature
     assert widget._checked_names(widget.shapes_list) == ["regions"]
     widget.radius_spin.setValue(3.0)
@@ -105,15 +105,21 @@ def test_widget_auc_equals_metrics_and_rows_select(make_napari_viewer, tmp_path)
     ok = np.isfinite(scores)
     assert result["roc"]["auc"] == pytest.approx(roc_auc_score(cells.classes[ok] == "tumour", scores[ok]))
     assert widget.auc_table.item(0, 1).text() == f"{direct.auc:.4g}"
-    assert widget.auc_table.rowCount() == 4
+    assert widget.auc_table.rowCount() == 5  # A, B, then A's three baselines
+    assert [widget.auc_table.item(i, 0).text() for i in range(2)] == ["heat A", "heat B"]
+    ci = result["roc"]["ci"]
+    assert widget.auc_table.item(0, 2).text() == f"[{ci['low']:.3f}, {ci['high']:.3f}]"
+    assert ci["low"] < direct.auc < ci["high"]
+    assert widget.auc_table.item(0, 3).text() == f"{direct.n_positive} / {direct.n_negative}"
 
     expected = region_relevance(heat, regions, placement=PLACEMENT)
     assert [g["mean"] for g in result["regions"]] == pytest.approx([e.mean for e in expected])
     assert widget.region_table.rowCount() == 2
     truth = truth_mask(regions, heat.shape, placement=PLACEMENT, classes=("tumour area",))
     assert result["localization"]["tumour area"]["pxap"] == pytest.approx(pxap(heat, truth).pxap)
-    assert widget.loc_table.rowCount() == 3  # 50/75/90th percentiles
-    assert widget.loc_table.item(0, 1).text() == f"{pxap(heat, truth).pxap:.4g}"
+    assert widget.loc_table.rowCount() == 6  # 50/75/90th percentiles of A and of B
+    assert widget.loc_table.item(0, 2).text() == f"{pxap(heat, truth).pxap:.4g}"
+    assert widget.loc_table.item(3, 2).text() == f"{pxap(heat_b, truth).pxap:.4g}"
 
     cmp = compare_region_relevance(heat, heat_b, regions, placement_a=PLACEMENT, placement_b=PLACEMENT)
     assert [r.mean for r in widget.comparison.b] == pytest.approx([r.mean for r in cmp.b])
@@ -138,7 +144,7 @@ def test_widget_auc_equals_metrics_and_rows_select(make_napari_viewer, tmp_path)
     text = widget.export_csv(tmp_path / "m.csv").read_text().splitlines()
     assert text[0].startswith("table,") and sum(line.startswith("region,") for line in text) == 2
     pngs = widget.save_plots(tmp_path / "plots")
-    assert len(pngs) == 3
+    assert len(pngs) == 5
     assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
@@ -272,7 +278,8 @@ def test_canvas_layer_scores_only_explained_area(make_napari_viewer):
     widget.random_spin.setValue(0)
     result = widget.evaluate()
     scores = cell_scores(part, cells, radius_um=8.0, mpp=MPP, placement=PLACEMENT)
-    on = np.isfinite(scores)  # the cells whose pixel lies on the explained quarter
+    on = _on_area(part, cells)  # the cells whose pixel lies on the explained quarter
+    scores[~on] = np.nan  # (the disc integral also scores discs that only reach into it)
     assert result["cells"]["n"] == result["explained_area"]["n_cells_on_area"] == int(on.sum())
     assert result["explained_area"]["n_cells_checked"] == len(cells.rows)
     assert result["cells"]["n_off_heatmap"] == 0
@@ -306,7 +313,8 @@ def test_only_heatmap_layers_offered_and_the_newest_chosen(make_napari_viewer):
     assert items(widget.heatmap_box) == ["p(tumour)", "first"]  # newest first, no slide/plain
     assert widget.heatmap_box.currentText() == "p(tumour)"
     assert items(widget.prob_box) == ["(none)", "p(tumour)"]
-    assert items(widget.compare_box) == ["(none)", "p(tumour)", "first"]
+    assert [widget.compare_list.item(i).text() for i in range(widget.compare_list.count())] == [
+        "first"]  # every heatmap but the one chosen
     viewer.layers.move(viewer.layers.index("first"), len(viewer.layers))  # order is not age
     data, kw, _ = heatmap_layer_data(heat, PLACEMENT, mpp=MPP, provenance={}, name="second")
     viewer.add_image(data, **kw)

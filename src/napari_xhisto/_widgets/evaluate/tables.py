@@ -1,0 +1,172 @@
+"""What Evaluate's tables, captions and files say, from its result dict (no Qt, no viewer).
+
+Every AUC is shown with its 95% interval and the cells it was measured on; comparing heatmaps
+adds the paired difference with its interval and DeLong's p; the captions state the conventions
+the numbers follow (rectified maps, the disc, the bootstrap, the threshold grid), and the CSV
+and JSON files carry the same.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .plots import per_heatmap, threshold_label
+
+
+def fmt(v) -> str:
+    """A number as the tables show it (4 significant digits; NaN and None as "–")."""
+    if v is None or (isinstance(v, float | np.floating) and np.isnan(v)):
+        return "–"
+    return f"{v:.4g}" if isinstance(v, float | np.floating) else str(v)
+
+
+def interval(entry: dict | None, digits: int = 3) -> str:
+    """``[low, high]`` of an interval entry ("–" when there is none)."""
+    if not entry or entry.get("low") is None or entry.get("high") is None:
+        return "–"
+    return f"[{entry['low']:.{digits}f}, {entry['high']:.{digits}f}]"
+
+
+def auc_rows(result: dict) -> list[list[str]]:
+    """``heatmap, AUC, 95% interval, n (+/-)`` per heatmap, then the baselines of the first."""
+    rows = []
+    for name, m in per_heatmap(result).items():
+        if "roc" not in m:
+            continue
+        roc = m["roc"]
+        rows.append([name, fmt(roc["auc"]), interval(roc.get("ci")),
+                     f"{roc['n_positive']} / {roc['n_negative']}"])
+    b = result.get("baselines")
+    if rows and b:
+        rows += [["all-zero map", fmt(b["all_zero"]), "", ""],
+                 ["all-one map", fmt(b["all_one"]), "", ""],
+                 [f"random maps (± {fmt(b['random_std'])})", fmt(b["random_mean"]), "", ""]]
+    return rows
+
+
+def difference_rows(result: dict) -> list[list[str]]:
+    """``B − A, difference, 95% interval, DeLong p, n`` for every pair of heatmaps."""
+    rows = []
+    for c in result.get("auc_comparisons") or ():
+        if "difference" not in c:
+            rows.append([f"{c['b']} − {c['a']}", "–", c.get("error", ""), "", ""])
+            continue
+        n = f"{c.get('n_positive', '')} / {c.get('n_negative', '')}"
+        rows.append([f"{c['b']} − {c['a']}", f"{c['difference']:+.3f}",
+                     f"[{c['low']:+.3f}, {c['high']:+.3f}]", f"{c['delong_p']:.2g}", n])
+    return rows
+
+
+def radius_rows(result: dict) -> list[list[str]]:
+    """``heatmap, radius, AUC, 95% interval, cells`` for every radius of the sweep."""
+    rows = []
+    for name, m in per_heatmap(result).items():
+        for e in m.get("radius_sweep") or ():
+            rows.append([name, f"{e['radius_um']:g}", fmt(e.get("auc")), interval(e),
+                         fmt(e.get("n_scored"))])
+    return rows
+
+
+def localisation_rows(result: dict) -> list[list[str]]:
+    """``heatmap, class, PxAP, percentile, Dice, IoU, hits`` of every heatmap."""
+    rows = []
+    for name, m in per_heatmap(result).items():
+        for cls, loc in (m.get("localization") or {}).items():
+            at = loc.get("at_percentiles") or [None]
+            for q in at:
+                if q is None:
+                    rows.append([name, cls, fmt(loc["pxap"]), "", "", "", ""])
+                    continue
+                rows.append([name, cls, fmt(loc["pxap"]), fmt(q["percentile"]), fmt(q["dice"]),
+                             fmt(q["iou"]), f"{q['weak_hits']}/{q['weak_n_true']}"])
+    return rows
+
+
+def auc_caption(result: dict) -> str:
+    """The conventions of the cell AUCs, in plain words."""
+    p, conv = result.get("parameters") or {}, result.get("conventions") or {}
+    if "roc" not in result:
+        return ""
+    cell_map = (conv.get("cell_scores") or {}).get("map", "rectified")
+    ci = result["roc"].get("ci") or {}
+    level = 100 * float(ci.get("level", p.get("ci_level", 0.95)))
+    text = (f"Cell score: mean of the {cell_map} map (max(v, 0): evidence for the class) over "
+            f"a {p.get('radius_um', 0):g} µm disc around each cell. AUC [{level:.0f}% "
+            f"interval]: percentile bootstrap over cells ({ci.get('n_boot', p.get('n_boot'))} "
+            f"resamples, seed {ci.get('seed', p.get('seed', 0))}); n = positive / negative "
+            "cells scored.")
+    if result.get("auc_comparisons"):
+        text += (" Differences: the same cells resampled in pairs; p: DeLong's test of equal "
+                 "AUCs.")
+    return text
+
+
+def localisation_caption(result: dict) -> str:
+    """The conventions of the localisation numbers and curves."""
+    loc = (result.get("conventions") or {}).get("localization") or {}
+    if not any(m.get("localization") for m in per_heatmap(result).values()):
+        return ""
+    step = (result.get("parameters") or {}).get("threshold_step", 0.001)
+    return (f"Maps read {loc.get('map', 'rectified')} (max(v, 0)), then min-max scaled to "
+            f"[0, 1] over the explained pixels; PxAP and the curves on thresholds every {step:g} "
+            "(the WSOL evaluator's grid); percentiles of the rectified values. "
+            f"X axis: {threshold_label(result)}.")
+
+
+def radius_caption(result: dict) -> str:
+    if not radius_rows(result):
+        return ""
+    ci = (result.get("roc") or {}).get("ci") or {}
+    return ("Cell AUC against the neighbourhood radius (the disc a cell's score averages "
+            f"over), each heatmap on the same cells; bands: {100 * ci.get('level', 0.95):.0f}% "
+            "bootstrap intervals. Method rankings can change with the radius.")
+
+
+def csv_rows(result: dict, comparison=None) -> list[dict]:
+    """One dict per row for the CSV: AUCs with intervals, differences, the radius sweep,
+    localisation, tiles, regions, the per-region comparison and the conventions."""
+    out = []
+    for name, m in per_heatmap(result).items():
+        if "roc" in m:
+            ci = m["roc"].get("ci") or {}
+            out.append({"table": "auc", "heatmap": name, "name": "heatmap", "auc": m["roc"]["auc"],
+                        "low": ci.get("low"), "high": ci.get("high"), "level": ci.get("level"),
+                        "n_boot": ci.get("n_boot"), "n_positive": m["roc"]["n_positive"],
+                        "n_negative": m["roc"]["n_negative"]})
+            for k in ("all_zero", "all_one", "random_mean"):
+                out.append({"table": "auc", "heatmap": name, "name": k,
+                            "auc": m["baselines"][k]})
+        for e in m.get("radius_sweep") or ():
+            out.append({"table": "radius_sweep", "heatmap": name, "radius_um": e["radius_um"],
+                        "auc": e.get("auc"), "low": e.get("low"), "high": e.get("high"),
+                        "level": e.get("level"), "n_scored": e.get("n_scored")})
+        for cls, loc in (m.get("localization") or {}).items():
+            out.append({"table": "localisation", "heatmap": name, "name": cls,
+                        "pxap": loc["pxap"], **{f"mean_{k}": v for k, v in
+                                                (loc.get("mean_rates") or {}).items()}})
+    for c in result.get("auc_comparisons") or ():
+        out.append({"table": "auc_difference", "heatmap": c["b"], "name": f"minus {c['a']}",
+                    "difference": c.get("difference"), "low": c.get("low"),
+                    "high": c.get("high"), "delong_p": c.get("delong_p")})
+    out += [{"table": "tile", **t} for t in result.get("per_tile", [])]
+    out += [{"table": "region", **g} for g in result.get("regions", [])]
+    if comparison is not None:
+        out += [{"table": "comparison", **row} for row in comparison.rows()]
+    for metric, conv in (result.get("conventions") or {}).items():
+        out.append({"table": "convention", "name": metric, "map": conv.get("map"),
+                    "how": conv.get("how")})
+    return out
+
+
+def without_scores(result: dict) -> dict:
+    """The result for the JSON file: everything but the per-cell score arrays."""
+    def strip(m: dict) -> dict:
+        data = {k: v for k, v in m.items() if k not in ("cells", "compared")}
+        if "cells" in m:
+            data["cells"] = {k: v for k, v in m["cells"].items() if k != "scores"}
+        return data
+
+    data = strip(result)
+    if result.get("compared"):
+        data["compared"] = {k: strip(v) for k, v in result["compared"].items()}
+    return data
