@@ -84,12 +84,19 @@ def test_aucs_with_intervals_and_the_paired_difference(evaluated, tmp_path):
     conv = {r["name"]: r["map"] for r in table if r["table"] == "convention"}
     assert conv["cell_scores"] == "rectified" and conv["localization"] == "rectified"
     assert sum(r["table"] == "radius_sweep" for r in table) == 24
+    # JSON: xhisto evaluate's multi-heatmap form, which the HTML report reads
     js = json.loads(widget.export_json(tmp_path / "m.json").read_text())
-    assert js["roc"]["ci"]["n_boot"] == 200
-    assert js["compared"]["heat B"]["roc"]["ci"]["level"] == 0.95
-    assert "scores" not in js["compared"]["heat B"]["cells"]
+    assert js["labels"] == ["heat A", "heat B"]
+    assert js["heatmaps"]["heat A"]["roc"]["ci"]["n_boot"] == 200
+    assert js["heatmaps"]["heat B"]["roc"]["ci"]["level"] == 0.95
+    assert "scores" not in js["heatmaps"]["heat B"]["cells"]
     assert js["auc_comparisons"][0]["delong_p"] == pytest.approx(c["delong_p"])
-    assert js["conventions"]["cell_scores"]["map"] == "rectified"
+    assert js["heatmaps"]["heat A"]["conventions"]["cell_scores"]["map"] == "rectified"
+    assert js["explained_area"]["n_cells_on_area"] == int(on.sum())
+    from napari_xhisto.export.report import write_report
+
+    html = write_report(tmp_path / "r.html", metrics=js).read_text()
+    assert "heat B" in html and "DeLong" in html
 
 
 def test_radius_sweep_plot_and_table(evaluated):

@@ -158,15 +158,24 @@ def csv_rows(result: dict, comparison=None) -> list[dict]:
     return out
 
 
+TOP_LEVEL = ("explained_area", "bias", "comparison", "layers")
+
+
 def without_scores(result: dict) -> dict:
-    """The result for the JSON file: everything but the per-cell score arrays."""
+    """The result for the JSON file, without the per-cell score arrays: one heatmap as
+    ``xhisto evaluate`` writes one; several in its multi-heatmap form (``labels``,
+    ``heatmaps``, ``auc_comparisons``), so the report and other tools read both alike."""
     def strip(m: dict) -> dict:
-        data = {k: v for k, v in m.items() if k not in ("cells", "compared")}
+        data = {k: v for k, v in m.items()
+                if k not in ("cells", "compared", "auc_comparisons")}
         if "cells" in m:
             data["cells"] = {k: v for k, v in m["cells"].items() if k != "scores"}
         return data
 
-    data = strip(result)
-    if result.get("compared"):
-        data["compared"] = {k: strip(v) for k, v in result["compared"].items()}
-    return data
+    if not result.get("compared"):
+        return strip(result)
+    heatmaps = {name: strip(m) for name, m in per_heatmap(result).items()}
+    first = next(iter(heatmaps.values()))
+    top = {k: first.pop(k) for k in TOP_LEVEL if k in first}
+    return {"labels": list(heatmaps), "heatmaps": heatmaps,
+            "auc_comparisons": result.get("auc_comparisons", []), **top}
