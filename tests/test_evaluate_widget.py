@@ -104,13 +104,13 @@ def test_widget_auc_equals_metrics_and_rows_select(make_napari_viewer, tmp_path)
     assert result["roc"]["auc"] == pytest.approx(direct.auc, abs=1e-9)
     ok = np.isfinite(scores)
     assert result["roc"]["auc"] == pytest.approx(roc_auc_score(cells.classes[ok] == "tumour", scores[ok]))
-    assert widget.auc_table.item(0, 1).text() == f"{direct.auc:.4g}"
+    ci = result["roc"]["ci"]
+    assert widget.auc_table.item(0, 1).text() == (
+        f"{direct.auc:.4g} [{ci['low']:.3f}, {ci['high']:.3f}]\n"
+        f"n = {direct.n_positive} + / {direct.n_negative} −")
     assert widget.auc_table.rowCount() == 5  # A, B, then A's three baselines
     assert [widget.auc_table.item(i, 0).text() for i in range(2)] == ["heat A", "heat B"]
-    ci = result["roc"]["ci"]
-    assert widget.auc_table.item(0, 2).text() == f"[{ci['low']:.3f}, {ci['high']:.3f}]"
     assert ci["low"] < direct.auc < ci["high"]
-    assert widget.auc_table.item(0, 3).text() == f"{direct.n_positive} / {direct.n_negative}"
 
     expected = region_relevance(heat, regions, placement=PLACEMENT)
     assert [g["mean"] for g in result["regions"]] == pytest.approx([e.mean for e in expected])
@@ -118,8 +118,9 @@ def test_widget_auc_equals_metrics_and_rows_select(make_napari_viewer, tmp_path)
     truth = truth_mask(regions, heat.shape, placement=PLACEMENT, classes=("tumour area",))
     assert result["localization"]["tumour area"]["pxap"] == pytest.approx(pxap(heat, truth).pxap)
     assert widget.loc_table.rowCount() == 6  # 50/75/90th percentiles of A and of B
-    assert widget.loc_table.item(0, 2).text() == f"{pxap(heat, truth).pxap:.4g}"
-    assert widget.loc_table.item(3, 2).text() == f"{pxap(heat_b, truth).pxap:.4g}"
+    assert widget.loc_table.item(0, 1).text() == f"{pxap(heat, truth).pxap:.4g}"
+    assert widget.loc_table.item(3, 1).text() == f"{pxap(heat_b, truth).pxap:.4g}"
+    assert [widget.loc_table.item(k, 2).text() for k in range(3)] == ["50", "75", "90"]
 
     cmp = compare_region_relevance(heat, heat_b, regions, placement_a=PLACEMENT, placement_b=PLACEMENT)
     assert [r.mean for r in widget.comparison.b] == pytest.approx([r.mean for r in cmp.b])
@@ -140,7 +141,7 @@ def test_widget_auc_equals_metrics_and_rows_select(make_napari_viewer, tmp_path)
 
     # exports read back
     js = json.loads(widget.export_json(tmp_path / "m.json").read_text())
-    assert js["roc"]["auc"] == pytest.approx(direct.auc)
+    assert js["heatmaps"]["heat A"]["roc"]["auc"] == pytest.approx(direct.auc)  # A and B
     text = widget.export_csv(tmp_path / "m.csv").read_text().splitlines()
     assert text[0].startswith("table,") and sum(line.startswith("region,") for line in text) == 2
     pngs = widget.save_plots(tmp_path / "plots")

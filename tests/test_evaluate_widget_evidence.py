@@ -49,20 +49,21 @@ def test_aucs_with_intervals_and_the_paired_difference(evaluated, tmp_path):
     ok = on & np.isfinite(sa) & np.isfinite(sb)
     y = cells.classes[ok] == "tumour"
     auc_a, auc_b = roc_auc_score(y, sa[ok]), roc_auc_score(y, sb[ok])
-    rows = [[widget.auc_table.item(i, j).text() for j in range(4)] for i in range(2)]
+    rows = [[widget.auc_table.item(i, j).text() for j in range(2)] for i in range(2)]
     assert [r[0] for r in rows] == ["heat A", "heat B"]
-    assert rows[0][1] == f"{auc_a:.4g}" and rows[1][1] == f"{auc_b:.4g}"
-    for row, m in zip(rows, (result, result["compared"]["heat B"])):
+    for row, m, auc in zip(rows, (result, result["compared"]["heat B"]), (auc_a, auc_b)):
         ci = m["roc"]["ci"]
-        assert row[2] == f"[{ci['low']:.3f}, {ci['high']:.3f}]" and ci["low"] < ci["high"]
-        assert row[3] == f"{int(y.sum())} / {int((~y).sum())}"
+        assert row[1] == (f"{auc:.4g} [{ci['low']:.3f}, {ci['high']:.3f}]\n"
+                          f"n = {int(y.sum())} + / {int((~y).sum())} −")
+        assert ci["low"] < ci["high"]
     assert widget.diff_table.rowCount() == 1
-    diff = [widget.diff_table.item(0, j).text() for j in range(5)]
+    diff = [widget.diff_table.item(0, j).text() for j in range(2)]
     c = result["auc_comparisons"][0]
-    assert diff[0] == "heat B − heat A" and diff[1] == f"{auc_b - auc_a:+.3f}"
     assert c["difference"] == pytest.approx(auc_b - auc_a, abs=1e-12)
     assert c["low"] < c["difference"] < c["high"] < 0  # B is worse, and the interval says so
-    assert diff[2] == f"[{c['low']:+.3f}, {c['high']:+.3f}]" and diff[3] == f"{c['delong_p']:.2g}"
+    assert diff[0] == "heat B\n− heat A"
+    assert diff[1] == (f"{auc_b - auc_a:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]\n"
+                       f"p = {c['delong_p']:.2g} (DeLong)")
     assert c["delong_p"] < 0.05
     caption = widget.auc_caption.text()
     assert "rectified" in caption and "95%" in caption and "200 resamples" in caption
@@ -108,9 +109,14 @@ def test_radius_sweep_plot_and_table(evaluated):
     ok = on & np.isfinite(s3)
     assert sweep[2]["auc"] == pytest.approx(roc_auc_score(cells.classes[ok] == "tumour", s3[ok]))
     assert sweep[7]["auc"] == pytest.approx(result["roc"]["auc"])  # 8 µm: the main radius
-    assert widget.radius_table.rowCount() == 24
-    assert widget.radius_table.item(2, 2).text() == f"{sweep[2]['auc']:.4g}"
-    assert widget.radius_table.item(2, 3).text() == f"[{sweep[2]['low']:.3f}, {sweep[2]['high']:.3f}]"
+    assert widget.radius_table.rowCount() == 12 and widget.radius_table.columnCount() == 3
+    headers = [widget.radius_table.horizontalHeaderItem(j).text() for j in range(3)]
+    assert headers == ["radius µm", "heat A", "heat B"]
+    assert widget.radius_table.item(2, 0).text() == "3"
+    assert widget.radius_table.item(2, 1).text() == (
+        f"{sweep[2]['auc']:.4g}\n[{sweep[2]['low']:.3f}, {sweep[2]['high']:.3f}]")
+    b3 = result["compared"]["heat B"]["radius_sweep"][2]
+    assert widget.radius_table.item(2, 2).text().startswith(f"{b3['auc']:.4g}\n[")
     from napari_xhisto._widgets.evaluate.plots import radius_figure
 
     fig = radius_figure(result)
@@ -141,6 +147,8 @@ def test_localisation_curves_of_every_heatmap_against_the_threshold(evaluated):
     assert [ln.get_label() for ln in dice_lines] == ["heat A", "heat B"]
     rates = [ln.get_label() for ln in figs["rates"].axes[0].get_lines()]
     assert len(rates) == 8 and "heat B: FP rate" in rates and "heat A: TN rate" in rates
+    legend = [t.get_text() for t in figs["rates"].axes[0].get_legend().get_texts()]
+    assert legend == ["heat A", "heat B", "TP rate", "FP rate", "FN rate", "TN rate"]
     for fig in figs.values():
         assert fig.axes[0].get_xlabel() == "threshold (rectified map, min-max scaled to [0, 1])"
     for key in ("dice", "rates"):
@@ -148,6 +156,7 @@ def test_localisation_curves_of_every_heatmap_against_the_threshold(evaluated):
         assert _has_colour(image, C0) and _has_colour(image, C1)
     assert not widget.loc_plot.pixmap.isNull() and not widget.rates_plot.pixmap.isNull()
     assert "rectified" in widget.loc_caption.text() and "0.001" in widget.loc_caption.text()
+    assert widget.loc_caption.text().startswith("Region to outline: tumour area.")
     assert "min-max normalised" not in widget.loc_caption.text()
 
 
@@ -160,7 +169,9 @@ def test_no_sweep_when_unticked_and_bad_radii_say_what_to_do(evaluated):
     widget.set_checked(widget.compare_list, [])
     result = widget.evaluate()
     assert "radius_sweep" not in result and widget.radius_table.rowCount() == 0
+    assert widget.radius_caption.text() == ""  # nothing to explain
     assert widget.diff_table.rowCount() == 0 and widget.auc_table.rowCount() == 4
+    assert "DeLong" not in widget.auc_caption.text()
     widget.sweep_box.setChecked(True)
     widget.sweep_from.setValue(10)
     widget.sweep_to.setValue(2)

@@ -224,7 +224,11 @@ class EvaluateController:
         return tables.difference_rows(self.result or {})
 
     def radius_rows(self) -> list[list[str]]:
+        """One row per radius: the radius, then each heatmap's AUC over its interval."""
         return tables.radius_rows(self.result or {})
+
+    def radius_headers(self) -> list[str]:
+        return tables.radius_headers(self.result or {})
 
     def captions(self) -> dict:
         """The conventions under each tab's numbers: ``auc``, ``radius``, ``localisation``."""

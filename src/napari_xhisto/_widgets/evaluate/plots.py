@@ -72,6 +72,14 @@ def radius_figure(result: dict):
         ax.set_axis_off()
         return fig
     draw_radius_sweep(ax, sweeps)
+    # the AUCs' own range (the chance line at 0.5 would squeeze them flat)
+    lows = [e.get("low", e.get("auc")) for v in sweeps.values() for e in v]
+    highs = [e.get("high", e.get("auc")) for v in sweeps.values() for e in v]
+    lows, highs = [v for v in lows if v is not None], [v for v in highs if v is not None]
+    if lows and highs:
+        pad = max(0.01, 0.1 * (max(highs) - min(lows)))
+        ax.set_ylim(max(0.0, min(lows) - pad), min(1.0, max(highs) + pad))
+    ax.legend(fontsize=6, loc="best")
     ax.set_xlabel("cell neighbourhood radius (µm)", fontsize=8)
     ax.title.set_fontsize(7)
     ax.tick_params(labelsize=7)
@@ -85,13 +93,27 @@ def threshold_label(result: dict) -> str:
     return f"threshold ({conv} map, min-max scaled to [0, 1])"
 
 
+def _compact_rate_legend(ax, names) -> None:
+    """One legend entry per heatmap (colour) and per rate (line style), below the axes: the
+    full legend of heatmaps x rates would cover the curves."""
+    from matplotlib.lines import Line2D
+
+    from ...export.figures import _RATES
+
+    handles = [Line2D([], [], color=f"C{k}", label=name) for k, name in enumerate(names)]
+    handles += [Line2D([], [], color="0.3", ls=style, label=label)
+                for _, label, style in _RATES]
+    ax.legend(handles=handles, fontsize=6, ncol=2, loc="upper center",
+              bbox_to_anchor=(0.5, -0.2), frameon=False)
+
+
 def localisation_figures(result: dict, region_class: str | None = None) -> dict:
     """Dice against the threshold (``"dice"``) and the TP/FP/FN/TN rates (``"rates"``) of
     every heatmap, for one region class (the first localised by default)."""
     from ...export.figures import draw_rate_curves, draw_threshold_curves, threshold_curves_of
 
     chosen, curves = threshold_curves_of({"heatmaps": per_heatmap(result)}, region_class)
-    dice, rates = _figure(), _figure(height=HEIGHT_IN * 1.35)
+    dice, rates = _figure(), _figure(height=HEIGHT_IN * 1.6)
     for fig, draw in ((dice, draw_threshold_curves), (rates, draw_rate_curves)):
         ax = fig.add_subplot(111)
         if not curves:
@@ -100,6 +122,8 @@ def localisation_figures(result: dict, region_class: str | None = None) -> dict:
             ax.set_axis_off()
             continue
         draw(ax, curves)
+        if draw is draw_rate_curves:
+            _compact_rate_legend(ax, list(curves))
         ax.set_xlabel(threshold_label(result), fontsize=7)
         ax.set_title(f"{ax.get_title()}: {chosen}", fontsize=7)
         ax.tick_params(labelsize=7)

@@ -28,57 +28,73 @@ def interval(entry: dict | None, digits: int = 3) -> str:
 
 
 def auc_rows(result: dict) -> list[list[str]]:
-    """``heatmap, AUC, 95% interval, n (+/-)`` per heatmap, then the baselines of the first."""
+    """``heatmap``, ``AUC [95% interval]`` over ``n = positive + / negative −`` per heatmap,
+    then the baselines of the first (two columns: the dock is narrow)."""
     rows = []
     for name, m in per_heatmap(result).items():
         if "roc" not in m:
             continue
         roc = m["roc"]
-        rows.append([name, fmt(roc["auc"]), interval(roc.get("ci")),
-                     f"{roc['n_positive']} / {roc['n_negative']}"])
+        rows.append([name, f"{fmt(roc['auc'])} {interval(roc.get('ci'))}\n"
+                           f"n = {roc['n_positive']} + / {roc['n_negative']} −"])
     b = result.get("baselines")
     if rows and b:
-        rows += [["all-zero map", fmt(b["all_zero"]), "", ""],
-                 ["all-one map", fmt(b["all_one"]), "", ""],
-                 [f"random maps (± {fmt(b['random_std'])})", fmt(b["random_mean"]), "", ""]]
+        rows += [["all-zero map", fmt(b["all_zero"])], ["all-one map", fmt(b["all_one"])],
+                 [f"random maps (± {fmt(b['random_std'])})", fmt(b["random_mean"])]]
     return rows
 
 
 def difference_rows(result: dict) -> list[list[str]]:
-    """``B − A, difference, 95% interval, DeLong p, n`` for every pair of heatmaps."""
+    """``B − A`` and ``difference [95% interval]`` over ``p = … (DeLong)`` for every pair
+    (two lines each: the dock is narrow)."""
     rows = []
     for c in result.get("auc_comparisons") or ():
+        pair = f"{c['b']}\n− {c['a']}"
         if "difference" not in c:
-            rows.append([f"{c['b']} − {c['a']}", "–", c.get("error", ""), "", ""])
+            rows.append([pair, c.get("error", "–")])
             continue
-        n = f"{c.get('n_positive', '')} / {c.get('n_negative', '')}"
-        rows.append([f"{c['b']} − {c['a']}", f"{c['difference']:+.3f}",
-                     f"[{c['low']:+.3f}, {c['high']:+.3f}]", f"{c['delong_p']:.2g}", n])
+        rows.append([pair, f"{c['difference']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]\n"
+                           f"p = {c['delong_p']:.2g} (DeLong)"])
     return rows
+
+
+def radius_headers(result: dict) -> list[str]:
+    """``radius µm`` then one column per heatmap with a sweep (long names wrapped)."""
+    names = [n for n, m in per_heatmap(result).items() if m.get("radius_sweep")]
+    return ["radius µm"] + [wrap(n) for n in names]
 
 
 def radius_rows(result: dict) -> list[list[str]]:
-    """``heatmap, radius, AUC, 95% interval, cells`` for every radius of the sweep."""
-    rows = []
-    for name, m in per_heatmap(result).items():
-        for e in m.get("radius_sweep") or ():
-            rows.append([name, f"{e['radius_um']:g}", fmt(e.get("auc")), interval(e),
-                         fmt(e.get("n_scored"))])
-    return rows
+    """One row per radius of the sweep: the radius, then ``AUC`` over ``[95% interval]`` of
+    each heatmap (the same radii for all)."""
+    sweeps = [m["radius_sweep"] for m in per_heatmap(result).values() if m.get("radius_sweep")]
+    if not sweeps:
+        return []
+    return [[f"{entries[0]['radius_um']:g}"]
+            + [f"{fmt(e.get('auc'))}\n{interval(e)}" for e in entries]
+            for entries in zip(*sweeps)]
+
+
+def wrap(name: str, width: int = 14) -> str:
+    """A long layer name on several lines (the dock is narrow)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(name, width) or [name])
 
 
 def localisation_rows(result: dict) -> list[list[str]]:
-    """``heatmap, class, PxAP, percentile, Dice, IoU, hits`` of every heatmap."""
+    """``heatmap, PxAP, percentile, Dice, IoU, hits`` of every heatmap (the heatmap named on
+    the first row of its group; the region class is the one chosen, named in the caption)."""
     rows = []
     for name, m in per_heatmap(result).items():
-        for cls, loc in (m.get("localization") or {}).items():
-            at = loc.get("at_percentiles") or [None]
-            for q in at:
+        for loc in (m.get("localization") or {}).values():
+            for k, q in enumerate(loc.get("at_percentiles") or [None]):
+                first = [wrap(name) if k == 0 else "", fmt(loc["pxap"]) if k == 0 else ""]
                 if q is None:
-                    rows.append([name, cls, fmt(loc["pxap"]), "", "", "", ""])
+                    rows.append(first + ["", "", "", ""])
                     continue
-                rows.append([name, cls, fmt(loc["pxap"]), fmt(q["percentile"]), fmt(q["dice"]),
-                             fmt(q["iou"]), f"{q['weak_hits']}/{q['weak_n_true']}"])
+                rows.append(first + [fmt(q["percentile"]), fmt(q["dice"]), fmt(q["iou"]),
+                                     f"{q['weak_hits']}/{q['weak_n_true']}"])
     return rows
 
 
@@ -94,7 +110,7 @@ def auc_caption(result: dict) -> str:
             f"a {p.get('radius_um', 0):g} µm disc around each cell. AUC [{level:.0f}% "
             f"interval]: percentile bootstrap over cells ({ci.get('n_boot', p.get('n_boot'))} "
             f"resamples, seed {ci.get('seed', p.get('seed', 0))}); n = positive / negative "
-            "cells scored.")
+            "cells scored (the same cells for every heatmap).")
     if result.get("auc_comparisons"):
         text += (" Differences: the same cells resampled in pairs; p: DeLong's test of equal "
                  "AUCs.")
@@ -107,7 +123,8 @@ def localisation_caption(result: dict) -> str:
     if not any(m.get("localization") for m in per_heatmap(result).values()):
         return ""
     step = (result.get("parameters") or {}).get("threshold_step", 0.001)
-    return (f"Maps read {loc.get('map', 'rectified')} (max(v, 0)), then min-max scaled to "
+    region = next(iter(result.get("localization") or {}), None)
+    return ((f"Region to outline: {region}. " if region else "") + f"Maps read {loc.get('map', 'rectified')} (max(v, 0)), then min-max scaled to "
             f"[0, 1] over the explained pixels; PxAP and the curves on thresholds every {step:g} "
             "(the WSOL evaluator's grid); percentiles of the rectified values. "
             f"X axis: {threshold_label(result)}.")
@@ -125,7 +142,7 @@ def radius_caption(result: dict) -> str:
 def csv_rows(result: dict, comparison=None) -> list[dict]:
     """One dict per row for the CSV: AUCs with intervals, differences, the radius sweep,
     localisation, tiles, regions, the per-region comparison and the conventions."""
-    out = []
+    out: list[dict] = []
     for name, m in per_heatmap(result).items():
         if "roc" in m:
             ci = m["roc"].get("ci") or {}

@@ -79,6 +79,8 @@ def fill(t: QTableWidget, rows) -> None:
         for j, text in enumerate(row):
             t.setItem(i, j, QTableWidgetItem(str(text)))
     t.resizeColumnsToContents()
+    if any("\n" in str(text) for row in rows for text in row):
+        t.resizeRowsToContents()
 
 
 class PlotView(QWidget):
@@ -221,22 +223,23 @@ class EvaluateView(QWidget):
 
         self.roc_plot, self.loc_plot, self.bias_plot = PlotView(), PlotView(), PlotView()
         self.radius_plot, self.rates_plot = PlotView(), PlotView()
-        self.auc_table = table(["curve", "AUC", "95% interval", "n (+ / -)"],
-                               ["", "area under the ROC curve",
-                                "percentile bootstrap over cells",
-                                "positive / negative cells scored"])
-        self.diff_table = table(["B − A", "difference", "95% interval", "DeLong p", "n (+ / -)"],
-                                ["", "AUC of B minus AUC of A, on the same cells",
-                                 "paired bootstrap over cells", "DeLong's test of equal AUCs"])
-        self.radius_table = table(["heatmap", "radius µm", "AUC", "95% interval", "cells"])
+        self.auc_table = table(["curve", "AUC [95% interval]"],
+                               ["", "area under the ROC curve [percentile bootstrap over cells]; "
+                                    "n: positive / negative cells scored"])
+        self.diff_table = table(["B − A", "AUC difference [95% interval]"],
+                                ["", "AUC of B minus AUC of A on the same cells [paired "
+                                     "bootstrap over cells]; p: DeLong's test of equal AUCs"])
+        self.radius_table = table(["radius µm", "AUC [95% interval]"],
+                                  ["radius of the disc a cell's score averages over"])
         self.auc_caption, self.radius_caption, self.loc_caption = (
             caption(), caption(), caption())
         self.tile_table = table(["x, y (µm)", "AUC", "+", "-"],
                                 ["top-left corner of the tile on the slide"])
         self.region_table = table(["#", "class", "name", "pixels", "mean", "mean +"])
-        self.loc_table = table(["heatmap", "class", "PxAP", "pct", "Dice", "IoU", "hits"],
-                               ["", "", "pixel-level average precision",
-                                "the map is cut at this percentile of its values"])
+        self.loc_table = table(["heatmap", "PxAP", "pct", "Dice", "IoU", "hits"],
+                               ["", "pixel-level average precision of the region to outline",
+                                "the map is cut at this percentile of its values", "", "",
+                                "regions found (IoU >= 0.5) / regions"])
         self.hotspot_table = table(["class", "x, y (µm)", "side µm", "share", "flag"],
                                    ["predicted class of the patches",
                                     "where the hotspot is strongest on the slide (click: go there)",

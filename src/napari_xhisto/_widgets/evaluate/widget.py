@@ -208,6 +208,9 @@ class EvaluateWidget(EvaluateView):
         result = c.accept(outcome, settings)
         fill(self.auc_table, c.auc_rows())
         fill(self.diff_table, c.difference_rows())
+        headers = c.radius_headers()
+        self.radius_table.setColumnCount(max(len(headers), 2))
+        self.radius_table.setHorizontalHeaderLabels(headers or ["radius µm", "AUC"])
         fill(self.radius_table, c.radius_rows())
         captions = c.captions()
         for label, key in ((self.auc_caption, "auc"), (self.radius_caption, "radius"),
