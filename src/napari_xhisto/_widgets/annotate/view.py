@@ -91,7 +91,7 @@ class AnnotateView(QWidget):
         self.map_table.verticalHeader().setVisible(False)
         self.map_table.horizontalHeader().setStretchLastSection(True)
         self.map_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.map_table.setMaximumHeight(170)
+        self.map_table.setMaximumHeight(200)
         self.map_label.setVisible(False)
         self.map_table.setVisible(False)
         layout.addWidget(self.map_label)

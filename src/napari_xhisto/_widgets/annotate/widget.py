@@ -303,8 +303,10 @@ class AnnotateWidget(AutosaveControls, AnnotateView):
                                        image_shape=self.slide_shape(), warn=False)
         self.load(annotations, mode=mode)
         report = read_report(annotations)
-        text = (f"imported {len(annotations.cells)} cells, {len(annotations.regions)} regions "
-                f"from {Path(path).name}" + (f"; {report}" if report else ""))
+        n_cells, n_regions = len(annotations.cells), len(annotations.regions)
+        text = (f"imported {n_cells} cell{'s' * (n_cells != 1)}, {n_regions} "
+                f"region{'s' * (n_regions != 1)} from {Path(path).name}"
+                + (f"; {report}" if report else ""))
         self.status.setText(text)
         if report:
             from napari.utils.notifications import show_warning
