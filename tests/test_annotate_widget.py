@@ -240,7 +240,7 @@ def test_a_new_widget_adopts_the_layers_of_a_closed_one(viewer_with_slide):
 def test_bounded_slide_files_use_qupath_origin(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     props = {"openslide.bounds-x": "1000", "openslide.bounds-y": "400"}
-    viewer.add_image(np.zeros((8, 8), dtype=np.uint8), scale=(MPP, MPP), metadata={
+    viewer.add_image(np.zeros((2100, 4100), dtype=np.uint8), scale=(MPP, MPP), metadata={
         "xhisto": {"slide_path": str(tmp_path / "b.mrxs"), "mpp": MPP, "properties": props}})
     widget = make_widget(viewer)
     widget.add_points([[1000.0, 2000.0]], "tumour", ids=["b1"])  # level-0 (2000, 4000)

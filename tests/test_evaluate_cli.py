@@ -199,3 +199,90 @@ def test_large_maps_skip_the_percentile_table_and_say_so(files):
     assert loc["at_percentiles"] == [] and "crop the heatmap" in loc["at_percentiles_skipped"]
     truth = truth_mask(regions, heat.shape, placement=placement, classes=("tumour area",))
     assert loc["pxap"] == pytest.approx(pxap(heat, truth).pxap)  # the sweep runs at any size
+
+
+def _qupath_cells(tmp_path, heat_path):
+    """A QuPath-style file: cells classed "Tumor" / "Stroma" / "Immune cells" (QuPath's
+    standard names), a "Tumor" annotation polygon, as QuPath exports them."""
+    rng = np.random.default_rng(1)
+    n = 300
+    rows, cols = rng.uniform(420, 860, n), rng.uniform(220, 780, n)
+    inside = (rows > 400 + 4 * 21) & (rows < 400 + 4 * 69) & (cols > 200 + 4 * 31) & (cols < 200 + 4 * 89)
+    names = np.where(inside, "Tumor", rng.choice(["Stroma", "Immune cells"], n))
+    features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [c, r]},
+                 "properties": {"objectType": "detection",
+                                "classification": {"name": str(k), "color": [200, 0, 0]}}}
+                for r, c, k in zip(rows, cols, names)]
+    ring = [[200 + 4 * 30.5, 400 + 4 * 20.5], [200 + 4 * 89.5, 400 + 4 * 20.5],
+            [200 + 4 * 89.5, 400 + 4 * 69.5], [200 + 4 * 30.5, 400 + 4 * 69.5],
+            [200 + 4 * 30.5, 400 + 4 * 20.5]]
+    features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                     "properties": {"objectType": "annotation",
+                                    "classification": {"name": "Tumor", "color": [200, 0, 0]}}})
+    path = tmp_path / "qupath.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path, rows, cols, names
+
+
+def test_evaluate_maps_qupath_class_names_to_roles(files, tmp_path, capsys):
+    heat_path, _, heat, placement, *_ = files
+    path, rows, cols, names = _qupath_cells(tmp_path, heat_path)
+    out = tmp_path / "q.json"
+    # no --positive, no --class-map: "Tumor" cells are the default positives (tumour)
+    assert main(["evaluate", "--heatmap", str(heat_path), "--cells", str(path), "--radius-um",
+                 "4", "--random-runs", "0", "--bootstrap", "50", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "Tumor -> tumour" in said and "Immune cells -> lymphocyte" in said
+    m = json.loads(out.read_text())
+    scored = CellPoints(rows, cols, names)
+    scores = cell_scores(heat, scored, radius_um=4, mpp=0.5, placement=placement)
+    ok = np.isfinite(scores)
+    assert m["roc"]["n_positive"] == int(((names == "Tumor") & ok).sum()) > 20
+    assert m["roc"]["auc"] == pytest.approx(roc_auc_score(names[ok] == "Tumor", scores[ok]))
+    assert m["cells"]["classes"] == {"tumour": int((names == "Tumor").sum()),
+                                     "stroma": int((names == "Stroma").sum()),
+                                     "lymphocyte": int((names == "Immune cells").sum())}
+    # the "Tumor" polygon is the default region to localise ("tumour area")
+    assert "tumour area" in m["localization"]
+    cmap = m["inputs"]["class_map"]
+    assert cmap["cells"] == {"Tumor": "tumour", "Stroma": "stroma", "Immune cells": "lymphocyte"}
+    assert cmap["regions"] == {"Tumor": "tumour area"} and m["inputs"]["class_map_file"] is None
+
+    # a class map file: immune cells are the positives now, stroma left out of scoring
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"cells": {"Immune cells": "tumour", "Tumor": "other",
+                                             "Stroma": "ignore"}}))
+    out2 = tmp_path / "q2.json"
+    assert main(["evaluate", "--heatmap", str(heat_path), "--cells", str(path), "--radius-um",
+                 "4", "--random-runs", "0", "--bootstrap", "50", "--class-map", str(mapping),
+                 "--out", str(out2)]) == 0
+    m2 = json.loads(out2.read_text())
+    keep = names != "Stroma"
+    assert m2["cells"]["n"] == int(keep.sum())
+    assert m2["roc"]["n_positive"] == int(((names == "Immune cells") & ok).sum())
+    assert m2["roc"]["auc"] == pytest.approx(
+        roc_auc_score(names[ok & keep] == "Immune cells", scores[ok & keep]))
+    assert m2["inputs"]["class_map"]["cells"]["Stroma"] == "ignore"
+    assert m2["inputs"]["class_map_file"] == str(mapping)
+
+
+def test_evaluate_class_map_and_numbers_errors_are_one_line(files, tmp_path, capsys):
+    heat_path, ann_path, *_ = files
+    base = ["evaluate", "--heatmap", str(heat_path), "--cells", str(ann_path),
+            "--out", str(tmp_path / "x.json")]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"cells": {"Tumor": "tumor"}}))
+    for extra, words in ((["--radius-um", "4", "--class-map", str(bad)], "did you mean 'tumour'"),
+                         (["--radius-um", "4", "--class-map", str(tmp_path / "no.json")],
+                          "class map not found"),
+                         (["--radius-um", "-2"], "--radius-um must be"),
+                         (["--radius-um", "nan"], "--radius-um must be a finite number"),
+                         (["--radius-um", "4", "--mpp", "0"], "--mpp must be"),
+                         (["--radius-um", "4", "--bootstrap", "0"], "--bootstrap must be"),
+                         (["--radius-um", "4", "--ci-level", "1.5"], "--ci-level must be"),
+                         (["--radius-um", "4", "--threshold-step", "0"], "--threshold-step"),
+                         (["--radius-um", "4", "--random-runs", "-1"], "--random-runs")):
+        rc = main(base + extra)
+        err = capsys.readouterr().err
+        assert rc == 1 and words in err and len(err.strip().splitlines()) == 1, (extra, err)
+    assert not (tmp_path / "x.json").exists()

@@ -43,6 +43,13 @@ def _scene(seed=0):
     return heat, cells, regions
 
 
+def _on_area(heat, cells):
+    """The cells the widget scores: their centre on a finite pixel of the explained area."""
+    from napari_xhisto._widgets.evaluate.layerdata import on_explained
+
+    return on_explained(heat, PLACEMENT, cells.rows, cells.cols)
+
+
 def _add(viewer, heat, cells, regions, *, heat_b=None):
     from napari_xhisto._widgets.layers import heatmap_layer_data
     from napari_xhisto.annotations import regions_to_shapes_data
@@ -82,7 +89,7 @@ def test_widget_auc_equals_metrics_and_rows_select(make_napari_viewer, tmp_path)
     widget = EvaluateWidget(viewer)
     assert widget.heatmap_box.currentText() == "heat B"  # the newest heatmap
     widget.heatmap_box.setCurrentText("heat A")
-    widget.compare_box.setCurrentText("heat B")
+    widget.set_checked(widget.compare_list, ["heat B"])
     assert widget._checked_names(widget.points_list) == ["cells"]  # has a "class" feature
     assert widget._checked_names(widget.shapes_list) == ["regions"]
     widget.radius_spin.setValue(3.0)
@@ -97,16 +104,23 @@ def test_widget_auc_equals_metrics_and_rows_select(make_napari_viewer, tmp_path)
     assert result["roc"]["auc"] == pytest.approx(direct.auc, abs=1e-9)
     ok = np.isfinite(scores)
     assert result["roc"]["auc"] == pytest.approx(roc_auc_score(cells.classes[ok] == "tumour", scores[ok]))
-    assert widget.auc_table.item(0, 1).text() == f"{direct.auc:.4g}"
-    assert widget.auc_table.rowCount() == 4
+    ci = result["roc"]["ci"]
+    assert widget.auc_table.item(0, 1).text() == (
+        f"{direct.auc:.4g} [{ci['low']:.3f}, {ci['high']:.3f}]\n"
+        f"n = {direct.n_positive} + / {direct.n_negative} −")
+    assert widget.auc_table.rowCount() == 5  # A, B, then A's three baselines
+    assert [widget.auc_table.item(i, 0).text() for i in range(2)] == ["heat A", "heat B"]
+    assert ci["low"] < direct.auc < ci["high"]
 
     expected = region_relevance(heat, regions, placement=PLACEMENT)
     assert [g["mean"] for g in result["regions"]] == pytest.approx([e.mean for e in expected])
     assert widget.region_table.rowCount() == 2
     truth = truth_mask(regions, heat.shape, placement=PLACEMENT, classes=("tumour area",))
     assert result["localization"]["tumour area"]["pxap"] == pytest.approx(pxap(heat, truth).pxap)
-    assert widget.loc_table.rowCount() == 3  # 50/75/90th percentiles
+    assert widget.loc_table.rowCount() == 6  # 50/75/90th percentiles of A and of B
     assert widget.loc_table.item(0, 1).text() == f"{pxap(heat, truth).pxap:.4g}"
+    assert widget.loc_table.item(3, 1).text() == f"{pxap(heat_b, truth).pxap:.4g}"
+    assert [widget.loc_table.item(k, 2).text() for k in range(3)] == ["50", "75", "90"]
 
     cmp = compare_region_relevance(heat, heat_b, regions, placement_a=PLACEMENT, placement_b=PLACEMENT)
     assert [r.mean for r in widget.comparison.b] == pytest.approx([r.mean for r in cmp.b])
@@ -127,11 +141,11 @@ def test_widget_auc_equals_metrics_and_rows_select(make_napari_viewer, tmp_path)
 
     # exports read back
     js = json.loads(widget.export_json(tmp_path / "m.json").read_text())
-    assert js["roc"]["auc"] == pytest.approx(direct.auc)
+    assert js["heatmaps"]["heat A"]["roc"]["auc"] == pytest.approx(direct.auc)  # A and B
     text = widget.export_csv(tmp_path / "m.csv").read_text().splitlines()
     assert text[0].startswith("table,") and sum(line.startswith("region,") for line in text) == 2
     pngs = widget.save_plots(tmp_path / "plots")
-    assert len(pngs) == 3
+    assert len(pngs) == 5
     assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
@@ -265,7 +279,8 @@ def test_canvas_layer_scores_only_explained_area(make_napari_viewer):
     widget.random_spin.setValue(0)
     result = widget.evaluate()
     scores = cell_scores(part, cells, radius_um=8.0, mpp=MPP, placement=PLACEMENT)
-    on = np.isfinite(scores)  # the cells whose pixel lies on the explained quarter
+    on = _on_area(part, cells)  # the cells whose pixel lies on the explained quarter
+    scores[~on] = np.nan  # (the disc integral also scores discs that only reach into it)
     assert result["cells"]["n"] == result["explained_area"]["n_cells_on_area"] == int(on.sum())
     assert result["explained_area"]["n_cells_checked"] == len(cells.rows)
     assert result["cells"]["n_off_heatmap"] == 0
@@ -299,7 +314,8 @@ def test_only_heatmap_layers_offered_and_the_newest_chosen(make_napari_viewer):
     assert items(widget.heatmap_box) == ["p(tumour)", "first"]  # newest first, no slide/plain
     assert widget.heatmap_box.currentText() == "p(tumour)"
     assert items(widget.prob_box) == ["(none)", "p(tumour)"]
-    assert items(widget.compare_box) == ["(none)", "p(tumour)", "first"]
+    assert [widget.compare_list.item(i).text() for i in range(widget.compare_list.count())] == [
+        "first"]  # every heatmap but the one chosen
     viewer.layers.move(viewer.layers.index("first"), len(viewer.layers))  # order is not age
     data, kw, _ = heatmap_layer_data(heat, PLACEMENT, mpp=MPP, provenance={}, name="second")
     viewer.add_image(data, **kw)
@@ -333,6 +349,7 @@ def test_classes_are_drop_downs_from_layers_and_model(make_napari_viewer):
     result = widget.evaluate()
     assert result["parameters"]["positive"] == ["lymphocyte"]
     scores = cell_scores(heat, cells, radius_um=8.0, mpp=MPP, placement=PLACEMENT)
+    scores[~_on_area(heat, cells)] = np.nan  # the widget scores the cells on the explained area
     assert result["roc"]["auc"] == pytest.approx(cell_roc(scores, cells.classes,
                                                           positive="lymphocyte").auc, abs=1e-9)
 
@@ -371,3 +388,54 @@ def test_minimum_size_fits_a_narrow_dock(make_napari_viewer):
     assert widget.minimumSizeHint().width() <= 400
     assert widget.scroll.widget().minimumSizeHint().width() <= 400  # nothing cut off either
     assert widget.minimumSizeHint().height() <= 400  # tall content scrolls
+
+
+def test_annotate_class_map_is_used_when_scoring(make_napari_viewer, tmp_path):
+    """QuPath names ("Tumor", "Immune cells") imported in Annotate are scored under the roles of
+    its class map: the default suggestion makes "Tumor" the positives; a role changed in the
+    mapping drop-down changes what Evaluate scores."""
+    from napari_xhisto._widgets.annotate import AnnotateWidget
+    from napari_xhisto._widgets.evaluate import EvaluateWidget
+    from napari_xhisto._widgets.layers import heatmap_layer_data
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((600, 700), dtype=np.uint8), scale=(MPP, MPP), name="slide",
+                     units=("µm", "µm"), metadata={"xhisto": {"slide_path": str(tmp_path / "s.svs"),
+                                                              "mpp": MPP}})
+    heat, cells, regions = _scene(seed=11)
+    qupath = {"tumour": "Tumor", "stroma": "Stroma", "lymphocyte": "Immune cells"}
+    names = np.array([qupath[c] for c in cells.classes])
+    features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [c, r]},
+                 "properties": {"objectType": "detection", "classification": str(k)}}
+                for r, c, k in zip(cells.rows, cells.cols, names)]
+    ring = regions[1].exterior[:, ::-1].tolist()
+    features.append({"type": "Feature", "geometry": {"type": "Polygon",
+                                                     "coordinates": [ring + ring[:1]]},
+                     "properties": {"objectType": "annotation", "classification": "Tumor"}})
+    path = tmp_path / "q.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    annotate = AnnotateWidget(viewer, autosave=False, region_classes=())
+    annotate.import_file(path)
+    data, kw, _ = heatmap_layer_data(heat, PLACEMENT, mpp=MPP, provenance={}, name="heat")
+    viewer.add_image(data, **kw)
+    widget = EvaluateWidget(viewer)
+    positives = [widget.positive_box.itemText(i) for i in range(widget.positive_box.count())]
+    assert set(positives) >= {"tumour", "stroma", "lymphocyte"} and "Tumor" not in positives
+    assert widget.positive_box.currentText() == "tumour"
+    assert widget.localize_box.currentText() == "tumour area"  # the "Tumor" polygon
+    widget.random_spin.setValue(0)
+    result = widget.evaluate()
+    scores = cell_scores(heat, cells, radius_um=8.0, mpp=MPP, placement=PLACEMENT)
+    ok = np.isfinite(scores) & _on_area(heat, cells)
+    assert result["roc"]["n_positive"] == int(((names == "Tumor") & ok).sum())
+    assert result["roc"]["auc"] == pytest.approx(
+        roc_auc_score(names[ok] == "Tumor", scores[ok]), abs=1e-9)
+    assert "tumour area" in result["localization"]
+
+    # the user maps "Immune cells" to "ignore" in Annotate: Evaluate leaves them out
+    annotate.mapping_box("Immune cells", "cell").setCurrentText("ignore")
+    result = widget.evaluate()
+    keep = ok & (names != "Immune cells")
+    assert result["cells"]["n"] == int(keep.sum())
+    assert result["roc"]["auc"] == pytest.approx(
+        roc_auc_score(names[keep] == "Tumor", scores[keep]), abs=1e-9)

@@ -50,6 +50,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cells", help="cell annotations (.geojson or .csv), level-0 pixels")
     parser.add_argument("--regions", help="region annotations (.geojson); default: regions "
                         "found in the --cells file")
+    parser.add_argument("--class-map", default=None, metavar="FILE.json",
+                        help="which role (tumour, lymphocyte, tumour area ...) each class name of "
+                        "the annotation files plays, as the Annotate widget saves it; classes it "
+                        "does not list get the suggested role (QuPath's 'Tumor' is tumour)")
     parser.add_argument("--radius-um", type=float, required=True,
                         help="disc radius around each cell in µm (about half a tumour cell)")
     parser.add_argument("--radius-sweep", nargs="?", const="1:12", default=None, metavar="RADII",
@@ -124,7 +128,7 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from ..annotations import read_annotations
+    from .. import options
     from ..errors import XhistoError
     from ..export.heatmap_io import read_heatmap
     from ..metrics.multi import iter_evaluate_heatmaps
@@ -133,6 +137,7 @@ def run(args) -> int:
 
     if not args.cells and not args.regions:
         raise XhistoError("nothing to evaluate against: give --cells and/or --regions")
+    numbers = _check_numbers(args)
     try:
         sweep = _radii(args.radius_sweep) if args.radius_sweep else None
     except ValueError as exc:
@@ -140,20 +145,11 @@ def run(args) -> int:
     heats = [read_heatmap(p) for p in args.heatmap]
     labels = _labels(args, heats)
     mpps = {h.mpp for h in heats if h.mpp}
-    mpp = args.mpp or (mpps.pop() if len(mpps) == 1 else None)
+    mpp = numbers["mpp"] or (mpps.pop() if len(mpps) == 1 else None)
     if not mpp:
         raise XhistoError("the heatmap files record no (or different) µm per pixel: pass --mpp")
-    cells, regions = None, []
-    if args.cells:
-        ann = read_annotations(args.cells)
-        cells = ann.cells
-        regions = list(ann.regions)
-    if args.regions:
-        regions = list(read_annotations(args.regions).regions)
-    if cells is not None and len(cells.rows) == 0:
-        cells = None
-    if cells is None and not regions:
-        raise XhistoError("the annotation files hold no cells and no regions")
+    mpp = options.mpp(mpp, "the heatmap files' µm per pixel")
+    cells, regions, class_map = _annotations(args)
     scales = {}
     if args.study_scale:
         from ..metrics.study_scale import rescale_to_study
@@ -167,21 +163,22 @@ def run(args) -> int:
     try:
         multi = run_to_end(iter_evaluate_heatmaps(
             {label: (h.values, h.placement) for label, h in zip(labels, heats)}, cells=cells,
-            regions=regions, mpp=mpp, radius_um=args.radius_um,
+            regions=regions, mpp=mpp, radius_um=numbers["radius_um"],
             positive=tuple(args.positive or ("tumour",)),
             negative=None if args.negative is None else tuple(args.negative),
-            tile_um=args.tile_um, n_random=args.random_runs, localize=args.localize,
-            curves=not args.no_curves, threshold_step=args.threshold_step,
+            tile_um=numbers["tile_um"], n_random=numbers["random_runs"], localize=args.localize,
+            curves=not args.no_curves, threshold_step=numbers["threshold_step"],
             cell_convention=args.cell_convention,
-            localization_convention=args.localization_convention, n_boot=args.bootstrap,
-            ci_level=args.ci_level, seed=args.seed, radius_sweep=sweep),
+            localization_convention=args.localization_convention, n_boot=numbers["bootstrap"],
+            ci_level=numbers["ci_level"], seed=numbers["seed"], radius_sweep=sweep),
             on_progress=text_progress("evaluate"))
     except ValueError as exc:
         raise XhistoError(str(exc)) from exc
     for label, heat, path in zip(labels, heats, args.heatmap):
         res = multi["heatmaps"][label]
         res["inputs"] = {"heatmap": str(path), "cells": args.cells, "regions": args.regions,
-                         "provenance": heat.provenance, "target": _target(heat.provenance)}
+                         "provenance": heat.provenance, "target": _target(heat.provenance),
+                         "class_map_file": args.class_map, "class_map": class_map.to_dict()}
         if label in scales:
             res["study_scale"] = scales[label]
     if len(labels) == 1:
@@ -209,8 +206,60 @@ def run(args) -> int:
     if args.csv and cells is not None:
         _write_csv(args.csv, cells, labels, scores)
     flags = result.get("comparison", {}).get("flags", [])
-    print(f"{out}: " + "; ".join(_summary(multi, labels) + flags))
+    mapped = [f"{k} -> {v}" for table in (class_map.cells, class_map.regions)
+              for k, v in table.items() if v and v != k]
+    roles = [f"classes scored as {', '.join(dict.fromkeys(mapped))}"] if mapped else []
+    print(f"{out}: " + "; ".join(_summary(multi, labels) + roles + flags))
     return 0
+
+
+def _check_numbers(args) -> dict:
+    """The numeric options, checked as every command checks them (one line, exit 1)."""
+    from .. import options
+
+    return {
+        "radius_um": options.radius_um(args.radius_um),
+        "mpp": options.optional(options.mpp, args.mpp, "--mpp"),
+        "tile_um": options.positive(args.tile_um, "--tile-um", maximum=1e7),
+        "random_runs": options.whole_number(args.random_runs, "--random-runs", minimum=0,
+                                            maximum=10_000),
+        "bootstrap": options.whole_number(args.bootstrap, "--bootstrap", minimum=1,
+                                          maximum=1_000_000),
+        "ci_level": options.real_number(args.ci_level, "--ci-level", minimum=0.0, maximum=1.0,
+                                        low_open=True, high_open=True),
+        "seed": options.seed(args.seed),
+        "threshold_step": options.real_number(args.threshold_step, "--threshold-step",
+                                              minimum=0.0, maximum=0.5, low_open=True),
+    }
+
+
+def _annotations(args):
+    """(cells or None, regions, class map): the files read, their class names mapped to the
+    plugin's roles (--class-map over the suggested map) for scoring; the names themselves
+    stay as written in the files."""
+    from ..annotations import apply_class_map, load_class_map, read_annotations
+    from ..errors import XhistoError
+
+    sources = [read_annotations(args.cells)] if args.cells else []
+    if args.regions:
+        sources.append(read_annotations(args.regions))
+    class_map = None
+    for ann in sources:
+        found = load_class_map(args.class_map, ann)
+        if class_map is None:
+            class_map = found
+        else:
+            class_map.cells.update(found.cells)
+            class_map.regions.update(found.regions)
+    scored = [apply_class_map(ann, class_map) for ann in sources]
+    cells = scored[0].cells if args.cells else None
+    regions = list(scored[-1].regions)  # --regions replaces the regions of --cells
+    if cells is not None and len(cells.rows) == 0:
+        cells = None
+    if cells is None and not regions:
+        raise XhistoError("the annotation files hold no cells and no regions (after the class "
+                          "map: classes mapped to 'ignore' are left out)")
+    return cells, regions, class_map
 
 
 def _target(provenance) -> str | None:

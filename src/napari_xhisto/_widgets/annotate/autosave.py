@@ -1,7 +1,8 @@
 """Autosave controls of the Annotate widget (a mixin: the widget provides the view and state).
 
-Saves are debounced (a timer after the last change) and written in a worker thread; the status
-line says where, and a notification says once when the slide's folder is read-only and the
+Saves are debounced (a timer after the last change) and written in a worker thread (the class
+map beside them, ``<slide>.classmap.json``, on the GUI thread: a few names); the status line says
+where, and a notification says once when the slide's folder is read-only and the
 autosave went to the user's data directory instead.
 """
 
@@ -40,8 +41,12 @@ class AutosaveControls:
                                 "autosave waits for a slide layer or a folder")
             return
         if self.is_empty():
-            latest = self.store.load_latest()
+            store = self.store
+            latest = store.load_latest()
             if latest is not None and not latest.is_empty():
+                # the class map saved beside it first: its choices win over the suggestion
+                self.annotations.mapping.load_beside([store.path, store.preferred,
+                                                      store.fallback])
                 self.load(latest, mode="merge")
         self._say_where()
 
@@ -69,6 +74,17 @@ class AutosaveControls:
             slide_path = self.autosave_folder / "untitled"
         return AutosaveStore(slide_path, folder=self.autosave_folder, origin=self.file_origin())
 
+    def _save_class_map(self) -> Path | None:
+        """The class map beside the autosave (a few names: on the GUI thread); in the user's
+        data folder when the autosave's folder cannot be written."""
+        mapping = self.annotations.mapping
+        for place in dict.fromkeys((self.store.path, self.store.fallback)):
+            try:
+                return mapping.save_beside(place)
+            except OSError:
+                continue
+        return None
+
     def _schedule_autosave(self):
         if self.store is not None:
             self._timer.start()
@@ -86,6 +102,7 @@ class AutosaveControls:
         snapshot = self._guard(self.annotation_set)
         if snapshot is None:
             return None
+        self._save_class_map()
         if not background:
             path = self._guard(self.store.save, snapshot)
             if path is not None:

@@ -9,16 +9,18 @@ level-0 pixels and napari never sees inconsistent units.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import partial
 
 import numpy as np
 import pandas as pd
 
-from ..._writer import find_slide_layer, points_to_annotations, shapes_to_annotations
-from ...annotations import AnnotationSet, color_for_class, qupath_origin, regions_to_shapes_data
-from ...annotations.model import concat_annotations, new_ids, unusable_ids
+from ..._writer import find_slide_layer
+from ...annotations import AnnotationSet, color_for_class, qupath_origin
+from ...annotations.model import new_ids, unusable_ids
 from ...errors import XhistoError
+from .mapping import KEY as MAP_KEY
+from .mapping import ClassMapping
+from .records import RecordCache, attach
 
 REGION_LAYER_CLASSES = ("necrosis", "artefact", "vessel", "tumour area")
 CELL_PREFIX, REGION_PREFIX = "cells: ", "regions: "
@@ -59,6 +61,9 @@ class AnnotationLayers:
         self._on_change = on_change or (lambda: None)
         self._on_layer = on_layer or (lambda kind, name, layer: None)
         self._listeners: list = []
+        self.mapping = ClassMapping()
+        self._records = RecordCache()
+        self.loose_kept: list = []  # kept features of an import that filled no layer
 
     # ---- slide frame
     def slide_frame(self) -> tuple[float, np.ndarray, object]:
@@ -105,6 +110,7 @@ class AnnotationLayers:
             elif info.get("kind") == "regions" and info.get("class"):
                 self.add_region_class(info["class"])
                 self._adopt("regions", info["class"], layer)
+        self.mapping.from_layers(self.layers())
 
     def _add_class(self, names: list, name, color, what: str) -> str:
         name = str(name).strip()
@@ -136,7 +142,7 @@ class AnnotationLayers:
         return None
 
     def _metadata(self, kind: str, name: str) -> dict:
-        info = {"kind": kind, "class": name, "holes": {}}
+        info = {"kind": kind, "class": name, "holes": {}, MAP_KEY: self.mapping.map.to_dict()}
         self.record_frame(info)
         return {"xhisto": info}
 
@@ -294,42 +300,50 @@ class AnnotationLayers:
         if not moving or (len(moving) == 1 and moving[0] is self.cell_layers.get(target)):
             return 0
         target_layer = self.cell_layer(target)
-        moved_world, moved_ids = [], []
+        moved, moved_ids = [], []
         for layer in moving:
             if layer is target_layer:
                 continue
             chosen = np.array(sorted(layer.selected_data), dtype=int)
             keep = np.setdiff1d(np.arange(len(layer.data)), chosen)
             ids = np.asarray(layer.features["id"], dtype=object)
-            moved_world.append(layer.data[chosen] * layer.scale + layer.translate)
+            if same_frame(layer, target_layer):  # level-0 px as they are: no rounding
+                moved.append(np.asarray(layer.data[chosen], dtype=np.float64))
+            else:
+                moved.append(self._to_data(target_layer,
+                                           layer.data[chosen] * layer.scale + layer.translate))
             moved_ids.extend(ids[chosen])
             self._set_points(layer, layer.data[keep], ids[keep])
-        data = self._to_data(target_layer, np.concatenate(moved_world))
-        self._set_points(target_layer, np.concatenate([target_layer.data, data]),
+        self._set_points(target_layer, np.concatenate([target_layer.data, *moved]),
                          list(target_layer.features["id"]) + moved_ids)
         self._on_change()
         return len(moved_ids)
 
     # ---- annotations in and out (level-0 px)
-    def _layer_meta(self, layer, kind: str) -> dict:
-        mpp, translate, _ = self.slide_frame()
-        info = dict(layer.metadata["xhisto"], mpp=mpp, slide_translate=translate,
-                    colors=self.colors)
-        meta = {"scale": layer.scale, "translate": layer.translate, "features": layer.features,
-                "metadata": {"xhisto": info}}
-        if kind == "shapes":
-            meta["shape_type"] = layer.shape_type
-        return meta
+    def layers(self) -> list:
+        """The annotation layers (cells, then regions)."""
+        return [*self.cell_layers.values(), *self.region_layers.values()]
+
+    def in_slide_frame(self, layer) -> bool:
+        """Whether ``layer``'s data are level-0 px (scale and translate of the slide)."""
+        mpp, translate, slide = self.slide_frame()
+        if slide is None:
+            return bool(np.all(np.asarray(layer.scale)[-2:] == 1)
+                        and np.all(np.asarray(layer.translate)[-2:] == 0))
+        return same_frame(layer, slide)
 
     def annotation_set(self) -> AnnotationSet:
-        """Everything in the annotation layers, in level-0 pixels."""
-        parts = [points_to_annotations(layer.data, self._layer_meta(layer, "points"))
-                 for layer in self.cell_layers.values() if len(layer.data)]
-        parts += [shapes_to_annotations(layer.data, self._layer_meta(layer, "shapes"))
-                  for layer in self.region_layers.values() if len(layer.data)]
-        result = concat_annotations(parts)
-        result.colors = {name: self.colors[name] for name in result.classes()}
-        return result
+        """Everything in the annotation layers, in level-0 pixels, with the records and kept
+        features of imported files (written back by every export and autosave)."""
+        from .transfer import annotations_of
+
+        return annotations_of(self)
+
+    def set_class_map(self, name: str, kind: str, text: str) -> None:
+        """Change the role of class ``name`` (``kind`` "cell" or "region"), everywhere."""
+        self.mapping.set_role(name, kind, text)
+        self.mapping.to_layers(self.layers())
+        self._on_change()
 
     def clear(self) -> None:
         """Remove every annotation (layers stay)."""
@@ -344,32 +358,22 @@ class AnnotationLayers:
 
     def load(self, annotations: AnnotationSet) -> None:
         """Add ``annotations`` (level-0 px) to the layers, making those of new classes; ids
-        already shown get fresh ones. Nothing is dropped."""
-        mpp, translate, _ = self.slide_frame()
-        for name, rgb in annotations.colors.items():
-            self.colors.setdefault(name, tuple(rgb))
-        cells = annotations.cells.with_ids() if len(annotations.cells) else annotations.cells
-        taken = {i for layer in self.cell_layers.values() for i in layer.features["id"]}
-        for name in dict.fromkeys(cells.classes.tolist()):
-            mask = cells.classes == name
-            world = np.stack([cells.rows[mask], cells.cols[mask]], axis=1) * mpp + translate
-            ids = [i if i not in taken else None for i in cells.ids[mask]]
-            self.add_points(world, name, ids=ids)
-        taken = {i for layer in self.region_layers.values() for i in layer.features["id"]}
-        for name in dict.fromkeys(r.cls for r in annotations.regions):
-            # a region id already shown gets a fresh one (before its holes are filed under it)
-            regions = [r if r.id not in taken else replace(r, id=None)
-                       for r in annotations.regions if r.cls == name]
-            data, _, features, holes = regions_to_shapes_data(regions, mpp)
-            layer = self.region_layer(name)
-            self.updating = True
-            try:
-                old = layer.features.copy()
-                layer.add_polygons([self._to_data(layer, d + translate) for d in data])
-                layer.features = pd.concat([old, pd.DataFrame(features)], ignore_index=True)
-                layer.metadata["xhisto"]["holes"].update(
-                    {k: [self._to_data(layer, h + translate) for h in v] for k, v in holes.items()})
-            finally:
-                self.updating = False
-            self.normalise_features(layer)
+        already shown get fresh ones. Nothing is dropped: the file's records and kept
+        features ride along in the metadata of the layers filled, its class names get rows in
+        the class map (suggested roles; a choice already made stays)."""
+        from .transfer import load_into
+
+        self.mapping.suggest_for(annotations)
+        filled = load_into(self, annotations)
+        if filled:
+            attach(filled, annotations)
+        else:
+            self.loose_kept.extend(annotations.kept)
+        self.mapping.to_layers(self.layers())
         self._on_change()
+
+
+def same_frame(a, b) -> bool:
+    """Whether two layers have the same scale and translate on their last two axes."""
+    return (np.array_equal(np.asarray(a.scale)[-2:], np.asarray(b.scale)[-2:])
+            and np.array_equal(np.asarray(a.translate)[-2:], np.asarray(b.translate)[-2:]))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from qtpy.QtCore import Signal
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
+    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QGridLayout,
@@ -12,9 +14,17 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QListWidget,
     QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
+
+from .mapping import role_choices
+
+MAP_TIP = ("Which role each class plays when Evaluate scores (and in xhisto evaluate "
+           "--class-map): the names themselves are never changed. 'ignore' leaves the class "
+           "out; '(own name)' scores it under its name. Saved with the autosave, beside it.")
 
 
 def swatch(hex_colour: str) -> QIcon:
@@ -32,7 +42,12 @@ def _wrapped(text: str, tip: str = "") -> QLabel:
 
 
 class AnnotateView(QWidget):
-    """Class lists, class editing, files and autosave controls; no behaviour."""
+    """Class lists, class editing, class mapping, files and autosave controls; no behaviour.
+
+    ``map_changed(name, kind, role)`` is emitted when a mapping drop-down is changed.
+    """
+
+    map_changed = Signal(str, str, str)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -69,6 +84,19 @@ class AnnotateView(QWidget):
         grid.addWidget(self.add_region_button, 1, 1)
         grid.addWidget(self.colour_button, 1, 2)
         layout.addLayout(grid)
+        self.map_label = _wrapped("Class mapping: scored as (Evaluate)", MAP_TIP)
+        self.map_table = QTableWidget(0, 2)
+        self.map_table.setHorizontalHeaderLabels(["class (kind)", "scored as"])
+        self.map_table.setToolTip(MAP_TIP)
+        self.map_table.verticalHeader().setVisible(False)
+        self.map_table.horizontalHeader().setStretchLastSection(True)
+        self.map_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.map_table.setMaximumHeight(200)
+        self.map_label.setVisible(False)
+        self.map_table.setVisible(False)
+        layout.addWidget(self.map_label)
+        layout.addWidget(self.map_table)
+        self._map_rows: list = []
         files = QGridLayout()
         self.import_button, self.export_button = QPushButton("Import…"), QPushButton("Export…")
         self.import_button.setToolTip("QuPath GeoJSON or CSV: merged with what is shown")
@@ -103,3 +131,40 @@ class AnnotateView(QWidget):
         self.target_class.addItems(target_choices)
         if current in target_choices:
             self.target_class.setCurrentText(current)
+
+    def show_mapping(self, rows: list) -> None:
+        """One row per ``(class name, kind, role shown)``, the role a drop-down of the roles of
+        its kind; hidden while there is no class in use. Rebuilt only when the rows change."""
+        if rows == self._map_rows:
+            return
+        table = self.map_table
+        if [r[:2] for r in rows] == [r[:2] for r in self._map_rows]:  # only roles changed
+            for i, (_, _, role) in enumerate(rows):
+                box = table.cellWidget(i, 1)
+                box.blockSignals(True)
+                box.setCurrentText(role)
+                box.blockSignals(False)
+            self._map_rows = list(rows)
+            return
+        self._map_rows = list(rows)
+        table.setRowCount(len(rows))
+        for i, (name, kind, role) in enumerate(rows):
+            item = QTableWidgetItem(f"{name} ({kind})")
+            item.setToolTip(f"{kind} class {name!r} as the file or you named it")
+            table.setItem(i, 0, item)
+            box = QComboBox()
+            box.addItems(role_choices(kind))
+            box.setCurrentText(role)
+            box.currentTextChanged.connect(
+                lambda text, name=name, kind=kind: self.map_changed.emit(name, kind, text))
+            table.setCellWidget(i, 1, box)
+        table.resizeColumnToContents(0)
+        self.map_label.setVisible(bool(rows))
+        table.setVisible(bool(rows))
+
+    def mapping_box(self, name: str, kind: str) -> QComboBox | None:
+        """The drop-down of class ``name`` of ``kind`` (None when it has no row)."""
+        for i, (n, k, _) in enumerate(self._map_rows):
+            if (n, k) == (name, kind):
+                return self.map_table.cellWidget(i, 1)
+        return None

@@ -9,10 +9,17 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QColorDialog, QFileDialog, QMessageBox
 
-from ...annotations import CELL_CLASSES, AnnotationSet, AutosaveStore, read_annotations
+from ...annotations import (
+    CELL_CLASSES,
+    AnnotationSet,
+    AutosaveStore,
+    read_annotations,
+    read_report,
+)
 from ...annotations import write_annotations as _write
 from ...errors import XhistoError
 from .autosave import AutosaveControls
@@ -92,6 +99,8 @@ class AnnotateWidget(AutosaveControls, AnnotateView):
         self.colour_button.clicked.connect(self._pick_colour)
         self.set_class_button.clicked.connect(
             lambda: self._guard(self.set_class_of_selected, self.target_class.currentText()))
+        self.map_changed.connect(lambda name, kind, text: self._guard(
+            self.set_class_map, name, kind, text))
         self.import_button.clicked.connect(self._import_dialog)
         self.export_button.clicked.connect(self._export_dialog)
         self.autosave_box.toggled.connect(lambda on: self._guard(self.set_autosave, on))
@@ -232,6 +241,10 @@ class AnnotateWidget(AutosaveControls, AnnotateView):
             [(t, hex_colour(a.colors[n])) for t, n in zip(cells, a.cell_classes)],
             [(t, hex_colour(a.colors[n])) for t, n in zip(regions, a.region_classes)],
             list(a.cell_classes))
+        used_cells = [n for n in a.cell_classes if counts[n] or n in a.mapping.map.cells]
+        used_regions = [n for n in a.region_classes
+                        if region_counts[n] or n in a.mapping.map.regions]
+        self.show_mapping(a.mapping.rows(used_cells, used_regions))
 
     # ---- edits
     def _changed(self):
@@ -245,6 +258,16 @@ class AnnotateWidget(AutosaveControls, AnnotateView):
     def set_class_of_selected(self, target: str) -> int:
         """Move the selected points of every cell layer to class ``target``; returns how many."""
         return self.annotations.set_class_of_selected(target)
+
+    def set_class_map(self, name: str, kind: str, text: str) -> None:
+        """Score class ``name`` (``kind`` "cell"/"region") as role ``text`` (a drop-down
+        choice: a role, "ignore" or "(own name)"); saved with the autosave."""
+        self.annotations.set_class_map(name, kind, text)
+
+    @property
+    def class_map(self):
+        """The :class:`~napari_xhisto.annotations.ClassMap` in use."""
+        return self.annotations.mapping.map
 
     def clear(self):
         """Remove every annotation (layers stay)."""
@@ -264,12 +287,31 @@ class AnnotateWidget(AutosaveControls, AnnotateView):
             self.clear()
         self.annotations.load(annotations)
 
+    def slide_shape(self) -> tuple[int, int] | None:
+        """Level-0 (height, width) of the open slide, up to its far corner in level-0 px
+        (a bounded slide starts at its translate); None without a slide."""
+        mpp, translate, slide = self.slide_frame()
+        if slide is None:
+            return None
+        shape = np.asarray(slide.level_shapes[0][-2:], dtype=float)  # colour axis left out
+        return tuple(int(np.ceil(v)) for v in shape + np.maximum(translate / mpp, 0))
+
     def import_file(self, path, *, mode: str = "merge"):
-        """Read a GeoJSON/CSV file and show it (see :meth:`load`)."""
-        annotations = read_annotations(path, origin=self.file_origin())
+        """Read a GeoJSON/CSV file and show it (see :meth:`load`); objects off the slide or
+        unusable are skipped, and the status line and a notification say how many."""
+        annotations = read_annotations(path, origin=self.file_origin(),
+                                       image_shape=self.slide_shape(), warn=False)
         self.load(annotations, mode=mode)
-        self.status.setText(f"imported {len(annotations.cells)} cells, "
-                            f"{len(annotations.regions)} regions from {Path(path).name}")
+        report = read_report(annotations)
+        n_cells, n_regions = len(annotations.cells), len(annotations.regions)
+        text = (f"imported {n_cells} cell{'s' * (n_cells != 1)}, {n_regions} "
+                f"region{'s' * (n_regions != 1)} from {Path(path).name}"
+                + (f"; {report}" if report else ""))
+        self.status.setText(text)
+        if report:
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"{Path(path).name}: {report}")
         return annotations
 
     def export_file(self, path) -> Path:

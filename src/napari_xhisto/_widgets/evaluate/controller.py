@@ -18,8 +18,10 @@ import numpy as np
 
 from ...errors import XhistoError
 from ...metrics.report import jsonable
+from . import tables
 from .core import EvaluateOutcome, EvaluateRequest
 from .layerdata import HeatmapInput, PointsInput, ShapesInput, class_names, is_heatmap_layer, xmeta
+from .tables import fmt
 
 HOTSPOT_LAYER = "bias hotspots"
 HOTSPOT_KIND = "bias hotspots"
@@ -40,12 +42,26 @@ class Settings:
     tile_um: float = 256.0
     n_random: int = 10
     patch_um: float | None = None
-    compare: str | None = None
+    compare: list[str] = field(default_factory=list)
     prob: str | None = None
+    radius_sweep: bool = True
+    sweep_from_um: float = 1.0
+    sweep_to_um: float = 12.0
+    n_boot: int = 1000
 
 
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float | np.floating) else str(v)
+def sweep_radii(start: float, stop: float) -> tuple[float, ...]:
+    """Radii of the sweep: every µm from ``start`` to ``stop`` (at most 24, evenly spaced)."""
+    from ... import options
+
+    start = options.radius_um(start, "sweep from")
+    stop = options.radius_um(stop, "sweep to")
+    if stop < start:
+        raise XhistoError(f"the radius sweep ends ({stop:g} µm) before it starts "
+                          f"({start:g} µm): swap them")
+    n = int(np.floor(stop - start + 1e-9)) + 1
+    radii = np.linspace(start, stop, min(max(n, 2), 24)) if stop > start else np.array([start])
+    return tuple(round(float(r), 4) for r in radii)
 
 
 class EvaluateController:
@@ -121,7 +137,7 @@ class EvaluateController:
         return found + [c for c in self.model_classes(heatmap) if c not in found]
 
     def region_classes(self, shapes: list[str]) -> list[str]:
-        return class_names(self._layers(shapes))
+        return class_names(self._layers(shapes), "region")
 
     def default_positive(self, heatmap: str | None, classes: list[str]) -> str | None:
         """The heatmap's target class when the annotations have it, else "tumour", else the first."""
@@ -160,13 +176,20 @@ class EvaluateController:
             ok = name and name != NONE and name in self.viewer.layers
             return HeatmapInput.of(self.viewer.layers[name]) if ok else None
 
+        from ... import options
+
+        compare = [pick(n) for n in s.compare if n != s.heatmap]
         return EvaluateRequest(
             heatmap=heat, points=[PointsInput.of(ly) for ly in points],
-            shapes=[ShapesInput.of(ly) for ly in shapes], radius_um=float(s.radius_um),
+            shapes=[ShapesInput.of(ly) for ly in shapes],
+            radius_um=options.radius_um(s.radius_um, "cell neighbourhood radius"),
             positive=(s.positive,) if s.positive else ("tumour",),
             localize=(s.localize,) if s.localize and s.localize != NONE else (),
             tile_um=float(s.tile_um), n_random=int(s.n_random), patch_px=patch_px,
-            prob=pick(s.prob), compare=pick(s.compare), render=render)
+            prob=pick(s.prob), compare=[b for b in compare if b is not None], render=render,
+            radius_sweep=(sweep_radii(s.sweep_from_um, s.sweep_to_um) if s.radius_sweep
+                          else None),
+            n_boot=options.whole_number(s.n_boot, "resamples", minimum=10, maximum=100_000))
 
     def accept(self, outcome: EvaluateOutcome, settings: Settings | None = None) -> dict:
         self.outcome = outcome
@@ -193,14 +216,25 @@ class EvaluateController:
 
     # ---- table rows
     def auc_rows(self) -> list[list[str]]:
+        """``heatmap, AUC, 95% interval, n (+/-)`` per heatmap, then the baselines."""
+        return tables.auc_rows(self.result or {})
+
+    def difference_rows(self) -> list[list[str]]:
+        """``B − A, difference, 95% interval, DeLong p, n`` per pair of heatmaps."""
+        return tables.difference_rows(self.result or {})
+
+    def radius_rows(self) -> list[list[str]]:
+        """One row per radius: the radius, then each heatmap's AUC over its interval."""
+        return tables.radius_rows(self.result or {})
+
+    def radius_headers(self) -> list[str]:
+        return tables.radius_headers(self.result or {})
+
+    def captions(self) -> dict:
+        """The conventions under each tab's numbers: ``auc``, ``radius``, ``localisation``."""
         r = self.result or {}
-        if "roc" not in r:
-            return []
-        roc, b = r["roc"], r["baselines"]
-        rows = [["heatmap", roc["auc"], roc["n_positive"], roc["n_negative"]],
-                ["all-zero map", b["all_zero"], "", ""], ["all-one map", b["all_one"], "", ""],
-                [f"random maps (± {b['random_std']:.3f})", b["random_mean"], "", ""]]
-        return [[_fmt(v) for v in row] for row in rows]
+        return {"auc": tables.auc_caption(r), "radius": tables.radius_caption(r),
+                "localisation": tables.localisation_caption(r)}
 
     def tile_rows(self) -> list[dict]:
         """Per-tile ROC rows, worst first (NaN AUCs last)."""
@@ -209,21 +243,16 @@ class EvaluateController:
 
     def tile_table(self) -> list[list[str]]:
         mpp = (self.result or {}).get("heatmap", {}).get("mpp", 1.0)
-        return [[f"{t['col0'] * mpp:.0f}, {t['row0'] * mpp:.0f}", _fmt(t["auc"]),
-                 _fmt(t["n_positive"]), _fmt(t["n_negative"])] for t in self.tile_rows()]
+        return [[f"{t['col0'] * mpp:.0f}, {t['row0'] * mpp:.0f}", fmt(t["auc"]),
+                 fmt(t["n_positive"]), fmt(t["n_negative"])] for t in self.tile_rows()]
 
     def region_rows(self) -> list[list[str]]:
-        return [[_fmt(v) for v in (g["index"], g["cls"], g["name"] or "", g["n_pixels"], g["mean"],
+        return [[fmt(v) for v in (g["index"], g["cls"], g["name"] or "", g["n_pixels"], g["mean"],
                                    g["mean_positive"])]
                 for g in (self.result or {}).get("regions", [])]
 
     def localisation_rows(self) -> list[list[str]]:
-        rows = []
-        for name, loc in (self.result or {}).get("localization", {}).items():
-            rows += [[_fmt(v) for v in (name, loc["pxap"], q["percentile"], q["dice"], q["iou"],
-                                        f"{q['weak_hits']}/{q['weak_n_true']}")]
-                     for q in loc["at_percentiles"]]
-        return rows
+        return tables.localisation_rows(self.result or {})
 
     def hotspot_names(self) -> list[str]:
         return [] if self.outcome is None else list(self.outcome.hotspots)
@@ -242,7 +271,7 @@ class EvaluateController:
         c = None if self.outcome is None else self.outcome.comparison
         if c is None:
             return []
-        return [[_fmt(v) for v in (a.index, a.cls, a.mean, b.mean, b.mean - a.mean)]
+        return [[fmt(v) for v in (a.index, a.cls, a.mean, b.mean, b.mean - a.mean)]
                 for a, b in zip(c.a, c.b)]
 
     def flags_text(self) -> str:
@@ -313,27 +342,19 @@ class EvaluateController:
 
     # ---- files
     def export_json(self, path) -> Path:
+        """Every number (intervals, comparisons, sweep, curves, conventions, units) as JSON."""
         if self.result is None:
             raise XhistoError("nothing to export: press Evaluate first")
-        data = {k: v for k, v in self.result.items() if k != "cells"}
-        data["cells"] = {k: v for k, v in self.result.get("cells", {}).items() if k != "scores"}
+        data = tables.without_scores(self.result)
         Path(path).write_text(json.dumps(jsonable(data), indent=1, allow_nan=False))
         return Path(path)
 
     def export_csv(self, path) -> Path:
-        """One row per table row (AUCs, tiles, regions, A-vs-B), with a ``table`` column."""
+        """One row per table row, with a ``table`` column: AUCs with their intervals, paired
+        differences, the radius sweep, localisation, tiles, regions, the conventions."""
         if self.result is None:
             raise XhistoError("nothing to export: press Evaluate first")
-        r, out = self.result, []
-        if "roc" in r:
-            out.append({"table": "auc", "name": "heatmap", "auc": r["roc"]["auc"],
-                        "n_positive": r["roc"]["n_positive"], "n_negative": r["roc"]["n_negative"]})
-            for k in ("all_zero", "all_one", "random_mean"):
-                out.append({"table": "auc", "name": k, "auc": r["baselines"][k]})
-        out += [{"table": "tile", **t} for t in r.get("per_tile", [])]
-        out += [{"table": "region", **g} for g in r.get("regions", [])]
-        if self.outcome.comparison is not None:
-            out += [{"table": "comparison", **row} for row in self.outcome.comparison.rows()]
+        out = tables.csv_rows(self.result, self.outcome.comparison)
         fields = list(dict.fromkeys(k for row in out for k in row))
         with open(path, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=fields)

@@ -1,10 +1,12 @@
 """Evaluate's work, as one generator that yields progress (no Qt, no viewer).
 
 :func:`iter_evaluate_job` runs in the widget's worker thread (tests run it directly): it reads
-the explained part of the heatmap, keeps the cells and regions that lie on it, calls
-:func:`~napari_xhisto.metrics.report.iter_evaluate_heatmap`, the bias diagnostics and the A-vs-B
-comparison, and renders the plots (matplotlib Agg, off the GUI thread), so the GUI thread only
-fills tables and shows pictures when the result arrives.
+the explained part of the heatmap (and the same area of each heatmap it is compared with), keeps
+the cells and regions that lie on it, calls
+:func:`~napari_xhisto.metrics.multi.iter_evaluate_heatmaps` (every heatmap on the same cells:
+AUC intervals, paired differences with DeLong's test, the radius sweep and the localisation
+curves), the bias diagnostics and the per-region comparison, and renders the plots (matplotlib
+Agg, off the GUI thread), so the GUI thread only fills tables and shows pictures.
 """
 
 from __future__ import annotations
@@ -14,15 +16,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ...annotations import CellPoints
+from ...annotations.classmap import IGNORE
 from ...errors import XhistoError
 from ...geometry import Placement
-from ...metrics import (
-    centre_bias_profile,
-    class_mean_heatmaps,
-    compare_region_relevance,
-    find_hotspot,
-)
-from ...metrics.report import iter_evaluate_heatmap
+from ...metrics import compare_region_relevance
+from ...metrics.localization import REFERENCE_STEP
+from ...metrics.multi import iter_evaluate_heatmaps
+from .hotspots import SlideHotspot, bias_diagnostics, hotspot_on_slide  # noqa: F401 (re-export)
 from .layerdata import (
     HeatmapInput,
     PointsInput,
@@ -31,10 +31,10 @@ from .layerdata import (
     explained_values,
     mask_uncovered,
     on_explained,
-    patch_classes,
-    patches_of,
     regions_from_inputs,
 )
+
+RADIUS_SWEEP_UM = tuple(float(r) for r in range(1, 13))  # issue #19: 1-12 µm
 
 
 @dataclass
@@ -51,8 +51,12 @@ class EvaluateRequest:
     n_random: int = 10
     patch_px: int = 64
     prob: HeatmapInput | None = None
-    compare: HeatmapInput | None = None
+    compare: list[HeatmapInput] = field(default_factory=list)
     render: bool = True
+    radius_sweep: tuple[float, ...] | None = RADIUS_SWEEP_UM
+    n_boot: int = 1000
+    ci_level: float = 0.95
+    threshold_step: float = REFERENCE_STEP
 
 
 @dataclass
@@ -73,8 +77,12 @@ class EvaluateJob:
     n_random: int
     patch_px: int
     prob: HeatmapInput | None
-    compare: HeatmapInput | None
+    compare: list[HeatmapInput]
     render: bool
+    radius_sweep: tuple[float, ...] | None = RADIUS_SWEEP_UM
+    n_boot: int = 1000
+    ci_level: float = 0.95
+    threshold_step: float = REFERENCE_STEP
 
 
 def _plain(p):
@@ -117,54 +125,10 @@ def read_inputs(request: EvaluateRequest) -> EvaluateJob:
         request.radius_um, tuple(request.positive), tuple(request.localize), request.tile_um,
         int(request.n_random), int(request.patch_px),
         None if request.prob is None else _in_box(request.prob, placement, values.shape),
-        None if request.compare is None else _in_box(request.compare, placement, values.shape),
-        request.render)
-
-
-@dataclass
-class SlideHotspot:
-    """A class's bias hotspot placed on the slide: one box per patch of that class.
-
-    ``boxes`` are level-0 ``(row, col, height, width)``; ``strongest`` indexes the patch where
-    the window holds the most relevance (the one to look at first).
-    """
-
-    cls: str
-    spot: object
-    boxes: np.ndarray
-    strongest: int
-    mpp: float
-    held: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-    def strongest_first(self, n: int) -> np.ndarray:
-        """Indices of the ``n`` boxes holding the most relevance, strongest first."""
-        order = np.argsort(-self.held, kind="stable") if len(self.held) else np.arange(len(self.boxes))
-        return order[:n]
-
-    @property
-    def centre_level0(self) -> tuple[float, float]:
-        r, c, h, w = self.boxes[self.strongest]
-        return float(r + h / 2), float(c + w / 2)
-
-    @property
-    def centre_um(self) -> tuple[float, float]:
-        r, c = self.centre_level0
-        return r * self.mpp, c * self.mpp
-
-    def describe(self) -> str:
-        """Plain words, slide µm: where the window is in each patch and where it is strongest."""
-        _, _, h, _ = self.boxes[self.strongest]
-        y, x = self.centre_um
-        share = 100 * self.spot.share
-        return (f"{self.cls}: {share:.0f}% of the {self.spot.sign} relevance in a "
-                f"{h * self.mpp:.1f} µm square ({self.spot.enrichment:.0f}x its area); "
-                f"strongest at x {x:.0f} µm, y {y:.0f} µm")
-
-    def to_dict(self) -> dict:
-        y, x = self.centre_um
-        return {"class": self.cls, "boxes_level0": self.boxes.tolist(),
-                "strongest_level0": list(self.centre_level0), "strongest_um": [y, x],
-                "flag": self.spot.flag()}
+        [_in_box(b, placement, values.shape) for b in request.compare
+         if b.name != request.heatmap.name],
+        request.render, request.radius_sweep, int(request.n_boot), float(request.ci_level),
+        float(request.threshold_step))
 
 
 @dataclass
@@ -198,50 +162,7 @@ def _meets(regions, placement: Placement, shape) -> np.ndarray:
                     dtype=np.int64)
 
 
-def hotspot_on_slide(name, spot, values, corners, labels, placement: Placement,
-                     mpp: float) -> SlideHotspot:
-    """Level-0 boxes of ``spot`` (patch px) in every patch of class ``name``."""
-    mine = corners[labels == name]
-    rows = placement.origin_row + (mine[:, 0] + spot.row) * placement.step_row
-    cols = placement.origin_col + (mine[:, 1] + spot.col) * placement.step_col
-    boxes = np.stack([rows, cols, np.full(len(mine), spot.size * placement.step_row),
-                      np.full(len(mine), spot.size * placement.step_col)], axis=1)
-    sign = 1.0 if spot.sign == "positive" else -1.0
-    held = [np.nansum(np.maximum(sign * values[i + spot.row:i + spot.row + spot.size,
-                                               j + spot.col:j + spot.col + spot.size], 0))
-            for i, j in mine]
-    return SlideHotspot(name, spot, boxes, int(np.argmax(held)) if held else 0, mpp,
-                        np.asarray(held, dtype=np.float64))
-
-
-def _bias(job: EvaluateJob, out: EvaluateOutcome) -> None:
-    size = int(job.patch_px)
-    try:
-        patches, corners = patches_of(out.values, size, offset=job.offset)
-        out.profile = centre_bias_profile(patches)
-    except (XhistoError, ValueError) as exc:
-        out.flags.append(f"centre bias not computed: {exc}")
-        return
-    labels = (np.full(len(patches), "all patches") if job.prob is None else
-              patch_classes(corners, size, out.placement, job.prob))
-    out.class_means = class_mean_heatmaps(patches, labels)
-    out.flags += [f for f in [out.profile.flag()] if f]
-    for name, entry in out.class_means.items():
-        try:
-            spot = find_hotspot(entry["mean"], label=name)
-        except ValueError:  # an all-zero mean map has no hotspot
-            continue
-        out.hotspots[name] = hotspot_on_slide(name, spot, out.values, corners, labels,
-                                              out.placement, job.mpp)
-        if spot.flag():
-            out.flags.append("look for an artefact correlated with the class: "
-                             + out.hotspots[name].describe())
-    out.result["bias"] = {
-        "patch_size": size, "centre_bias": out.profile.to_dict(),
-        "classes": {k: {"count": v["count"],
-                        "hotspot": out.hotspots[k].spot.to_dict() if k in out.hotspots else None,
-                        "on_slide": out.hotspots[k].to_dict() if k in out.hotspots else None}
-                    for k, v in out.class_means.items()}}
+STEPS = 1000  # progress steps per heatmap evaluated (a step per random map or radius)
 
 
 def compute(job: EvaluateJob):
@@ -251,45 +172,57 @@ def compute(job: EvaluateJob):
     around one explained region scores the few hundred that the region holds); regions are
     kept when they meet it.
     """
-    total = 5 + (3 + int(job.n_random) if job.points else 0)
+    total = 4 + STEPS * (2 + len(job.compare))
     yield 0, total
     cells, _ = cells_from_inputs(job.points, job.mpp)
     n_checked = 0 if cells is None else len(cells.rows)
     cell_index = np.zeros(0, dtype=np.int64)
     if cells is not None:
-        cell_index = np.flatnonzero(on_explained(job.values, job.placement, cells.rows, cells.cols))
+        cell_index = np.flatnonzero(on_explained(job.values, job.placement, cells.rows, cells.cols)
+                                    & (cells.classes != IGNORE))  # the class map's "ignore"
         cells = CellPoints(cells.rows[cell_index], cells.cols[cell_index], cells.classes[cell_index])
         if len(cells.rows) == 0:
             cells = None
     regions, _ = regions_from_inputs(job.shapes, job.mpp)
-    region_index = _meets(regions, job.placement, job.values.shape)
+    region_index = np.array([k for k in _meets(regions, job.placement, job.values.shape)
+                             if regions[k].cls != IGNORE], dtype=np.int64)
     regions = [regions[k] for k in region_index]
     yield 1, total
     if cells is None and not regions:
         raise XhistoError(
             f"none of the {n_checked} cells and no region lie on the explained area of "
             f"'{job.name}': explain where the annotations are, or tick other layers")
-    gen = iter_evaluate_heatmap(job.values, placement=job.placement, mpp=job.mpp, cells=cells,
-                                regions=regions, radius_um=job.radius_um,
-                                positive=job.positive or ("tumour",), tile_um=job.tile_um,
-                                n_random=job.n_random, localize=list(job.localize))
+    heatmaps = {job.name: (job.values, job.placement)}
+    heatmaps.update({b.name: (b.data, b.placement) for b in job.compare})
+    gen = iter_evaluate_heatmaps(heatmaps, cells=cells, regions=regions, mpp=job.mpp,
+                                 radius_um=job.radius_um, positive=job.positive or ("tumour",),
+                                 tile_um=job.tile_um, n_random=job.n_random,
+                                 localize=list(job.localize), n_boot=job.n_boot,
+                                 ci_level=job.ci_level, threshold_step=job.threshold_step,
+                                 radius_sweep=list(job.radius_sweep or ()) or None)
     while True:
         try:
-            step, sub_total = next(gen)
+            done, sub_total = next(gen)
         except StopIteration as stop:
-            result = stop.value
+            multi = stop.value
             break
-        total = 1 + sub_total + 3
-        yield 1 + step, total
+        total = 1 + STEPS * sub_total + 3
+        yield 1 + int(STEPS * done), total
+    total = 1 + STEPS * len(heatmaps) + STEPS + 3
+    result = multi["heatmaps"][job.name]
+    for name, m in multi["heatmaps"].items():
+        m["heatmap"]["layer"] = name
+    result["compared"] = {k: v for k, v in multi["heatmaps"].items() if k != job.name}
+    result["auc_comparisons"] = multi["auc_comparisons"]
     result["explained_area"] = {
         "placement": job.placement.to_dict(), "shape": list(job.values.shape),
         "n_cells_checked": n_checked, "n_cells_on_area": 0 if cells is None else len(cells.rows),
         "n_regions_on_area": len(regions)}
     out = EvaluateOutcome(result, cells, cell_index, region_index, job.values, job.placement)
-    _bias(job, out)
+    bias_diagnostics(job, out)
     yield total - 2, total
-    if job.compare is not None and regions:
-        b = job.compare
+    if job.compare and regions:
+        b = job.compare[0]
         out.comparison = compare_region_relevance(
             job.values, b.data, regions, placement_a=job.placement, placement_b=b.placement,
             label_a=job.name, label_b=b.name)

@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...annotations import CellPoints, points_data_to_cells, shapes_data_to_regions
+from ...annotations import (
+    CellPoints,
+    ClassMap,
+    points_data_to_cells,
+    shapes_data_to_regions,
+)
+from ...annotations.classmap import IGNORE, cell_roles
 from ...errors import XhistoError
 from ...geometry import Placement
 from ...metrics._common import level0_to_map, map_to_level0
@@ -76,6 +82,22 @@ def _default_class(layer) -> str:
     return str(xmeta(layer).get("class") or layer.name)
 
 
+def class_map_of(data) -> ClassMap:
+    """The class map a layer carries (``metadata["xhisto"]["class_map"]``, as the Annotate
+    widget keeps it), else the suggested one (QuPath's "Tumor" is a tumour cell)."""
+    if isinstance(data, dict) and data:
+        try:
+            return ClassMap.from_dict(data)
+        except XhistoError:  # a damaged map in a layer: the suggestion
+            pass
+    return ClassMap()
+
+
+def region_role(name: str, class_map: ClassMap) -> str:
+    """The class a region is scored as: its role, or its own name."""
+    return class_map.region_role(name) or name
+
+
 @dataclass
 class PointsInput:
     layer: object
@@ -84,11 +106,12 @@ class PointsInput:
     translate: tuple
     features: object
     default_class: str
+    class_map: dict | None = None
 
     @classmethod
     def of(cls, layer) -> PointsInput:
         return cls(layer, layer.data, tuple(layer.scale), tuple(layer.translate), layer.features,
-                   _default_class(layer))
+                   _default_class(layer), xmeta(layer).get("class_map"))
 
 
 @dataclass
@@ -101,24 +124,28 @@ class ShapesInput:
     features: object
     holes: dict
     default_class: str
+    class_map: dict | None = None
 
     @classmethod
     def of(cls, layer) -> ShapesInput:
         return cls(layer, list(layer.data), list(layer.shape_type), tuple(layer.scale),
                    tuple(layer.translate), layer.features, dict(xmeta(layer).get("holes", {})),
-                   _default_class(layer))
+                   _default_class(layer), xmeta(layer).get("class_map"))
 
 
 def cells_from_inputs(inputs, mpp: float):
     """Cells (level-0 px) of points snapshots, and ``(layer, index)`` of each cell.
 
     The class comes from the "class" feature, else from ``metadata["xhisto"]["class"]`` (one
-    layer per class, as the Annotate widget makes them), else the layer name.
+    layer per class, as the Annotate widget makes them), else the layer name; it is then
+    mapped to its role by the layer's class map (:func:`class_map_of`). Cells whose role is
+    "ignore" keep that class (the caller leaves them out; indices stay those of the layers).
     """
     parts, source = [], []
     for p in inputs:
         c = points_data_to_cells(_world(p.data, p.scale, p.translate), p.features, mpp,
                                  default_class=p.default_class)
+        c = CellPoints(c.rows, c.cols, cell_roles(c.classes, class_map_of(p.class_map)))
         parts.append(c)
         source += [(p.layer, i) for i in range(len(c.rows))]
     if not parts:
@@ -136,6 +163,9 @@ def regions_from_inputs(inputs, mpp: float):
         found = shapes_data_to_regions([_world(d, s.scale, s.translate) for d in s.data],
                                        s.shape_type, s.features, mpp, holes=holes,
                                        default_class=s.default_class)
+        class_map = class_map_of(s.class_map)
+        for region in found:
+            region.cls = region_role(region.cls, class_map)
         regions += found
         source += [(s.layer, i) for i in range(len(found))]
     return regions, source
@@ -151,15 +181,22 @@ def regions_from_layers(layers, mpp: float):
     return regions_from_inputs([ShapesInput.of(layer) for layer in layers], mpp)
 
 
-def class_names(layers) -> list[str]:
-    """Class names found in annotation layers ("class" feature, else the layer's class)."""
+def class_names(layers, kind: str = "cell") -> list[str]:
+    """The classes annotation layers are scored as ("class" feature, else the layer's class,
+    mapped to its role by the layer's class map; "ignore" left out)."""
     found: dict[str, None] = {}
     for layer in layers:
+        names: list[str] = []
         features = getattr(layer, "features", None)
         if features is not None and "class" in getattr(features, "columns", ()) and len(features):
-            found.update(dict.fromkeys(str(c) for c in features["class"].dropna().unique()))
+            names = [str(c) for c in features["class"].dropna().unique()]
         elif xmeta(layer).get("class"):
-            found[str(xmeta(layer)["class"])] = None
+            names = [str(xmeta(layer)["class"])]
+        class_map = class_map_of(xmeta(layer).get("class_map"))
+        for name in names:
+            role = (class_map.cell_role(name) if kind == "cell" else class_map.region_role(name))
+            found[role or name] = None
+    found.pop(IGNORE, None)
     return list(found)
 
 

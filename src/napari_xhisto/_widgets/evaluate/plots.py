@@ -1,7 +1,9 @@
-"""Evaluate's plots as matplotlib figures on the Agg canvas (drawn in the worker thread).
+"""Evaluate's plots as matplotlib figures on the Agg canvas (drawn in the compute process).
 
 A figure drawn on the GUI thread (``FigureCanvasQTAgg``) costs 30-80 ms there; drawn here it
-reaches the widget as an RGBA picture and the figure is kept for "Save plots".
+reaches the widget as an RGBA picture and the figure is kept for "Save plots". The radius
+sweep and the localisation curves use the report's pure figure functions
+(:mod:`napari_xhisto.export.figures`), one curve per heatmap.
 """
 
 from __future__ import annotations
@@ -26,36 +28,107 @@ def rgba(fig) -> np.ndarray:
     return np.asarray(fig.canvas.buffer_rgba()).copy()
 
 
+def per_heatmap(result: dict) -> dict:
+    """``{name: metrics}`` of the evaluated heatmap and those it was compared with."""
+    name = (result.get("heatmap") or {}).get("layer") or "heatmap"
+    return {name: result, **(result.get("compared") or {})}
+
+
+def _auc_label(name: str, m: dict) -> str:
+    roc, ci = m["roc"], m["roc"].get("ci") or {}
+    interval = f" [{ci['low']:.3f}, {ci['high']:.3f}]" if "low" in ci else ""
+    return f"{name}: {roc['auc']:.3f}{interval}"
+
+
 def roc_figure(result: dict):
+    """ROC of every heatmap on the same cells; the legend gives each AUC with its interval."""
     fig = _figure()
     ax = fig.add_subplot(111)
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="chance (AUC 0.5)")
-    if "roc" in result:
-        roc = result["roc"]
-        ax.plot(roc["fpr"], roc["tpr"], color="C3",
-                label=f"heatmap AUC {roc['auc']:.3f} ({roc['n_positive']} + / {roc['n_negative']} -)")
+    level = None
+    for k, (name, m) in enumerate(per_heatmap(result).items()):
+        if "roc" not in m or "fpr" not in m["roc"]:
+            continue
+        ax.plot(m["roc"]["fpr"], m["roc"]["tpr"], color=f"C{k}", label=_auc_label(name, m))
+        level = level or (m["roc"].get("ci") or {}).get("level")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1))
-    ax.legend(fontsize=7, loc="lower right")
+    if level:
+        ax.set_title(f"cell ROC; AUC [{100 * level:.0f}% interval]", fontsize=8)
+    ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     return fig
 
 
-def localisation_figure(result: dict):
+def radius_figure(result: dict):
+    """Cell AUC against the neighbourhood radius, one curve per heatmap, interval bands."""
+    from ...export.figures import draw_radius_sweep, sweeps_of
+
     fig = _figure()
     ax = fig.add_subplot(111)
-    shown = False
-    for name, loc in result.get("localization", {}).items():
-        curve = loc.get("curve")
-        if not curve:
-            continue
-        for key, style in (("iou", "-"), ("dice", "--"), ("precision", ":"), ("recall", "-.")):
-            ax.plot(curve["thresholds"], curve[key], style, label=f"{name}: {key}")
-            shown = True
-    ax.set(xlabel="threshold (share of the map's range)", ylabel="score", xlim=(0, 1), ylim=(0, 1))
-    if shown:
-        ax.legend(fontsize=6)
+    sweeps = sweeps_of({"heatmaps": per_heatmap(result)})
+    if not sweeps:
+        fig.text(0.5, 0.5, "no radius sweep (tick it, with cell layers)", ha="center",
+                 va="center", fontsize=8)
+        ax.set_axis_off()
+        return fig
+    draw_radius_sweep(ax, sweeps)
+    # the AUCs' own range (the chance line at 0.5 would squeeze them flat)
+    lows = [e.get("low", e.get("auc")) for v in sweeps.values() for e in v]
+    highs = [e.get("high", e.get("auc")) for v in sweeps.values() for e in v]
+    lows, highs = [v for v in lows if v is not None], [v for v in highs if v is not None]
+    if lows and highs:
+        pad = max(0.01, 0.1 * (max(highs) - min(lows)))
+        ax.set_ylim(max(0.0, min(lows) - pad), min(1.0, max(highs) + pad))
+    ax.legend(fontsize=6, loc="best")
+    ax.set_xlabel("cell neighbourhood radius (µm)", fontsize=8)
+    ax.title.set_fontsize(7)
+    ax.tick_params(labelsize=7)
     fig.tight_layout()
     return fig
+
+
+def threshold_label(result: dict) -> str:
+    """The x label of the localisation curves: the map as the metrics read it."""
+    conv = ((result.get("conventions") or {}).get("localization") or {}).get("map", "rectified")
+    return f"threshold ({conv} map, min-max scaled to [0, 1])"
+
+
+def _compact_rate_legend(ax, names) -> None:
+    """One legend entry per heatmap (colour) and per rate (line style), below the axes: the
+    full legend of heatmaps x rates would cover the curves."""
+    from matplotlib.lines import Line2D
+
+    from ...export.figures import _RATES
+
+    handles = [Line2D([], [], color=f"C{k}", label=name) for k, name in enumerate(names)]
+    handles += [Line2D([], [], color="0.3", ls=style, label=label)
+                for _, label, style in _RATES]
+    ax.legend(handles=handles, fontsize=6, ncol=2, loc="upper center",
+              bbox_to_anchor=(0.5, -0.2), frameon=False)
+
+
+def localisation_figures(result: dict, region_class: str | None = None) -> dict:
+    """Dice against the threshold (``"dice"``) and the TP/FP/FN/TN rates (``"rates"``) of
+    every heatmap, for one region class (the first localised by default)."""
+    from ...export.figures import draw_rate_curves, draw_threshold_curves, threshold_curves_of
+
+    chosen, curves = threshold_curves_of({"heatmaps": per_heatmap(result)}, region_class)
+    dice, rates = _figure(), _figure(height=HEIGHT_IN * 1.6)
+    for fig, draw in ((dice, draw_threshold_curves), (rates, draw_rate_curves)):
+        ax = fig.add_subplot(111)
+        if not curves:
+            fig.text(0.5, 0.5, "no localisation (pick a region class to outline)",
+                     ha="center", va="center", fontsize=8)
+            ax.set_axis_off()
+            continue
+        draw(ax, curves)
+        if draw is draw_rate_curves:
+            _compact_rate_legend(ax, list(curves))
+        ax.set_xlabel(threshold_label(result), fontsize=7)
+        ax.set_title(f"{ax.get_title()}: {chosen}", fontsize=7)
+        ax.tick_params(labelsize=7)
+        fig.tight_layout()
+    return {"dice": dice, "rates": rates}
 
 
 def bias_figure(profile, class_means: dict, hotspots: dict):
@@ -90,6 +163,8 @@ def bias_figure(profile, class_means: dict, hotspots: dict):
 
 
 def all_figures(out) -> dict:
-    """The three figures of an :class:`~.core.EvaluateOutcome`."""
-    return {"roc": roc_figure(out.result), "localisation": localisation_figure(out.result),
+    """The figures of an :class:`~.core.EvaluateOutcome`: ``roc``, ``radius``, ``dice``,
+    ``rates`` and ``bias``."""
+    return {"roc": roc_figure(out.result), "radius": radius_figure(out.result),
+            **localisation_figures(out.result),
             "bias": bias_figure(out.profile, out.class_means, out.hotspots)}

@@ -10,6 +10,7 @@ from qtpy.QtCore import QSize, Qt
 from qtpy.QtGui import QPainter, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -44,8 +45,14 @@ TIPS = {
               "alone gives.",
     "tile": "The per-tile table splits the area into squares of this side and gives each its "
             "own AUC (the worst first).",
-    "compare": "A second heatmap: the Bias tab lists each region's mean relevance on both and "
-               "flags regions where they disagree.",
+    "compare": "Other heatmaps scored on the same cells (ticked): one curve each in every "
+               "plot, and each AUC difference with its paired 95% interval and DeLong's p. "
+               "The Bias tab lists each region's mean relevance on the first one too and flags "
+               "regions where they disagree.",
+    "sweep": "Also the cell AUC (with its 95% interval) at every radius from .. to (µm): "
+             "method rankings can depend on the radius.",
+    "boot": "Bootstrap resamples of the cells for the 95% intervals (more: steadier "
+            "intervals, slower).",
     "patch": "Side of the model's input patch on the slide. The Bias tab averages relevance "
              "over patches of this size to find places the model always looks at.",
     "prob": "A probability layer that gives each patch its predicted class (>= 0.5), so "
@@ -72,6 +79,8 @@ def fill(t: QTableWidget, rows) -> None:
         for j, text in enumerate(row):
             t.setItem(i, j, QTableWidgetItem(str(text)))
     t.resizeColumnsToContents()
+    if any("\n" in str(text) for row in rows for text in row):
+        t.resizeRowsToContents()
 
 
 class PlotView(QWidget):
@@ -125,20 +134,44 @@ def _wrapped(text: str) -> QLabel:
     return label
 
 
+def caption(text: str = "") -> QLabel:
+    """A small wrapped note under a table: the conventions its numbers follow."""
+    label = _wrapped(text)
+    font = label.font()
+    font.setPointSizeF(max(font.pointSizeF() - 1.5, 7.0))
+    label.setFont(font)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return label
+
+
 class EvaluateView(QWidget):
     """All controls of the Evaluate widget, laid out; no behaviour."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.heatmap_box, self.compare_box, self.prob_box = QComboBox(), QComboBox(), QComboBox()
+        self.heatmap_box, self.prob_box = QComboBox(), QComboBox()
         self.positive_box, self.localize_box = QComboBox(), QComboBox()
-        for box in (self.heatmap_box, self.compare_box, self.prob_box, self.positive_box,
-                    self.localize_box):
+        for box in (self.heatmap_box, self.prob_box, self.positive_box, self.localize_box):
             box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             box.setMinimumContentsLength(12)
         self.points_list, self.shapes_list = QListWidget(), QListWidget()
-        for w in (self.points_list, self.shapes_list):
+        self.compare_list = QListWidget()
+        for w in (self.points_list, self.shapes_list, self.compare_list):
             w.setMaximumHeight(70)
+        self.sweep_box = QCheckBox("AUC against radius")
+        self.sweep_box.setChecked(True)
+        self.sweep_from = _spin(0.1, 1000, 1.0, " µm")
+        self.sweep_to = _spin(0.1, 1000, 12.0, " µm")
+        sweep = QHBoxLayout()
+        sweep.setContentsMargins(0, 0, 0, 0)
+        for w in (self.sweep_from, QLabel("to"), self.sweep_to):
+            sweep.addWidget(w)
+        self.sweep_row = QWidget()
+        self.sweep_row.setLayout(sweep)
+        self.sweep_box.toggled.connect(self.sweep_row.setEnabled)
+        self.boot_spin = QSpinBox()
+        self.boot_spin.setRange(10, 100000)
+        self.boot_spin.setValue(1000)
         self.radius_spin = _spin(0.1, 1000, 8.0, " µm")
         self.tile_spin = _spin(1, 100000, 256.0, " µm", 0)
         self.patch_spin = _spin(1, 100000, 64.0, " µm")
@@ -155,7 +188,8 @@ class EvaluateView(QWidget):
                 ("cell neighbourhood radius", "radius", self.radius_spin),
                 ("random maps for chance level", "random", self.random_spin),
                 ("tile side (per-tile table)", "tile", self.tile_spin),
-                ("compare with", "compare", self.compare_box),
+                ("compare with", "compare", self.compare_list),
+                ("resamples for 95% intervals", "boot", self.boot_spin),
                 ("model patch side", "patch", self.patch_spin),
                 ("patch class from", "prob", self.prob_box))
         for text, key, w in rows:
@@ -163,6 +197,10 @@ class EvaluateView(QWidget):
             label.setToolTip(TIPS[key])
             w.setToolTip(TIPS[key])
             form.addRow(label, w)
+            if key == "radius":  # the sweep belongs with the radius
+                self.sweep_box.setToolTip(TIPS["sweep"])
+                self.sweep_row.setToolTip(TIPS["sweep"])
+                form.addRow(self.sweep_box, self.sweep_row)
 
         self.run_button = QPushButton("Evaluate")
         self.cancel_button = QPushButton("Cancel")
@@ -184,14 +222,24 @@ class EvaluateView(QWidget):
             export_row.addWidget(b)
 
         self.roc_plot, self.loc_plot, self.bias_plot = PlotView(), PlotView(), PlotView()
-        self.auc_table = table(["curve", "AUC", "+", "-"],
-                               ["", "area under the ROC curve", "positive cells", "negative cells"])
+        self.radius_plot, self.rates_plot = PlotView(), PlotView()
+        self.auc_table = table(["curve", "AUC [95% interval]"],
+                               ["", "area under the ROC curve [percentile bootstrap over cells]; "
+                                    "n: positive / negative cells scored"])
+        self.diff_table = table(["B − A", "AUC difference [95% interval]"],
+                                ["", "AUC of B minus AUC of A on the same cells [paired "
+                                     "bootstrap over cells]; p: DeLong's test of equal AUCs"])
+        self.radius_table = table(["radius µm", "AUC [95% interval]"],
+                                  ["radius of the disc a cell's score averages over"])
+        self.auc_caption, self.radius_caption, self.loc_caption = (
+            caption(), caption(), caption())
         self.tile_table = table(["x, y (µm)", "AUC", "+", "-"],
                                 ["top-left corner of the tile on the slide"])
         self.region_table = table(["#", "class", "name", "pixels", "mean", "mean +"])
-        self.loc_table = table(["class", "PxAP", "pct", "Dice", "IoU", "hits"],
-                               ["", "pixel-level average precision",
-                                "the map is cut at this percentile of its values"])
+        self.loc_table = table(["heatmap", "PxAP", "pct", "Dice", "IoU", "hits"],
+                               ["", "pixel-level average precision of the region to outline",
+                                "the map is cut at this percentile of its values", "", "",
+                                "regions found (IoU >= 0.5) / regions"])
         self.hotspot_table = table(["class", "x, y (µm)", "side µm", "share", "flag"],
                                    ["predicted class of the patches",
                                     "where the hotspot is strongest on the slide (click: go there)",
@@ -202,10 +250,13 @@ class EvaluateView(QWidget):
         self.tabs = QTabWidget()
         self.tabs.setUsesScrollButtons(True)
         for title, widgets in (
-                ("ROC", (self.roc_plot, self.auc_table, QLabel("per tile (worst first)"),
-                         self.tile_table)),
+                ("ROC", (self.roc_plot, self.auc_table, self.auc_caption,
+                         QLabel("compared on the same cells"), self.diff_table,
+                         QLabel("per tile (worst first)"), self.tile_table)),
+                ("Radius", (self.radius_plot, self.radius_caption, self.radius_table)),
                 ("Regions", (self.region_table,)),
-                ("Localisation", (self.loc_plot, self.loc_table)),
+                ("Localisation", (self.loc_plot, self.rates_plot, self.loc_caption,
+                                  self.loc_table)),
                 ("Bias", (self.bias_plot, self.bias_label,
                           QLabel("hotspots (click a row: show on the slide)"), self.hotspot_table,
                           QLabel("compared per region"), self.compare_table))):

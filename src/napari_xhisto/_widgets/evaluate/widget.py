@@ -54,7 +54,7 @@ class EvaluateWidget(EvaluateView):
         self.tile_table.cellClicked.connect(lambda row, _c: self.controller.select_tile(row))
         self.region_table.cellClicked.connect(lambda row, _c: self.controller.select_region(row))
         self.hotspot_table.cellClicked.connect(lambda row, _c: self.controller.show_hotspot(row))
-        self.heatmap_box.currentTextChanged.connect(lambda _t: self._refresh_classes())
+        self.heatmap_box.currentTextChanged.connect(lambda _t: self._heatmap_changed())
         self.points_list.itemChanged.connect(lambda _i: self._refresh_classes())
         self.shapes_list.itemChanged.connect(lambda _i: self._refresh_classes())
         layers = self.viewer.layers.events
@@ -78,26 +78,38 @@ class EvaluateWidget(EvaluateView):
                   and not self.controller.is_unpainted_canvas(name) else None)
         self.refresh_layers(newest=newest)
 
+    @staticmethod
+    def _fill_checkable(lst, names, default=lambda name: False) -> None:
+        """Refill a checkable list, keeping the ticks; new names ticked by ``default``."""
+        checked = set(_checked(lst))
+        known = {lst.item(i).text() for i in range(lst.count())}
+        lst.blockSignals(True)
+        lst.clear()
+        for name in names:
+            item = QListWidgetItem(name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            on = name in checked or (name not in known and default(name))
+            item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+            lst.addItem(item)
+        lst.blockSignals(False)
+
+    def _heatmap_changed(self) -> None:
+        current = self.heatmap_box.currentText()
+        self._fill_checkable(self.compare_list,
+                             [n for n in self.controller.heatmap_names() if n != current])
+        self._refresh_classes()
+
     def refresh_layers(self, *_, newest: str | None = None) -> None:
         """Refill the choices; a heatmap layer that just arrived becomes the chosen one."""
         c = self.controller
-        for lst, names in ((self.points_list, c.points_names()), (self.shapes_list, c.shapes_names())):
-            checked = set(_checked(lst))
-            known = {lst.item(i).text() for i in range(lst.count())}
-            lst.blockSignals(True)
-            lst.clear()
-            for name in names:
-                item = QListWidgetItem(name)
-                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-                on = name in checked or (name not in known and c.checked_by_default(name))
-                item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
-                lst.addItem(item)
-            lst.blockSignals(False)
+        self._fill_checkable(self.points_list, c.points_names(), c.checked_by_default)
+        self._fill_checkable(self.shapes_list, c.shapes_names(), c.checked_by_default)
         heatmaps = c.heatmap_names()
         _set_items(self.heatmap_box, heatmaps, newest)
         if self.heatmap_box.currentText() not in heatmaps and heatmaps:
             self.heatmap_box.setCurrentIndex(0)  # the newest
-        _set_items(self.compare_box, [NONE, *heatmaps])
+        current = self.heatmap_box.currentText()
+        self._fill_checkable(self.compare_list, [n for n in heatmaps if n != current])
         probs = c.probability_names()
         propose = probs[0] if probs and not self._user_prob else None
         _set_items(self.prob_box, [NONE, *probs],
@@ -121,7 +133,7 @@ class EvaluateWidget(EvaluateView):
                 self.patch_spin.setValue(patch_um)
 
     def set_checked(self, lst, names) -> None:
-        """Tick exactly the layers ``names`` in ``lst`` (points_list or shapes_list)."""
+        """Tick exactly the layers ``names`` in ``lst`` (points, shapes or compare list)."""
         for i in range(lst.count()):
             on = lst.item(i).text() in names
             lst.item(i).setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
@@ -134,8 +146,10 @@ class EvaluateWidget(EvaluateView):
             shapes=_checked(self.shapes_list), positive=self.positive_box.currentText() or None,
             localize=self.localize_box.currentText() or None, radius_um=self.radius_spin.value(),
             tile_um=self.tile_spin.value(), n_random=self.random_spin.value(),
-            patch_um=self.patch_spin.value(), compare=self.compare_box.currentText() or None,
-            prob=self.prob_box.currentText() or None)
+            patch_um=self.patch_spin.value(), compare=_checked(self.compare_list),
+            prob=self.prob_box.currentText() or None, radius_sweep=self.sweep_box.isChecked(),
+            sweep_from_um=self.sweep_from.value(), sweep_to_um=self.sweep_to.value(),
+            n_boot=self.boot_spin.value())
 
     # ---- running
     def showEvent(self, event):  # noqa: N802 (Qt name)
@@ -155,6 +169,7 @@ class EvaluateWidget(EvaluateView):
 
         if self.worker is not None:
             return
+        self._refresh_classes()  # a class map changed in Annotate changes the roles on offer
         settings = self.settings()
         try:
             job = self.controller.job(settings)
@@ -182,6 +197,7 @@ class EvaluateWidget(EvaluateView):
 
     def evaluate(self) -> dict:
         """Evaluate on the GUI thread (scripts and tests) and fill the tabs; returns the metrics."""
+        self._refresh_classes()
         settings = self.settings()
         return self._show(run_to_end(iter_evaluate_job(self.controller.job(settings))), settings)
 
@@ -191,13 +207,23 @@ class EvaluateWidget(EvaluateView):
         c = self.controller
         result = c.accept(outcome, settings)
         fill(self.auc_table, c.auc_rows())
+        fill(self.diff_table, c.difference_rows())
+        headers = c.radius_headers()
+        self.radius_table.setColumnCount(max(len(headers), 2))
+        self.radius_table.setHorizontalHeaderLabels(headers or ["radius µm", "AUC"])
+        fill(self.radius_table, c.radius_rows())
+        captions = c.captions()
+        for label, key in ((self.auc_caption, "auc"), (self.radius_caption, "radius"),
+                           (self.loc_caption, "localisation")):
+            label.setText(captions[key])
         fill(self.tile_table, c.tile_table())
         fill(self.region_table, c.region_rows())
         fill(self.loc_table, c.localisation_rows())
         fill(self.hotspot_table, c.hotspot_rows())
         fill(self.compare_table, c.compare_rows())
         self.bias_label.setText(c.flags_text())
-        for view, key in ((self.roc_plot, "roc"), (self.loc_plot, "localisation"),
+        for view, key in ((self.roc_plot, "roc"), (self.radius_plot, "radius"),
+                          (self.loc_plot, "dice"), (self.rates_plot, "rates"),
                           (self.bias_plot, "bias")):
             if key in outcome.images:
                 view.set_pixmap(qimage(outcome.images[key]))
