@@ -159,3 +159,20 @@ def test_import_skips_objects_off_the_slide_and_says_so(viewer_with_slide, tmp_p
     widget.import_file(path)
     assert widget.counts()["Tumor"] == 2
     assert "skipped 2 objects (2 off the slide)" in widget.status.text()
+
+
+def test_napari_save_of_imported_layers_keeps_every_qupath_field(viewer_with_slide, tmp_path):
+    """File ▸ Save Selected Layers (our npe2 writer) after an import writes what the widget's
+    own export writes: measurements, MultiPoint grouping, outlines and kept lines included."""
+    from napari_xhisto._writer import write_annotation_layers
+
+    source = tmp_path / "qupath.geojson"
+    _write_by_hand(source, qupath_file())
+    widget = _widget(viewer_with_slide)
+    widget.import_file(source)
+    ours = json.loads(widget.export_file(tmp_path / "widget.geojson").read_text("utf-8"))
+    layers = [ly for ly in viewer_with_slide.layers if ly.name != "slide"]
+    (saved,) = write_annotation_layers(str(tmp_path / "napari.geojson"),
+                                       [ly.as_layer_data_tuple() for ly in layers])
+    napari_saved = json.loads(open(saved, encoding="utf-8").read())
+    assert _features_by_id(napari_saved, {}) == _features_by_id(ours, {})

@@ -8,6 +8,7 @@ it), else from the slide layer of the current viewer, else 1.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from .annotations import (
     write_annotations,
 )
 from .annotations.model import concat_annotations
+from .annotations.objects import objects_from_json
 
 UNCLASSIFIED = "unclassified"
 
@@ -70,6 +72,18 @@ def _to_slide_um(coords, meta: dict, slide_translate) -> np.ndarray:
     return coords * scale + translate - slide_translate
 
 
+def _to_level0(coords, meta: dict, mpp: float, slide_translate) -> np.ndarray:
+    """Layer data (N, D) -> level-0 px (N, 2). Layers in the slide's frame (the Annotate
+    widget's: the slide's scale and translate) hold level-0 px already: taken as they are, so
+    untouched positions are written back to the last digit."""
+    scale = np.asarray(meta.get("scale", (1.0, 1.0)), dtype=float)[-2:]
+    translate = np.asarray(meta.get("translate", (0.0, 0.0)), dtype=float)[-2:]
+    if np.all(scale == mpp) and np.array_equal(translate, np.asarray(slide_translate, float)):
+        coords = np.asarray(coords, dtype=np.float64)
+        return coords.reshape(-1, coords.shape[-1] if coords.ndim else 2)[:, -2:]
+    return _to_slide_um(coords, meta, slide_translate) / mpp
+
+
 def _colors_of(meta: dict, classes: np.ndarray, color_key: str) -> dict:
     colors = {k: tuple(int(c) for c in v) for k, v in (_xhisto(meta).get("colors") or {}).items()}
     face = meta.get(color_key)
@@ -82,30 +96,39 @@ def _colors_of(meta: dict, classes: np.ndarray, color_key: str) -> dict:
     return colors
 
 
+def _records(meta: dict) -> dict:
+    """What an imported file said beyond positions and classes (QuPath measurements, locks,
+    MultiPoint grouping, outlines ...), carried by the Annotate widget's layers."""
+    info = _xhisto(meta)
+    return {"objects": objects_from_json(info.get("objects") or {}),
+            "kept": list(info.get("kept") or ())}
+
+
 def points_to_annotations(data, meta: dict) -> AnnotationSet:
     """The cells of one points layer (data + layer state dict) in level-0 px."""
     mpp, slide_translate, _ = _slide_frame(meta)
-    world = _to_slide_um(data, meta, slide_translate)
+    px = _to_level0(data, meta, mpp, slide_translate)
     default = _xhisto(meta).get("class") or UNCLASSIFIED
-    cells = points_data_to_cells(world, meta.get("features"), mpp, default_class=default)
-    return AnnotationSet(cells, [], _colors_of(meta, cells.classes, "face_color"))
+    cells = points_data_to_cells(px, meta.get("features"), 1.0, default_class=default)
+    return AnnotationSet(cells, [], _colors_of(meta, cells.classes, "face_color"), **_records(meta))
 
 
 def shapes_to_annotations(data, meta: dict) -> AnnotationSet:
     """The regions of one shapes layer (data + layer state dict) in level-0 px."""
     mpp, slide_translate, _ = _slide_frame(meta)
     info = _xhisto(meta)
-    world = [_to_slide_um(d, meta, slide_translate) for d in data]
+    px = [_to_level0(d, meta, mpp, slide_translate) for d in data]
     holes = {
-        rid: [_to_slide_um(h, meta, slide_translate) for h in rings]
+        rid: [_to_level0(h, meta, mpp, slide_translate) for h in rings]
         for rid, rings in (info.get("holes") or {}).items()
     }
     regions = shapes_data_to_regions(
-        world, meta.get("shape_type", "polygon"), meta.get("features"), mpp, holes=holes,
+        px, meta.get("shape_type", "polygon"), meta.get("features"), 1.0, holes=holes,
         default_class=info.get("class") or UNCLASSIFIED,
     )
     classes = np.array([r.cls for r in regions], dtype=str)
-    return AnnotationSet(CellPoints.empty(), regions, _colors_of(meta, classes, "face_color"))
+    return AnnotationSet(CellPoints.empty(), regions, _colors_of(meta, classes, "face_color"),
+                         **_records(meta))
 
 
 def write_points(path: str, data, meta: dict) -> list[str]:
@@ -131,6 +154,9 @@ def write_annotation_layers(path: str, layer_data: list[tuple]) -> list[str]:
         elif layer_type == "shapes":
             parts.append(shapes_to_annotations(data, meta))
     combined = concat_annotations(parts)
+    # every layer of one import carries the same kept features: write each once
+    unique = {json.dumps(f, sort_keys=True, default=str): f for f in combined.kept}
+    combined.kept[:] = list(unique.values())
     if Path(path).suffix.lower() not in (".geojson", ".json"):
         path = str(Path(path).with_suffix(".geojson"))
     origin = _slide_frame(layer_data[0][1])[2] if layer_data else (0.0, 0.0)
