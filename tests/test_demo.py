@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +46,13 @@ def demo_run(tmp_path_factory):
         mp.undo()
     files, figures = {}, {}
     for line in buf.getvalue().splitlines()[1:]:
-        name, _, value = line.strip().rpartition("  ")
-        name = name.strip()
+        name, value = re.match(r"\s*(.+?)\s{2,}(\S+)", line).groups()
         if value.endswith((".svs", ".geojson", ".tif", ".png", ".json", ".html")):
             files[name] = Path(value)
         else:
             figures[name] = float(value)
+            if name.startswith("cell AUC"):  # each AUC with its interval and cell counts
+                assert re.search(r"95% CI 0\.\d{3}-[01]\.\d{3}, \d+ positive / \d+ other", line)
     assert buf.getvalue().startswith("demo outputs written to")
     return files, figures
 

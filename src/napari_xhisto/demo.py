@@ -27,6 +27,7 @@ class DemoResult:
     out_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
     figures: dict[str, float] = field(default_factory=dict)
+    intervals: dict[str, dict] = field(default_factory=dict)  # 95% bootstrap CI per figure
 
 
 def fresh_dir(path) -> Path:
@@ -118,6 +119,9 @@ def run_demo(out_dir, *, size: int | None = None, seed: int = DEMO_SEED, region_
             auc = (metrics.get("roc") or {}).get("auc")
             if auc is not None:
                 result.figures[f"cell AUC {method}"] = float(auc)
+                ci = (metrics.get("roc") or {}).get("ci") or {}
+                if ci.get("low") is not None:
+                    result.intervals[f"cell AUC {method}"] = ci
             tiles = heatmaps[method] = ArrayTiles(heat.values, heat.placement, mpp=mpp,
                                                   provenance=heat.provenance)
             snap = render_snapshot(region, tiles, mpp=mpp, slide=slide, provenance=heat.provenance)

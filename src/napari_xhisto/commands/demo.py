@@ -35,7 +35,10 @@ def run(args) -> int:
         for name, path in result.files.items():
             print(f"  {name:<28} {path}")
         for name, value in result.figures.items():
-            print(f"  {name:<28} {value:.3f}")
+            ci = result.intervals.get(name)
+            tail = (f"  95% CI {ci['low']:.3f}-{ci['high']:.3f}, {ci['n_positive']} positive /"
+                    f" {ci['n_negative']} other cells" if ci else "")
+            print(f"  {name:<28} {value:.3f}{tail}")
         return 0
     from .._widgets.launch import launch_demo_viewer
 
