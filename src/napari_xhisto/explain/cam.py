@@ -94,12 +94,19 @@ def layer_name(module, layer) -> str:
 # activations and gradients of one layer
 
 def _grab_output(layer):
+    """Keep ``layer``'s output; the rest of the model runs on a copy of it.
+
+    Models may overwrite a layer's output in place afterwards (DenseNet applies
+    ``relu(features, inplace=True)`` to ``features.norm5``); the hook hands the model a clone so
+    the kept tensor, and the gradient taken with respect to it, stay those of the layer itself.
+    """
     store = {}
 
     def hook(_m, _i, out):
         if not isinstance(out, torch.Tensor) or out.ndim != 4:
             raise ModelError(f"target layer {type(_m).__name__} must output a (N, K, h, w) tensor")
         store["a"] = out
+        return out.clone()
 
     return store, layer.register_forward_hook(hook)
 
