@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # Order is the order shown in --help.
-COMMANDS = ["synth", "info", "train", "predict", "methods", "explain", "evaluate", "bias_lab",
+COMMANDS = ["synth", "info", "train", "predict", "methods", "explain", "evaluate", "bias_lab", "spec",
             "export", "demo"]
 
 

@@ -142,6 +142,10 @@ def _call(builder, what: str, num_classes: int, options: dict, *, pass_classes=T
                              "constructor does not take") from None
         raise ModelError(f"architecture {what} cannot be built with arch_options {options}: "
                          f"{msg}") from None
+    except Exception as exc:  # constructors raise what they like for options they refuse
+        msg = " ".join(str(exc).split())[:200]
+        raise ModelError(f"architecture {what} cannot be built with arch_options {options}: "
+                         f"{type(exc).__name__}: {msg}") from None
 
 
 def _build_torchvision(key: str, num_classes: int, options: dict) -> nn.Module:
@@ -163,13 +167,27 @@ def _check_timm(key: str) -> None:
                          f"{hint}")
 
 
+def check_options(name: str, options: dict, where: str = "model spec") -> tuple[str, str]:
+    """Resolve ``name`` and check ``options`` before anything is built or read.
+
+    Returns ``resolve_name(name)``; raises :class:`ModelError` for a missing required option
+    or an option that would download weights.
+    """
+    source, key = resolve_name(name)
+    for opt, why in required_options(name).items():
+        if opt not in options:
+            raise ModelError(f"{where}: architecture {name!r} needs arch_options.{opt}: {why}")
+    for bad in ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path",
+                "weights", "progress"):
+        if bad in options:
+            raise ModelError(f"{where}: arch_options {bad!r} is not allowed: weights come only "
+                             "from the spec's weights file (nothing is downloaded)")
+    return source, key
+
+
 def _build_timm(key: str, num_classes: int, options: dict) -> nn.Module:
     import timm
 
-    for bad in ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path"):
-        if bad in options:
-            raise ModelError(f"arch_options {bad!r} is not allowed: weights come only from the "
-                             "spec's weights file (nothing is downloaded)")
     return _call(lambda **kw: timm.create_model(key, pretrained=False, **kw), f"timm:{key}",
                  num_classes, options)
 

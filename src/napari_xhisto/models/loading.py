@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from .architectures import build_architecture, required_options
+from .architectures import build_architecture, check_options
 from .spec import ModelSpec
 from .weights import (  # noqa: F401 - re-exported
     fit_state_dict,
@@ -197,9 +197,8 @@ def load_model(model, *, device=None, amp: bool | None = None,
             msg = " ".join(str(exc).split())[:200]
             raise ModelError(f"{wpath.name} is not a loadable TorchScript file: {msg}") from None
     else:
-        from .architectures import resolve_name
-
-        resolve_name(spec.architecture)  # an unknown name is reported before the weights are read
+        # an unknown name or a missing option is reported before the weights are read
+        check_options(spec.architecture, spec.arch_options or {}, where)
         module = build_module(spec, read_state_dict(wpath), notes)
         module = module.to(dev)
     module.eval()
@@ -218,15 +217,9 @@ def build_module(spec: ModelSpec, state: dict, notes: list) -> nn.Module:
 
     ``notes`` receives one line per adjustment made to the file's keys.
     """
-    from .architectures import resolve_name
-
     where = Path(spec.source).name if spec.source else spec.name
     options = dict(spec.arch_options or {})
-    for key, why in required_options(spec.architecture).items():
-        if key not in options:
-            raise ModelError(f"{where}: architecture {spec.architecture!r} needs "
-                             f"arch_options.{key}: {why}")
-    source, name = resolve_name(spec.architecture)
+    source, name = check_options(spec.architecture, options, where)
     if source == "torchvision" and name in _AUX:
         prefixes = _AUX[name]
         has_aux = any(k.split(".", 1)[-1].startswith(prefixes) or k.startswith(prefixes)

@@ -42,7 +42,7 @@ def _last_relu_name(module: nn.Module, prefix: str = "features") -> str:
 
 
 def probe_last_feature_map(module: nn.Module) -> str | None:
-    """The outermost block that produces the last 4-D tensor of a forward pass, or None.
+    """The outermost block that produces the last spatial map of a forward pass, or None.
 
     Runs one forward pass on a blank 3-channel image (64 px, else 224 px) on the module's
     device and dtype; cached per module.
@@ -66,12 +66,13 @@ def probe_last_feature_map(module: nn.Module) -> str | None:
                     module(torch.zeros(1, 3, size, size, **kw))
             except Exception:
                 continue
-            maps = [(n, o) for n, o in seen if isinstance(o, torch.Tensor) and o.ndim == 4]
+            maps = [(n, o) for n, o in seen if isinstance(o, torch.Tensor) and o.ndim == 4
+                    and o.shape[-1] * o.shape[-2] > 1]  # pooled (N, K, 1, 1) maps do not count
             if maps:
                 last = maps[-1][1]
                 names = [n for n, o in maps if o is last]
                 found = min(names, key=lambda n: (n.count("."), len(n)))
-            break
+                break
     finally:
         for h in hooks:
             h.remove()
