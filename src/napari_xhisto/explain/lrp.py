@@ -88,6 +88,8 @@ class _Lrp(Explainer):
     def _composite(self, twin, x, *, epsilon, stabilizer, **extra):
         from zennit import composites
 
+        if self.composite_name == "Epsilon":
+            return epsilon_composite(epsilon, stabilizer)
         cls = getattr(composites, self.composite_name)
         return cls(epsilon=epsilon, stabilizer=stabilizer, layer_map=_extra_rules(epsilon),
                    **extra)
@@ -120,6 +122,24 @@ class LrpEpsilonPlusFlat(_Lrp):
     description = "LRP: flat rule on the first layer, z+ on convolutions, epsilon on dense layers"
     cost = 2.5
     composite_name = "EpsilonPlusFlat"
+
+
+@register_explainer("lrp-epsilon")
+class LrpEpsilon(_Lrp):
+    description = ("LRP: epsilon rule on every layer (conserves relevance with SiLU/Hardswish "
+                   "networks, where z+ drops negative pre-activations)")
+    cost = 2.5
+    composite_name = "Epsilon"
+
+
+def epsilon_composite(epsilon, stabilizer):
+    """zennit composite with the epsilon rule on convolutions and dense layers alike."""
+    from zennit.composites import LayerMapComposite, layer_map_base
+    from zennit.rules import Epsilon
+    from zennit.types import Convolution
+
+    return LayerMapComposite(layer_map=_extra_rules(epsilon) + layer_map_base(stabilizer) + [
+        (Convolution, Epsilon(epsilon=epsilon)), (torch.nn.Linear, Epsilon(epsilon=epsilon))])
 
 
 @register_explainer("lrp-epsilon-gamma-box")

@@ -40,7 +40,9 @@ class ConstantGate(nn.Module):
     """``x * gate`` whose relevance passes to ``x`` unchanged (the gate is held constant)."""
 
     def forward(self, x, gate):
-        return _GateFunction.apply(x, gate)
+        # detached: the gate branch is no part of the backward graph (its layers' LRP hooks
+        # never run), and the product passes relevance to x unchanged
+        return _GateFunction.apply(x, gate.detach())
 
 
 class _GateFunction(torch.autograd.Function):
