@@ -197,9 +197,16 @@ def load_model(model, *, device=None, amp: bool | None = None,
             msg = " ".join(str(exc).split())[:200]
             raise ModelError(f"{wpath.name} is not a loadable TorchScript file: {msg}") from None
     else:
-        # an unknown name or a missing option is reported before the weights are read
-        check_options(spec.architecture, spec.arch_options or {}, where)
-        module = build_module(spec, read_state_dict(wpath), notes)
+        try:  # an unknown name or a missing option is reported before the weights are read
+            check_options(spec.architecture, spec.arch_options or {}, where)
+            module = build_module(spec, read_state_dict(wpath), notes)
+        except ModelError as exc:
+            msg = str(exc)
+            if msg.startswith("weights do not fit"):
+                raise ModelError(f"{wpath.name}: {msg}") from None
+            if not msg.startswith((f"{where}:", f"{wpath.name}", "weights ", "refused ")):
+                raise ModelError(f"{where}: {msg}") from None
+            raise
         module = module.to(dev)
     module.eval()
     for note in notes:

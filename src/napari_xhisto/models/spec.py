@@ -45,7 +45,8 @@ TIMM_TO_TORCHVISION = {
 }
 
 POSITIVE_WORDS = ("tumour", "tumor", "cancer", "positive", "malignant", "lesion")
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ts", ".torchscript", ".ckpt")
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ts", ".torchscript", ".ckpt", ".pkl",
+                   ".pickle")
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
 
 
