@@ -183,6 +183,9 @@ def load_model(model, *, device=None, amp: bool | None = None,
     dev = choose_device(device)
     wpath = spec.weights_path()
     if wpath is None:
+        if spec.description.startswith("WSInfer"):
+            raise ModelError(f"{where}: no single weights file beside it (model.safetensors, "
+                             "torchscript_model.pt); give the weights file itself as the model")
         raise ModelError(f"model spec {where} names no weights file (add 'weights: FILE')")
     if not wpath.exists():
         raise ModelError(f"weights file {wpath} named by {where} does not exist")
