@@ -58,6 +58,8 @@ def probe_last_feature_map(module: nn.Module) -> str | None:
             hooks.append(m.register_forward_hook(
                 lambda _m, _i, out, name=name: seen.append((name, out))))
     found = None
+    was_training = module.training
+    module.eval()  # a probe must not update BatchNorm statistics
     try:
         for size in (64, 224):
             seen.clear()
@@ -76,6 +78,7 @@ def probe_last_feature_map(module: nn.Module) -> str | None:
     finally:
         for h in hooks:
             h.remove()
+        module.train(was_training)
     _PROBED[module] = found
     return found
 
