@@ -6,8 +6,8 @@ reference-library call (zennit, captum, pytorch-grad-cam), ours and the referenc
 turn (less sensitive to a busy machine), and their ratio (goal <= 1.0). Then ms for a
 1024 x 1024 level-0 region of a synthetic slide at the demo model's scale.
 Writes bench/results/explain.json (sections run again replace their old figures).
-About 5-8 minutes on 2 idle CPU cores, plus ~10 for ResNet50's Score-CAM and Ablation-CAM
-(2048 channels: 2048 forward passes per patch).
+About 5-8 minutes on 2 idle CPU cores, plus ResNet50 (Score-CAM and Ablation-CAM at 112 px:
+2048 channels, 2048 forward passes per patch).
 
     python bench/explain.py [--quick] [--sections resnet18,resnet50,demo,region] [--methods a,b]
 """
@@ -151,8 +151,9 @@ def plans(size):
     }
 
 
-def bench_model(label, model, size, canonizers, *, quick, methods=None, scale=1.0):
-    """Rows per method; ``scale`` shrinks the patch counts (ResNet50), ``methods`` filters."""
+def bench_model(label, model, size, canonizers, *, quick, methods=None, skip=(), scale=1.0):
+    """Rows per method; ``scale`` shrinks the patch counts (ResNet50), ``methods`` and ``skip``
+    filter."""
     from napari_xhisto.explain import get_explainer, list_explainers
     from napari_xhisto.explain.cam import layer_name, resolve_target_layer
 
@@ -162,7 +163,7 @@ def bench_model(label, model, size, canonizers, *, quick, methods=None, scale=1.
     rows = {}
     for info in list_explainers():
         name = info["name"]
-        if methods and name not in methods:
+        if (methods is not None and name not in methods) or name in skip:
             continue
         params, n = plans(size).get(name, ({}, 1))
         n = max(1, int(n * scale))
@@ -220,32 +221,32 @@ def bench_region(model, methods):
     return out
 
 
-def lrp_rerun():
-    """LRP on ResNet18, ours and zennit interleaved (less sensitive to a busy machine)."""
+def lrp_rerun(depth="resnet18", n=8, reps=3):
+    """LRP on a ResNet, ours and zennit interleaved (less sensitive to a busy machine)."""
     from zennit.torchvision import ResNetCanonizer
 
     from napari_xhisto.explain import get_explainer
 
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=2).eval()
+    model = getattr(torchvision.models, depth)(num_classes=2).eval()
     refs = references(model, model.layer4, [ResNetCanonizer], target=1)
-    x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     rows = {}
     for name in ("lrp-epsilon-plus", "lrp-epsilon-alpha2-beta1", "lrp-epsilon-plus-flat"):
         ex, params = get_explainer(name), plans(224)[name][0]
         ex.explain(model, x, 1, **params), refs[name](x)  # warm-up
         ours, ref = [], []
-        for _ in range(3):
+        for _ in range(reps):
             ours.append(timed(lambda ex=ex, params=params: ex.explain(model, x, 1, **params), 1,
                               warm=False))
             ref.append(timed(lambda name=name: refs[name](x), 1, warm=False))
         o, r = statistics.median(ours), statistics.median(ref)
-        rows[name] = {"patches": 8, "ours_ms_per_patch": round(1000 * o / 8, 1),
-                      "reference_ms_per_patch": round(1000 * r / 8, 1),
-                      "ratio_ours_to_reference": round(o / r, 3)}
+        rows[name] = {"patches": n, "ours_ms_per_patch": round(1000 * o / n, 1),
+                      "reference_ms_per_patch": round(1000 * r / n, 1),
+                      "ratio_ours_to_reference": round(o / r, 3), "reps": reps}
         print(name, rows[name], flush=True)
     result = json.loads(OUT.read_text()) if OUT.exists() else {}
-    result["resnet18_lrp_interleaved_rerun"] = {"load_average_at_start": list(os.getloadavg()),
+    result[f"{depth}_lrp_interleaved_rerun"] = {"load_average_at_start": list(os.getloadavg()),
                                                 "methods": rows}
     OUT.write_text(json.dumps(result, indent=2))
 
@@ -260,6 +261,8 @@ def main():
     ap.add_argument("--methods", default=None, help="comma-separated method names (default: all)")
     args = ap.parse_args()
     if args.lrp_only:
+        if "resnet50" in args.sections.split(","):
+            return lrp_rerun("resnet50", n=2, reps=5)
         return lrp_rerun()
     from zennit.canonizers import SequentialMergeBatchNorm
     from zennit.torchvision import ResNetCanonizer
@@ -290,13 +293,26 @@ def main():
                        "methods": {**old, **rows}}
         save()
 
+    many = {"scorecam", "ablationcam"}  # 2048 forward passes per patch on ResNet50's layer4
     for depth in ("resnet18", "resnet50"):
         if depth in sections:
             load0 = list(os.getloadavg())
             net = getattr(torchvision.models, depth)(num_classes=2)
-            rows = bench_model(depth, net, 224, [ResNetCanonizer], quick=args.quick,
-                               methods=methods, scale=0.25 if depth == "resnet50" else 1.0)
-            section(f"{depth}_224px", rows)
+            if depth == "resnet18":
+                rows = bench_model(depth, net, 224, [ResNetCanonizer], quick=args.quick,
+                                   methods=methods)
+                section(f"{depth}_224px", rows)
+                continue
+            cheap = None if methods is None else methods - many
+            if cheap is None or cheap:
+                rows = bench_model(depth, net, 224, [ResNetCanonizer], quick=args.quick,
+                                   methods=cheap, skip=many, scale=0.25)
+                section(f"{depth}_224px", rows)
+            load0 = list(os.getloadavg())
+            rows = bench_model(depth, net, 112, [ResNetCanonizer], quick=args.quick,
+                               methods=many if methods is None else methods & many)
+            if rows:
+                section(f"{depth}_112px_scorecam_ablationcam", rows)
     label, model = demo_model()
     if "demo" in sections:
         load0 = list(os.getloadavg())
