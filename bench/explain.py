@@ -1,12 +1,15 @@
 """Benchmark: explainers vs their reference libraries, and a 1024 x 1024 region end to end.
 
-Per method, on ResNet18 (random weights, 224 px patches) and on the demo model (its own patch
-size): ms per patch of our ``Explainer.explain`` call and of the direct reference-library call
-(zennit, captum, pytorch-grad-cam), and their ratio (goal <= 1.10; for LRP < 1 = we beat zennit).
-Then ms for a 1024 x 1024 level-0 region of a synthetic slide at the demo model's scale.
-Writes bench/results/explain.json. About 5-8 minutes on 2 idle CPU cores.
+Per method, on ResNet18 and ResNet50 (random weights, 224 px patches) and on the demo model
+(its own patch size): ms per patch of our ``Explainer.explain`` call and of the direct
+reference-library call (zennit, captum, pytorch-grad-cam), ours and the reference timed in
+turn (less sensitive to a busy machine), and their ratio (goal <= 1.0). Then ms for a
+1024 x 1024 level-0 region of a synthetic slide at the demo model's scale.
+Writes bench/results/explain.json (sections run again replace their old figures).
+About 5-8 minutes on 2 idle CPU cores, plus ResNet50 (Score-CAM and Ablation-CAM at 112 px:
+2048 channels, 2048 forward passes per patch).
 
-    python bench/explain.py [--quick]
+    python bench/explain.py [--quick] [--sections resnet18,resnet50,demo,region] [--methods a,b]
 """
 
 from __future__ import annotations
@@ -40,6 +43,20 @@ def timed(fn, reps, *, warm=True):
         fn()
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
+
+
+def timed_pair(ours, ref, reps, *, warm=True):
+    """Medians of ``ours`` and ``ref`` timed alternately (a load change hits both alike)."""
+    if warm:
+        ours()
+        if ref:
+            ref()
+    a, b = [], []
+    for _ in range(reps):
+        a.append(timed(ours, 1, warm=False))
+        if ref:
+            b.append(timed(ref, 1, warm=False))
+    return statistics.median(a), (statistics.median(b) if b else None)
 
 
 def references(model, layer, canonizers, target):
@@ -77,7 +94,21 @@ def references(model, layer, canonizers, target):
 
     low = torch.tensor([-2.0, -2.0, -2.0]).view(1, 3, 1, 1)
     high = torch.tensor([2.0, 2.0, 2.0]).view(1, 3, 1, 1)
+    def zen_epsilon(x):
+        from zennit.composites import LayerMapComposite, layer_map_base
+        from zennit.rules import Epsilon
+        from zennit.types import Convolution
+
+        n = x.shape[0]
+        comp = LayerMapComposite(layer_map=layer_map_base() + [
+            (Convolution, Epsilon()), (torch.nn.Linear, Epsilon())],
+            canonizers=[c() for c in canonizers])
+        with Gradient(model=model, composite=comp) as attr:
+            out, rel = attr(x, lambda o: o * torch.eye(o.shape[1])[[target] * n])
+        return rel.sum(1)
+
     return {
+        "lrp-epsilon": zen_epsilon,
         "lrp-epsilon-plus": zen(composites.EpsilonPlus, epsilon=1.0),
         "lrp-epsilon-alpha2-beta1": zen(composites.EpsilonAlpha2Beta1),
         "lrp-epsilon-plus-flat": zen(composites.EpsilonPlusFlat),
@@ -108,6 +139,7 @@ def plans(size):
     w = size // 7
     return {
         "lrp-epsilon-plus": ({"epsilon": 1.0}, 8), "lrp-epsilon-alpha2-beta1": ({}, 8),
+        "lrp-epsilon": ({}, 8),
         "lrp-epsilon-plus-flat": ({}, 8),
         "lrp-epsilon-gamma-box": ({"mean": (0.5,), "std": (0.25,)}, 8),  # box [-2, 2]
         "saliency": ({}, 8), "smoothgrad": ({"n_samples": 8, "noise": 0.1}, 1),
@@ -119,7 +151,9 @@ def plans(size):
     }
 
 
-def bench_model(label, model, size, canonizers, *, quick):
+def bench_model(label, model, size, canonizers, *, quick, methods=None, skip=(), scale=1.0):
+    """Rows per method; ``scale`` shrinks the patch counts (ResNet50), ``methods`` and ``skip``
+    filter."""
     from napari_xhisto.explain import get_explainer, list_explainers
     from napari_xhisto.explain.cam import layer_name, resolve_target_layer
 
@@ -129,19 +163,22 @@ def bench_model(label, model, size, canonizers, *, quick):
     rows = {}
     for info in list_explainers():
         name = info["name"]
-        params, n = plans(size)[name]
+        if (methods is not None and name not in methods) or name in skip:
+            continue
+        params, n = plans(size).get(name, ({}, 1))
+        n = max(1, int(n * scale))
         if quick:
             n = min(n, 2)
         x = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
         ex = get_explainer(name)
-        reps = 1 if n <= 2 else 2
+        reps = 1 if n == 1 else 3
         warm = info["cost"] < 50  # Score-CAM, Ablation-CAM, occlusion, LIME: one cold run
         if "target_layer" in ex.params:
             params = {**params, "target_layer": layer_name(model, layer)}
-        t_ours = timed(lambda ex=ex, x=x, params=params: ex.explain(model, x, 1, **params), reps,
-                       warm=warm)
         ref = refs.get(name)
-        t_ref = timed(lambda ref=ref, x=x: ref(x), reps, warm=warm) if ref else None
+        t_ours, t_ref = timed_pair(
+            lambda ex=ex, x=x, params=params: ex.explain(model, x, 1, **params),
+            (lambda ref=ref, x=x: ref(x)) if ref else None, reps, warm=warm)
         rows[name] = {"patches": n, "ours_ms_per_patch": round(1000 * t_ours / n, 2),
                       "reference_ms_per_patch": None if t_ref is None else round(1000 * t_ref / n, 2),
                       "ratio_ours_to_reference": None if t_ref is None else round(t_ours / t_ref, 3)}
@@ -184,32 +221,32 @@ def bench_region(model, methods):
     return out
 
 
-def lrp_rerun():
-    """LRP on ResNet18, ours and zennit interleaved (less sensitive to a busy machine)."""
+def lrp_rerun(depth="resnet18", n=8, reps=3):
+    """LRP on a ResNet, ours and zennit interleaved (less sensitive to a busy machine)."""
     from zennit.torchvision import ResNetCanonizer
 
     from napari_xhisto.explain import get_explainer
 
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=2).eval()
+    model = getattr(torchvision.models, depth)(num_classes=2).eval()
     refs = references(model, model.layer4, [ResNetCanonizer], target=1)
-    x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     rows = {}
     for name in ("lrp-epsilon-plus", "lrp-epsilon-alpha2-beta1", "lrp-epsilon-plus-flat"):
         ex, params = get_explainer(name), plans(224)[name][0]
         ex.explain(model, x, 1, **params), refs[name](x)  # warm-up
         ours, ref = [], []
-        for _ in range(3):
+        for _ in range(reps):
             ours.append(timed(lambda ex=ex, params=params: ex.explain(model, x, 1, **params), 1,
                               warm=False))
             ref.append(timed(lambda name=name: refs[name](x), 1, warm=False))
         o, r = statistics.median(ours), statistics.median(ref)
-        rows[name] = {"patches": 8, "ours_ms_per_patch": round(1000 * o / 8, 1),
-                      "reference_ms_per_patch": round(1000 * r / 8, 1),
-                      "ratio_ours_to_reference": round(o / r, 3)}
+        rows[name] = {"patches": n, "ours_ms_per_patch": round(1000 * o / n, 1),
+                      "reference_ms_per_patch": round(1000 * r / n, 1),
+                      "ratio_ours_to_reference": round(o / r, 3), "reps": reps}
         print(name, rows[name], flush=True)
     result = json.loads(OUT.read_text()) if OUT.exists() else {}
-    result["resnet18_lrp_interleaved_rerun"] = {"load_average_at_start": list(os.getloadavg()),
+    result[f"{depth}_lrp_interleaved_rerun"] = {"load_average_at_start": list(os.getloadavg()),
                                                 "methods": rows}
     OUT.write_text(json.dumps(result, indent=2))
 
@@ -219,39 +256,78 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer patches (smoke run)")
     ap.add_argument("--lrp-only", action="store_true",
                     help="re-time only LRP on ResNet18 (interleaved, 3 reps) into the existing JSON")
+    ap.add_argument("--sections", default="resnet18,resnet50,demo,region",
+                    help="comma-separated subset of resnet18,resnet50,demo,region")
+    ap.add_argument("--methods", default=None, help="comma-separated method names (default: all)")
     args = ap.parse_args()
     if args.lrp_only:
+        if "resnet50" in args.sections.split(","):
+            return lrp_rerun("resnet50", n=2, reps=5)
         return lrp_rerun()
     from zennit.canonizers import SequentialMergeBatchNorm
     from zennit.torchvision import ResNetCanonizer
 
+    sections = set(args.sections.split(","))
+    methods = set(args.methods.split(",")) if args.methods else None
     t_start = time.perf_counter()
     torch.manual_seed(0)
-    result = {
+    result = json.loads(OUT.read_text()) if OUT.exists() else {}
+    result.update({
         "machine": {"platform": platform.platform(), "python": sys.version.split()[0],
                     "torch": torch.__version__, "cpu_count": os.cpu_count(), "threads": 2,
                     "device": "cuda" if torch.cuda.is_available() else "cpu",
                     "load_average_at_start": list(os.getloadavg())},
-        "note": "ratio = ours / reference (direct library call on the same batch); < 1 is faster",
-    }
+        "note": "ratio = ours / reference (direct library call on the same batch, timed in "
+                "turn); < 1 is faster",
+    })
+
     def save():
         result["total_seconds"] = round(time.perf_counter() - t_start, 1)
         OUT.parent.mkdir(parents=True, exist_ok=True)
         OUT.write_text(json.dumps(result, indent=2))
 
-    resnet = torchvision.models.resnet18(num_classes=2)
-    result["resnet18_224px"] = bench_model("resnet18", resnet, 224, [ResNetCanonizer], quick=args.quick)
-    save()
+    def section(key, rows):
+        old = result.get(key, {}) if methods else {}
+        old = old.get("methods", old) if isinstance(old, dict) else {}
+        result[key] = {"load_average_at_start": load0, "load_average_at_end": list(os.getloadavg()),
+                       "methods": {**old, **rows}}
+        save()
+
+    many = {"scorecam", "ablationcam"}  # 2048 forward passes per patch on ResNet50's layer4
+    for depth in ("resnet18", "resnet50"):
+        if depth in sections:
+            load0 = list(os.getloadavg())
+            net = getattr(torchvision.models, depth)(num_classes=2)
+            if depth == "resnet18":
+                rows = bench_model(depth, net, 224, [ResNetCanonizer], quick=args.quick,
+                                   methods=methods)
+                section(f"{depth}_224px", rows)
+                continue
+            cheap = None if methods is None else methods - many
+            if cheap is None or cheap:
+                rows = bench_model(depth, net, 224, [ResNetCanonizer], quick=args.quick,
+                                   methods=cheap, skip=many, scale=0.25)
+                section(f"{depth}_224px", rows)
+            load0 = list(os.getloadavg())
+            rows = bench_model(depth, net, 112, [ResNetCanonizer], quick=args.quick,
+                               methods=many if methods is None else methods & many)
+            if rows:
+                section(f"{depth}_112px_scorecam_ablationcam", rows)
     label, model = demo_model()
-    size = int(model.spec.network_input_size)
-    result["demo_model"] = {"model": label, "patch_px": size, "mpp": model.spec.mpp,
-                            "methods": bench_model("demo", model.module, size,
-                                                   [SequentialMergeBatchNorm], quick=args.quick)}
-    save()
-    result["region_1024px_level0"] = {
-        "model": label, "slide_mpp": 0.5,
-        "methods": bench_region(model, ["probability", "gradcam", "saliency", "lrp-epsilon-plus"])}
-    save()
+    if "demo" in sections:
+        load0 = list(os.getloadavg())
+        size = int(model.spec.network_input_size)
+        rows = bench_model("demo", model.module, size, [SequentialMergeBatchNorm],
+                           quick=args.quick, methods=methods)
+        section("demo_model", rows)
+        result["demo_model"].update({"model": label, "patch_px": size, "mpp": model.spec.mpp})
+        save()
+    if "region" in sections:
+        result["region_1024px_level0"] = {
+            "model": label, "slide_mpp": 0.5, "load_average_at_start": list(os.getloadavg()),
+            "methods": bench_region(model, ["probability", "gradcam", "saliency",
+                                            "lrp-epsilon-plus"])}
+        save()
     print(f"wrote {OUT} in {result['total_seconds']} s")
 
 

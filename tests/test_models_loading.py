@@ -104,11 +104,11 @@ def test_wsinfer_config_loads_as_spec_and_model(tmp_path):
 
 
 def test_wsinfer_unknown_architecture_is_named(tmp_path):
-    cfg = dict(WSINFER, architecture="inception_v4")
+    cfg = dict(WSINFER, architecture="inception_v99")
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     (tmp_path / "model.safetensors").write_bytes(b"")
     spec = ModelSpec.from_file(tmp_path / "config.json")
-    with pytest.raises(ModelError, match="inception_v4"):
+    with pytest.raises(ModelError, match="inception_v99"):
         load_model(spec, device="cpu")
 
 

@@ -94,12 +94,19 @@ def layer_name(module, layer) -> str:
 # activations and gradients of one layer
 
 def _grab_output(layer):
+    """Keep ``layer``'s output; the rest of the model runs on a copy of it.
+
+    Models may overwrite a layer's output in place afterwards (DenseNet applies
+    ``relu(features, inplace=True)`` to ``features.norm5``); the hook hands the model a clone so
+    the kept tensor, and the gradient taken with respect to it, stay those of the layer itself.
+    """
     store = {}
 
     def hook(_m, _i, out):
         if not isinstance(out, torch.Tensor) or out.ndim != 4:
             raise ModelError(f"target layer {type(_m).__name__} must output a (N, K, h, w) tensor")
         store["a"] = out
+        return out.clone()
 
     return store, layer.register_forward_hook(hook)
 
@@ -226,25 +233,46 @@ class ScoreCam(_Cam):
     def _low_res(self, module, x, targets, layer, *, forward_batch):
         act, _ = activations(module, x, layer)
         n, k = act.shape[:2]
-        # align_corners=True as in Wang et al.'s release and pytorch-grad-cam
-        masks = torch.nn.functional.interpolate(act, size=x.shape[-2:], mode="bilinear",
-                                                align_corners=True)
-        flat = masks.view(n, k, -1)
-        lo, hi = flat.min(-1)[0][..., None, None], flat.max(-1)[0][..., None, None]
-        masks = (masks - lo) / (hi - lo + 1e-8)
+        # masks: each channel upsampled bilinearly (align_corners=True, as Wang et al.'s
+        # release and pytorch-grad-cam) and min-max normalised at input resolution, one batch
+        # of channels at a time (all of them at once would hold K full-size copies)
+        flat = act.flatten(2)
+        lo, hi = flat.min(-1)[0], flat.max(-1)[0]
         scores = torch.empty(n, k, dtype=x.dtype, device=x.device)
         with torch.no_grad():
             for i in range(n):
-                for j in range(0, k, forward_batch):
-                    batch = x[i:i + 1] * masks[i, j:j + forward_batch, None]
-                    scores[i, j:j + forward_batch] = target_scores(
-                        module(batch), targets[i].expand(batch.shape[0]))
+                # a constant channel (a dead ReLU) masks the whole patch to zero: one pass
+                flat_ch = (hi[i] == lo[i]).nonzero()[:, 0]
+                live = (hi[i] != lo[i]).nonzero()[:, 0]
+                if len(flat_ch):
+                    zero = torch.zeros_like(x[i:i + 1])
+                    scores[i, flat_ch] = target_scores(module(zero), targets[i:i + 1])[0]
+                for j in range(0, len(live), forward_batch):
+                    ch = live[j:j + forward_batch]
+                    masks = torch.nn.functional.interpolate(
+                        act[i:i + 1, ch], size=x.shape[-2:], mode="bilinear",
+                        align_corners=True)[0]
+                    m_lo = masks.flatten(1).min(-1)[0][:, None, None]
+                    m_hi = masks.flatten(1).max(-1)[0][:, None, None]
+                    masks = (masks - m_lo) / (m_hi - m_lo + 1e-8)
+                    batch = x[i:i + 1] * masks[:, None]
+                    scores[i, ch] = target_scores(module(batch), targets[i].expand(len(ch)))
         weights = torch.softmax(scores, dim=1)[..., None, None]
         return (weights * act).sum(1)
 
 
 @register_explainer("ablationcam")
 class AblationCam(_Cam):
+    """Ablation-CAM (Ramaswamy & Desai 2020): ``w_k = (y - y_k) / y``.
+
+    ``y_k`` is the target logit with channel ``k`` of the target layer set to **zero**, the
+    paper's convention, also on layers whose activations can be negative (BatchNorm outputs
+    such as DenseNet's ``features.norm5``). pytorch-grad-cam sets the channel to
+    ``min(A) - 1e7`` instead when the activations' minimum is not zero; the two agree on
+    rectified layers. Only the part of the network after the target layer runs for the
+    ablated copies (split with ``torch.fx``; the whole network where fx cannot trace it).
+    """
+
     description = "Ablation-CAM: each channel weighted by the score drop when it is zeroed"
     needs = frozenset({"module-hooks", "many-forwards"})
     cost = 100.0
@@ -252,16 +280,17 @@ class AblationCam(_Cam):
               "forward_batch": Param(64, "int", 1, 4096, help="ablated copies per forward pass")}
 
     def _low_res(self, module, x, targets, layer, *, forward_batch):
-        act, logits = activations(module, x, layer)
+        head = _head_for(module, layer, x)
+        if head is not None:
+            act, logits = head.prepare(x)
+        else:
+            act, logits = activations(module, x, layer)
         base = target_scores(logits, targets)
         n, k = act.shape[:2]
         ablated = torch.empty(n, k, dtype=x.dtype, device=x.device)
         replacement = {}
-
-        def hook(_m, _i, _out):
-            return replacement["a"]
-
-        handle = layer.register_forward_hook(hook)
+        handle = None if head is not None else layer.register_forward_hook(
+            lambda _m, _i, _o: replacement["a"])
         try:
             with torch.no_grad():
                 for i in range(n):
@@ -269,10 +298,32 @@ class AblationCam(_Cam):
                         m = min(forward_batch, k - j)
                         rep = act[i:i + 1].repeat(m, 1, 1, 1)
                         rep[torch.arange(m), torch.arange(j, j + m)] = 0
-                        replacement["a"] = rep
-                        ablated[i, j:j + m] = target_scores(
-                            module(x[i:i + 1].expand(m, -1, -1, -1)), targets[i].expand(m))
+                        if head is not None:
+                            out = head(rep, i)
+                        else:
+                            replacement["a"] = rep
+                            out = module(x[i:i + 1].expand(m, -1, -1, -1))
+                        ablated[i, j:j + m] = target_scores(out, targets[i].expand(m))
         finally:
-            handle.remove()
+            if handle is not None:
+                handle.remove()
         weights = (base[:, None] - ablated) / base[:, None]
         return (weights[..., None, None] * act).sum(1)
+
+
+def _head_for(module, layer, x):
+    """The network after ``layer`` (see :mod:`.cam_head`) when it reproduces the logits."""
+    from .cam_head import split_at
+
+    name = layer_name(module, layer)
+    head = split_at(module, name) if name not in ("?", "") else None
+    if head is None:
+        return None
+    try:
+        act, logits = head.prepare(x[:1])
+        with torch.no_grad():
+            full = module(x[:1])
+        ok = torch.allclose(logits, full, rtol=1e-5, atol=1e-6 * float(full.abs().max()) + 1e-12)
+    except Exception:
+        ok = False
+    return head if ok else None

@@ -102,28 +102,24 @@ class IntegratedGradients(Explainer):
         return (diff * total / steps).sum(1)
 
 
-class _GuidedReLU(torch.autograd.Function):
-    """ReLU whose backward passes only positive gradients through positive inputs."""
-
-    @staticmethod
-    def forward(ctx, inp):
-        ctx.save_for_backward(inp)
-        return inp.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        (inp,) = ctx.saved_tensors
-        return grad_out.clamp(min=0) * (inp > 0).to(grad_out.dtype)
+def _positive(grad):
+    return grad.clamp(min=0)
 
 
 @contextmanager
 def guided_relus(module):
-    """Within the block, every ``nn.ReLU`` of ``module`` back-propagates guided gradients."""
+    """Within the block, every ``nn.ReLU`` of ``module`` back-propagates guided gradients.
+
+    A hook on each ReLU's output keeps only the positive part of the gradient arriving there;
+    the ReLU's own backward then passes it where the input was positive. (A tensor hook, not
+    an extra autograd function per ReLU: guided backprop costs what a plain gradient costs.)
+    An in-place ReLU's output is its input, rewritten: the hook sees the gradient with respect
+    to the rectified values, as for any ReLU.
+    """
 
     def hook(_mod, _inp, out):
-        # an in-place ReLU has already written relu(x) into out; relu is idempotent and its mask
-        # equals out > 0, so re-applying it through the guided function is exact
-        return _GuidedReLU.apply(out)
+        if out.requires_grad:
+            out.register_hook(_positive)
 
     handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, torch.nn.ReLU)]
     try:

@@ -1,85 +1,25 @@
 """Layer-wise relevance propagation through zennit composites.
 
 The seed-000 rule set (alpha=1, beta=0 on convolutions, epsilon on dense layers) is zennit's
-``EpsilonPlus`` and our default, ``lrp-epsilon-plus``. Models are canonised first: BatchNorm
-merged into the preceding convolution, residual sums made explicit. zennit's rules modify
+``EpsilonPlus`` and our default, ``lrp-epsilon-plus``. Models are canonised first
+(:mod:`.lrp_canon`: BatchNorm folded exactly, residual sums made explicit, squeeze-excitation
+gates held constant); BatchNorm that cannot be folded gets the epsilon rule. zennit's rules modify
 parameters while they run, so each thread works on its own private, canonised copy of the
 model (cached while the original's parameters stay unchanged), with parameter gradients off.
 """
 
 from __future__ import annotations
 
-import copy
-import operator
 import threading
 import weakref
 
 import torch
 
-from ..errors import ModelError
+from .lrp_canon import canonised_copy, input_affine
 from .registry import Explainer, Param, register_explainer
 
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
-
-
-# ---------------------------------------------------------------------------------------------
-# canonisation
-
-def _graph_merge_batch_norm(module):
-    """A zennit ``NamedMergeBatchNorm`` for any fx-traceable model, or a clear refusal.
-
-    Every BatchNorm must directly follow a convolution or linear layer whose output feeds
-    nothing else, and the graph must not add or multiply two branches (residual connections),
-    which plain LRP rules cannot split.
-    """
-    from zennit.canonizers import NamedMergeBatchNorm
-
-    norms = [n for n, m in module.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    try:
-        graph = torch.fx.symbolic_trace(module).graph
-    except Exception as exc:
-        if norms:
-            raise ModelError(f"LRP cannot canonise {type(module).__name__}: it is not traceable "
-                             f"({type(exc).__name__}) and has BatchNorm layers; use a gradient or "
-                             "CAM method") from None
-        return []
-    mods = dict(module.named_modules())
-    pairs = []
-    for node in graph.nodes:
-        if node.op == "call_module" and isinstance(mods[node.target], torch.nn.modules.batchnorm._BatchNorm):
-            src = node.args[0]
-            ok = (isinstance(src, torch.fx.Node) and src.op == "call_module"
-                  and isinstance(mods[src.target], torch.nn.Conv2d | torch.nn.Linear)
-                  and len(src.users) == 1)
-            if not ok:
-                raise ModelError(f"LRP cannot canonise {type(module).__name__}: BatchNorm "
-                                 f"'{node.target}' does not directly follow a convolution; "
-                                 "use a gradient or CAM method")
-            pairs.append(((src.target,), node.target))
-        joins = (operator.add, operator.iadd, operator.mul, torch.add, torch.mul)
-        is_join = (node.op == "call_function" and node.target in joins) or (
-            node.op == "call_method" and node.target in ("add", "add_", "mul", "mul_"))
-        if is_join and sum(isinstance(a, torch.fx.Node) for a in node.args) >= 2:
-            raise ModelError(f"LRP cannot canonise {type(module).__name__}: it joins two branches "
-                             f"at '{node.name}' (a residual connection) and has no canonizer; "
-                             "supported are torchvision ResNet/VGG and plain CNNs. Use a gradient or "
-                             "CAM method")
-    return [NamedMergeBatchNorm(pairs)] if pairs else []
-
-
-def canonizers_for(module) -> list:
-    """zennit canonizers for ``module``; ``ModelError`` where it cannot be canonised."""
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-    from torchvision.models.vgg import VGG
-    from zennit.torchvision import ResNetCanonizer, VGGCanonizer
-
-    mods = list(module.modules())
-    if any(isinstance(m, BasicBlock | Bottleneck) for m in mods):
-        return [ResNetCanonizer()]
-    if any(isinstance(m, VGG) for m in mods):
-        return [VGGCanonizer()]
-    return _graph_merge_batch_norm(module)
 
 
 _LOCAL = threading.local()
@@ -105,12 +45,7 @@ def private_copy(module) -> torch.nn.Module:
     hit = cache.get(key)
     if hit is not None and hit[0]() is module and hit[1] == fp:
         return hit[2]
-    canonizers = canonizers_for(module)  # refuse before copying
-    twin = copy.deepcopy(module).eval()
-    for p in twin.parameters():
-        p.requires_grad_(False)
-    for canonizer in canonizers:
-        canonizer.apply(twin)  # permanent on the private copy: never reverted
+    twin = canonised_copy(module)  # permanent on the private copy: never reverted
     cache[key] = (weakref.ref(module), fp, twin)
     return twin
 
@@ -118,10 +53,13 @@ def private_copy(module) -> torch.nn.Module:
 def lrp_relevance(module, x, targets, composite) -> torch.Tensor:
     """Relevance ``(N, C, H, W)`` of each sample's target logit under ``composite``.
 
-    The output relevance is the target logit itself (zero for the other classes), so the
+    ``composite`` is a zennit composite, or a function ``twin -> composite`` of the canonised
+    copy. The output relevance is the target logit itself (zero for the other classes), so the
     input relevance sums to the logit where the rules conserve it.
     """
     twin = private_copy(module)
+    if callable(composite) and not hasattr(composite, "context"):
+        composite = composite(twin)
     with composite.context(twin), torch.enable_grad():
         xi = x.detach().requires_grad_(True)
         out = twin(xi)
@@ -130,18 +68,37 @@ def lrp_relevance(module, x, targets, composite) -> torch.Tensor:
     return rel
 
 
+def _extra_rules(epsilon):
+    """Rules ahead of each composite's own: BatchNorm left after canonisation (one that follows
+    no convolution, as in DenseNet) is a per-channel linear layer under the epsilon rule."""
+    from zennit.rules import Epsilon
+    from zennit.types import BatchNorm
+
+    return [(BatchNorm, Epsilon(epsilon=epsilon))]
+
+
 class _Lrp(Explainer):
     signed = True
     needs = frozenset({"module-hooks", "gradients"})
     native_resolution = "pixel"
     params = {"epsilon": Param(1e-6, "float", 0.0, 1e6, help="epsilon of dense layers"),
               "stabilizer": Param(1e-6, "float", 0.0, 1.0, help="denominator stabiliser of other rules")}
+    composite_name = ""
 
-    def _composite(self, x, **params):  # pragma: no cover
-        raise NotImplementedError
+    def _composite(self, twin, x, *, epsilon, stabilizer, **extra):
+        from zennit import composites
+
+        if self.composite_name == "Epsilon":
+            return epsilon_composite(epsilon, stabilizer)
+        cls = getattr(composites, self.composite_name)
+        return cls(epsilon=epsilon, stabilizer=stabilizer, layer_map=_extra_rules(epsilon),
+                   **extra)
 
     def _attribute(self, module, x, targets, **params):
-        return lrp_relevance(module, x, targets, self._composite(x, **params)).sum(1)
+        def make(twin):
+            return self._composite(twin, x, **params)
+
+        return lrp_relevance(module, x, targets, make).sum(1)
 
 
 @register_explainer("lrp-epsilon-plus")
@@ -150,30 +107,39 @@ class LrpEpsilonPlus(_Lrp):
     cost = 2.5
     params = {"epsilon": Param(1.0, "float", 0.0, 1e6, help="epsilon of dense layers (seed 000: 1)"),
               "stabilizer": _Lrp.params["stabilizer"]}
-
-    def _composite(self, x, *, epsilon, stabilizer):
-        from zennit.composites import EpsilonPlus
-        return EpsilonPlus(epsilon=epsilon, stabilizer=stabilizer)
+    composite_name = "EpsilonPlus"
 
 
 @register_explainer("lrp-epsilon-alpha2-beta1")
 class LrpEpsilonAlpha2Beta1(_Lrp):
     description = "LRP: alpha=2/beta=1 on convolutions, epsilon on dense layers"
     cost = 4.5
-
-    def _composite(self, x, *, epsilon, stabilizer):
-        from zennit.composites import EpsilonAlpha2Beta1
-        return EpsilonAlpha2Beta1(epsilon=epsilon, stabilizer=stabilizer)
+    composite_name = "EpsilonAlpha2Beta1"
 
 
 @register_explainer("lrp-epsilon-plus-flat")
 class LrpEpsilonPlusFlat(_Lrp):
     description = "LRP: flat rule on the first layer, z+ on convolutions, epsilon on dense layers"
     cost = 2.5
+    composite_name = "EpsilonPlusFlat"
 
-    def _composite(self, x, *, epsilon, stabilizer):
-        from zennit.composites import EpsilonPlusFlat
-        return EpsilonPlusFlat(epsilon=epsilon, stabilizer=stabilizer)
+
+@register_explainer("lrp-epsilon")
+class LrpEpsilon(_Lrp):
+    description = ("LRP: epsilon rule on every layer (conserves relevance with SiLU/Hardswish "
+                   "networks, where z+ drops negative pre-activations)")
+    cost = 2.5
+    composite_name = "Epsilon"
+
+
+def epsilon_composite(epsilon, stabilizer):
+    """zennit composite with the epsilon rule on convolutions and dense layers alike."""
+    from zennit.composites import LayerMapComposite, layer_map_base
+    from zennit.rules import Epsilon
+    from zennit.types import Convolution
+
+    return LayerMapComposite(layer_map=_extra_rules(epsilon) + layer_map_base(stabilizer) + [
+        (Convolution, Epsilon(epsilon=epsilon)), (torch.nn.Linear, Epsilon(epsilon=epsilon))])
 
 
 @register_explainer("lrp-epsilon-gamma-box")
@@ -184,11 +150,17 @@ class LrpEpsilonGammaBox(_Lrp):
               "gamma": Param(0.25, "float", 0.0, 100.0),
               "mean": Param(_MEAN, "floats", help="normalisation mean (gives the pixel box)"),
               "std": Param(_STD, "floats", 1e-12, None, help="normalisation std")}
+    composite_name = "EpsilonGammaBox"
 
-    def _composite(self, x, *, epsilon, stabilizer, gamma, mean, std):
-        from zennit.composites import EpsilonGammaBox
+    def _composite(self, twin, x, *, epsilon, stabilizer, gamma, mean, std):
         low, high = box_bounds(mean, std, x)
-        return EpsilonGammaBox(low=low, high=high, epsilon=epsilon, gamma=gamma, stabilizer=stabilizer)
+        affine = input_affine(twin)
+        if affine is not None:  # the first convolution sees the model's re-normalised input
+            a = torch.tensor(affine[0], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            b = torch.tensor(affine[1], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            low, high = a * low + b, a * high + b
+        return super()._composite(twin, x, epsilon=epsilon, stabilizer=stabilizer, gamma=gamma,
+                                  low=low, high=high)
 
 
 def box_bounds(mean, std, x):

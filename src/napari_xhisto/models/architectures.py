@@ -1,26 +1,57 @@
-"""Architectures by name: torchvision classifiers and the project's own small CNNs.
+"""Architectures by name: torchvision and timm classifiers, the project's own small CNNs, and
+classes of installed packages.
 
-``build_architecture(name, num_classes)`` returns an untrained ``nn.Module``; weights come later
-from a safe file. ``register_architecture(name)`` adds a builder. ``default_target_layer`` picks
-the last convolutional block, where CAM methods read their feature maps.
+``build_architecture(name, num_classes, options=..., head=...)`` returns an untrained
+``nn.Module``; weights come later from a safe file. Names:
+
+* a project architecture registered with :func:`register_architecture` (``"xhisto_cnn_s"``);
+* any torchvision classification model (``"resnet50"``, ``"densenet121"``; also
+  ``"torchvision:NAME"``), built with ``weights=None``;
+* any timm model (``"timm:efficientnet_b0"``, or the bare name where torchvision has none),
+  built with ``pretrained=False`` (nothing is downloaded);
+* ``"package.module:Class"``: an ``nn.Module`` subclass of an installed package, constructed
+  with the spec's ``arch_options`` (never unpickled).
+
+``options`` are constructor keyword arguments; ``head`` replaces the classifier layer (see
+:mod:`.heads`). :func:`required_options` names the options a spec must state because they
+change the network's function without changing its weights (GoogLeNet/Inception v3's
+``transform_input``).
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import inspect
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from ..errors import ModelError
+from .target_layers import (  # noqa: F401 - re-exported
+    default_target_layer,
+    get_submodule,
+    register_target_layer,
+    target_layer_name,
+)
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-# dotted name of the last conv block of each architecture (CAM methods' default layer)
-_TARGET_LAYERS: dict[str, str] = {}
+
+# torchvision builders' defaults: no weight initialisation (weights are loaded), no auxiliary
+# heads unless the checkpoint has them (they change nothing in eval mode)
+_TV_DEFAULTS = {"googlenet": {"aux_logits": False, "init_weights": False},
+                "inception_v3": {"aux_logits": False, "init_weights": False}}
+_TV_ALIASES = {"mobilenet_v3": "mobilenet_v3_large"}
+_TRANSFORM_INPUT_HELP = (
+    "whether the network re-normalises its input: torchvision builds GoogLeNet and Inception v3 "
+    "with transform_input=True when it loads its ImageNet weights, so a model fine-tuned from "
+    "them needs `arch_options: {transform_input: true}`; one trained from scratch "
+    "(or with timm) `transform_input: false`")
 
 
 def register_architecture(name: str, *, target_layer: str | None = None):
-    """Decorator: register ``builder(num_classes) -> nn.Module`` under ``name``.
+    """Decorator: register ``builder(num_classes, **options) -> nn.Module`` under ``name``.
 
     Parameters
     ----------
@@ -33,52 +64,198 @@ def register_architecture(name: str, *, target_layer: str | None = None):
     def deco(builder):
         _REGISTRY[name] = builder
         if target_layer:
-            _TARGET_LAYERS[name] = target_layer
+            register_target_layer(name, target_layer)
         return builder
 
     return deco
 
 
+def torchvision_names() -> list[str]:
+    import torchvision.models as tvm
+
+    return sorted(tvm.list_models(module=tvm))
+
+
 def list_architectures() -> list[str]:
-    return sorted(_REGISTRY)
+    """Project architectures and torchvision classification models (timm: ``timm:NAME``)."""
+    return sorted(set(_REGISTRY) | set(torchvision_names()) | set(_TV_ALIASES))
 
 
-def build_architecture(name: str, num_classes: int) -> nn.Module:
-    """An untrained module of architecture ``name`` with ``num_classes`` outputs (eval mode)."""
-    if name not in _REGISTRY:
-        raise ModelError(f"cannot build architecture {name!r}; known: {', '.join(list_architectures())}"
-                         " (a TorchScript file loads without one)")
-    module = _REGISTRY[name](int(num_classes))
+def resolve_name(name: str) -> tuple[str, str]:
+    """``(source, key)`` of an architecture name: source is registry, torchvision, timm or class."""
+    name = str(name).strip()
+    if name in _REGISTRY:
+        return "registry", name
+    if name.startswith("timm:"):
+        _check_timm(name[5:])
+        return "timm", name[5:]
+    if name.startswith("torchvision:"):
+        key = name[len("torchvision:"):]
+        if key not in torchvision_names():
+            close = difflib.get_close_matches(key, torchvision_names(), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ModelError(f"torchvision has no classification model {key!r}{hint}")
+        return "torchvision", key
+    if ":" in name:
+        return "class", name
+    name = _TV_ALIASES.get(name, name)
+    if name in torchvision_names():
+        return "torchvision", name
+    try:
+        import timm
+
+        if timm.is_model(name):
+            return "timm", name
+    except ImportError:  # pragma: no cover - timm is a dependency
+        pass
+    known = list(_REGISTRY) + torchvision_names()
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ModelError(f"cannot build architecture {name!r}{hint}: not a project or torchvision "
+                     "classification model name, nor a timm model; write 'timm:NAME' for timm, "
+                     "'package.module:Class' for your own class (a TorchScript file loads "
+                     "without one)")
+
+
+def required_options(name: str) -> dict[str, str]:
+    """Options a spec must state for ``name`` (option -> why)."""
+    try:
+        source, key = resolve_name(name)
+    except ModelError:
+        return {}
+    if source == "torchvision" and key in ("googlenet", "inception_v3"):
+        return {"transform_input": _TRANSFORM_INPUT_HELP}
+    return {}
+
+
+def _call(builder, what: str, num_classes: int, options: dict, *, pass_classes=True):
+    kwargs = dict(options)
+    if pass_classes:
+        kwargs.setdefault("num_classes", num_classes)
+    try:
+        return builder(**kwargs)
+    except TypeError as exc:
+        msg = str(exc)
+        if "unexpected keyword" in msg or "got an unexpected" in msg:
+            bad = msg.rsplit("'", 2)[-2] if msg.count("'") >= 2 else msg
+            raise ModelError(f"architecture {what}: arch_options has {bad!r}, which its "
+                             "constructor does not take") from None
+        raise ModelError(f"architecture {what} cannot be built with arch_options {options}: "
+                         f"{msg}") from None
+    except Exception as exc:  # constructors raise what they like for options they refuse
+        msg = " ".join(str(exc).split())[:200]
+        raise ModelError(f"architecture {what} cannot be built with arch_options {options}: "
+                         f"{type(exc).__name__}: {msg}") from None
+
+
+def _build_torchvision(key: str, num_classes: int, options: dict) -> nn.Module:
+    import torchvision.models as tvm
+
+    opts = {**_TV_DEFAULTS.get(key, {}), **options}
+    if opts.get("aux_logits") is False and key in _TV_DEFAULTS:
+        opts.setdefault("init_weights", False)
+    return _call(lambda **kw: tvm.get_model(key, weights=None, **kw), key, num_classes, opts)
+
+
+def _check_timm(key: str) -> None:
+    import timm
+
+    if not timm.is_model(key):
+        close = difflib.get_close_matches(key, timm.list_models(), n=1, cutoff=0.7)
+        hint = f" (did you mean 'timm:{close[0]}'?)" if close else ""
+        raise ModelError(f"cannot build architecture 'timm:{key}': timm has no model {key!r}"
+                         f"{hint}")
+
+
+def check_options(name: str, options: dict, where: str = "model spec") -> tuple[str, str]:
+    """Resolve ``name`` and check ``options`` before anything is built or read.
+
+    Returns ``resolve_name(name)``; raises :class:`ModelError` for a missing required option
+    or an option that would download weights.
+    """
+    source, key = resolve_name(name)
+    for opt, why in required_options(name).items():
+        if opt not in options:
+            raise ModelError(f"{where}: architecture {name!r} needs arch_options.{opt}: {why}")
+    for bad in ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path",
+                "weights", "progress"):
+        if bad in options:
+            raise ModelError(f"{where}: arch_options {bad!r} is not allowed: weights come only "
+                             "from the spec's weights file (nothing is downloaded)")
+    return source, key
+
+
+def _build_timm(key: str, num_classes: int, options: dict) -> nn.Module:
+    import timm
+
+    return _call(lambda **kw: timm.create_model(key, pretrained=False, **kw), f"timm:{key}",
+                 num_classes, options)
+
+
+def _build_class(name: str, num_classes: int, options: dict) -> nn.Module:
+    modname, _, clsname = name.partition(":")
+    if not modname or not clsname or not all(p.isidentifier() for p in modname.split(".")) \
+            or not all(p.isidentifier() for p in clsname.split(".")):
+        raise ModelError(f"architecture {name!r}: write a class as 'package.module:Class'")
+    try:
+        obj = importlib.import_module(modname)
+    except ImportError as exc:
+        raise ModelError(f"architecture {name!r}: cannot import {modname!r} ({exc}); is its "
+                         "package installed in this environment?") from None
+    for part in clsname.split("."):
+        obj = getattr(obj, part, None)
+    if not (inspect.isclass(obj) and issubclass(obj, nn.Module)):
+        raise ModelError(f"architecture {name!r}: {modname} has no nn.Module class {clsname!r}")
+    try:
+        params = inspect.signature(obj.__init__).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        params = {}
+    takes = "num_classes" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return _call(obj, name, num_classes, options, pass_classes=takes)
+
+
+def build_architecture(name: str, num_classes: int, *, options: dict | None = None,
+                       head: dict | None = None) -> nn.Module:
+    """An untrained module of architecture ``name`` with ``num_classes`` outputs (eval mode).
+
+    Parameters
+    ----------
+    name : str
+        See the module docstring for the accepted names.
+    num_classes : int
+    options : dict, optional
+        Constructor keyword arguments (the spec's ``arch_options``).
+    head : dict, optional
+        A head description (the spec's ``head``) replacing the classifier layer.
+    """
+    options = dict(options or {})
+    source, key = resolve_name(name)
+    if source == "registry":
+        module = _call(lambda **kw: _REGISTRY[key](int(num_classes), **kw), key, num_classes,
+                       options, pass_classes=False)
+    elif source == "torchvision":
+        module = _build_torchvision(key, int(num_classes), options)
+    elif source == "timm":
+        module = _build_timm(key, int(num_classes), options)
+    else:
+        module = _build_class(key, int(num_classes), options)
+    if not isinstance(module, nn.Module):
+        raise ModelError(f"architecture {name!r} did not build an nn.Module")
+    if head:
+        from .heads import attach_head
+
+        attach_head(module, head, int(num_classes))
     return module.eval()
 
 
-def _tv(factory_name: str, **kwargs):
-    def build(num_classes: int) -> nn.Module:
-        import torchvision.models as tvm
-
-        return getattr(tvm, factory_name)(weights=None, num_classes=num_classes, **kwargs)
-
-    return build
-
-
-# torchvision; googlenet and inception already pool globally (any input size >= a minimum);
-# auxiliary heads are off, so the module returns plain logits.
-for _name, _layer, _kw in [
-    ("googlenet", "inception5b", {"aux_logits": False, "init_weights": False}),
-    ("inception_v3", "Mixed_7c", {"aux_logits": False, "init_weights": False}),
-    ("resnet18", "layer4", {}),
-    ("resnet34", "layer4", {}),
-    ("resnet50", "layer4", {}),
-    ("vgg16", "features.29", {}),
-    ("vgg16_bn", "features.42", {}),
-    ("densenet121", "features.norm5", {}),
-    ("mobilenet_v2", "features.18", {}),
-    ("mobilenet_v3_large", "features.16", {}),
-    ("mobilenet_v3_small", "features.12", {}),
-    ("alexnet", "features.11", {}),
-]:
-    register_architecture(_name, target_layer=_layer)(_tv(_name, **_kw))
-register_architecture("mobilenet_v3", target_layer="features.16")(_tv("mobilenet_v3_large"))
+# project architectures; torchvision's are found by name, with their CAM layers known
+for _name, _layer in [("googlenet", "inception5b"), ("inception_v3", "Mixed_7c"),
+                      ("resnet18", "layer4"), ("resnet34", "layer4"), ("resnet50", "layer4"),
+                      ("vgg16", "features.29"), ("vgg16_bn", "features.42"),
+                      ("densenet121", "features.norm5"), ("mobilenet_v2", "features.18"),
+                      ("mobilenet_v3_large", "features.16"), ("mobilenet_v3", "features.16"),
+                      ("mobilenet_v3_small", "features.12"), ("alexnet", "features.11")]:
+    register_target_layer(_name, _layer)
 
 
 class SmallCNN(nn.Module):
@@ -121,12 +298,6 @@ class SmallCNN(nn.Module):
         return self.classifier(self.flatten(self.pool(self.features(x))))
 
 
-def _last_relu_name(module: nn.Module, prefix: str = "features") -> str:
-    seq = dict(module.named_modules())[prefix]
-    idx = [i for i, m in enumerate(seq) if isinstance(m, nn.ReLU)][-1]
-    return f"{prefix}.{idx}"
-
-
 @register_architecture("xhisto_cnn_s")
 def _small_cnn(num_classes: int) -> nn.Module:
     """About 0.29 M parameters; 64 px input gives an 8 x 8 last feature map."""
@@ -139,59 +310,3 @@ def _tiny_cnn(num_classes: int) -> nn.Module:
     return SmallCNN(num_classes, channels=(8, 16, 32), convs_per_stage=(1, 1, 1))
 
 
-def get_submodule(module: nn.Module, dotted: str) -> nn.Module:
-    """``module.<dotted>`` with a clear error naming what exists."""
-    try:
-        return module.get_submodule(dotted)
-    except AttributeError:
-        top = [n for n, _ in module.named_children()]
-        raise ModelError(f"the model has no layer {dotted!r}; top-level layers: {top}") from None
-
-
-# torchvision class name -> the dotted name of its last conv block, when no registry name is given
-_BY_CLASS = {"ResNet": "layer4", "DenseNet": "features.norm5", "GoogLeNet": "inception5b",
-             "Inception3": "Mixed_7c"}
-
-
-def target_layer_name(module: nn.Module, architecture: str | None = None, *,
-                      override: str | None = None) -> str:
-    """Dotted name of the layer CAM methods hook by default (the last conv block).
-
-    Parameters
-    ----------
-    module : nn.Module
-        A module-based model (TorchScript has no hooks: raises :class:`ModelError`).
-    architecture : str, optional
-        Registry name; without it the default is found from the module's class or layout.
-    override : str, optional
-        A dotted module name that wins over the default.
-    """
-    if isinstance(module, torch.jit.ScriptModule):
-        raise ModelError("CAM and LRP methods need module hooks; this model is TorchScript. "
-                         "Use a safetensors/state-dict model, or a gradient-free method")
-    if override:
-        get_submodule(module, override)
-        return override
-    if architecture in _TARGET_LAYERS:
-        return _TARGET_LAYERS[architecture]
-    cls = type(module).__name__
-    if cls in _BY_CLASS:
-        return _BY_CLASS[cls]
-    features = getattr(module, "features", None)
-    if isinstance(features, nn.Sequential):
-        if any(isinstance(m, nn.ReLU) for m in features):  # VGG, AlexNet, SmallCNN
-            return _last_relu_name(module)
-        return f"features.{len(features) - 1}"  # MobileNets: last Conv-BN-activation block
-    last = None
-    for name, m in module.named_modules():
-        if isinstance(m, nn.Conv2d):
-            last = name
-    if last is None:
-        raise ModelError("no convolutional layer found for CAM; name one with target_layer")
-    return last
-
-
-def default_target_layer(module: nn.Module, architecture: str | None = None, *,
-                         override: str | None = None) -> nn.Module:
-    """The layer CAM methods hook by default (see :func:`target_layer_name`)."""
-    return get_submodule(module, target_layer_name(module, architecture, override=override))

@@ -7,12 +7,11 @@ code is refused before it runs anything.
 
 from __future__ import annotations
 
+import logging
 import os
-import pickle
 import warnings
-import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +19,16 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from .architectures import build_architecture
+from .architectures import build_architecture, check_options
 from .spec import ModelSpec
+from .weights import (  # noqa: F401 - re-exported
+    fit_state_dict,
+    is_torchscript_file,
+    load_weights_strict,
+    read_state_dict,
+)
+
+log = logging.getLogger(__name__)
 
 
 def choose_device(device=None) -> torch.device:
@@ -33,78 +40,6 @@ def choose_device(device=None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"device {device!r} asked for, but CUDA is not available here; use 'cpu'")
     return dev
-
-
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        names = z.namelist()
-    # torch.jit.save archives hold compiled code and constants; torch.save ones do not
-    return any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names)
-
-
-def _unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model_state_dict", "model"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelError("the weights file holds no state dict of tensors (a whole pickled model "
-                         "is not accepted: save model.state_dict() or use safetensors)")
-    keys = list(obj)
-    if keys and all(k.startswith("module.") for k in keys):  # saved from DataParallel
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return obj
-
-
-def read_state_dict(path) -> dict[str, torch.Tensor]:
-    """Tensors from a safetensors file or a ``weights_only`` torch file; never runs code."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:
-            raise ModelError(f"{path.name} is not a readable safetensors file: {exc}") from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "global" in ln]
-        why = f" ({lines[0][:160]})" if lines else ""
-        raise ModelError(f"refused to load {path.name}: it holds Python objects that would run "
-                         f"code when unpickled{why}; nothing was run. Only tensors are accepted: "
-                         "save a state dict or safetensors") from None
-    except Exception as exc:
-        raise ModelError(f"{path.name} is not a readable weights file: {exc}") from None
-    return _unwrap_state_dict(obj)
-
-
-def load_weights_strict(module: nn.Module, state: dict[str, torch.Tensor], *,
-                        architecture: str = "") -> None:
-    """Copy ``state`` into ``module``; the first layer that does not fit raises ModelError."""
-    own = module.state_dict()
-    for key, target in own.items():
-        if key not in state:
-            if key.endswith("num_batches_tracked"):
-                continue
-            raise ModelError(f"weights do not fit architecture {architecture!r}: layer {key!r} "
-                             f"(shape {tuple(target.shape)}) is missing from the file")
-        if tuple(state[key].shape) != tuple(target.shape):
-            raise ModelError(f"weights do not fit architecture {architecture!r}: layer {key!r} "
-                             f"has shape {tuple(state[key].shape)} in the file but "
-                             f"{tuple(target.shape)} in the model (check num_classes/architecture)")
-    for key in state:
-        if key not in own:
-            raise ModelError(f"weights do not fit architecture {architecture!r}: the file has "
-                             f"layer {key!r} that the model lacks")
-    module.load_state_dict({k: v for k, v in state.items()}, strict=False)
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -150,6 +85,7 @@ class LoadedModel:
     is_torchscript: bool = False
     amp: bool = False
     batch_size: int = 64
+    notes: list = field(default_factory=list)
 
     def preprocess(self, images) -> torch.Tensor:
         """uint8 NHWC RGB (numpy or tensor) -> normalised float NCHW on the model's device."""
@@ -214,7 +150,11 @@ class LoadedModel:
                 "spec": self.spec.source, "weights": str(self.spec.weights_path() or ""),
                 "class_names": list(self.spec.class_names),
                 "positive_class": self.spec.positive_class, "patch_size": self.spec.patch_size,
-                "mpp": self.spec.mpp, "device": str(self.device)}
+                "mpp": self.spec.mpp, "device": str(self.device),
+                **({"arch_options": dict(self.spec.arch_options)} if self.spec.arch_options
+                   else {}),
+                **({"head": self.spec.head} if self.spec.head else {}),
+                **({"notes": list(self.notes)} if self.notes else {})}
 
 
 def load_model(model, *, device=None, amp: bool | None = None,
@@ -239,28 +179,71 @@ def load_model(model, *, device=None, amp: bool | None = None,
 
         model = DEMO_SPEC_PATH
     spec = model if isinstance(model, ModelSpec) else ModelSpec.from_file(model)
+    where = Path(spec.source).name if spec.source else spec.name
     dev = choose_device(device)
     wpath = spec.weights_path()
     if wpath is None:
-        raise ModelError(f"model spec {spec.source or spec.name} names no weights file")
+        if spec.description.startswith("WSInfer"):
+            raise ModelError(f"{where}: no single weights file beside it (model.safetensors, "
+                             "torchscript_model.pt); give the weights file itself as the model")
+        raise ModelError(f"model spec {where} names no weights file (add 'weights: FILE')")
     if not wpath.exists():
-        raise ModelError(f"weights file {wpath} named by the spec does not exist")
-    scripted = spec.architecture == "torchscript" or _is_torchscript(wpath)
+        raise ModelError(f"weights file {wpath} named by {where} does not exist")
+    notes = list(spec.notes)
+    scripted = spec.architecture == "torchscript" or is_torchscript_file(wpath)
     if scripted:
         try:
             with warnings.catch_warnings():  # TorchScript is deprecated upstream, still supported
                 warnings.simplefilter("ignore", FutureWarning)
                 module = torch.jit.load(str(wpath), map_location=dev)
         except Exception as exc:
-            raise ModelError(f"{wpath.name} is not a loadable TorchScript file: {exc}") from None
+            msg = " ".join(str(exc).split())[:200]
+            raise ModelError(f"{wpath.name} is not a loadable TorchScript file: {msg}") from None
     else:
-        module = build_architecture(spec.architecture, spec.num_classes)
-        load_weights_strict(module, read_state_dict(wpath), architecture=spec.architecture)
+        try:  # an unknown name or a missing option is reported before the weights are read
+            check_options(spec.architecture, spec.arch_options or {}, where)
+            module = build_module(spec, read_state_dict(wpath), notes)
+        except ModelError as exc:
+            msg = str(exc)
+            if msg.startswith("weights do not fit"):
+                raise ModelError(f"{wpath.name}: {msg}") from None
+            if not msg.startswith((f"{where}:", f"{wpath.name}", "weights ", "refused ")):
+                raise ModelError(f"{where}: {msg}") from None
+            raise
         module = module.to(dev)
     module.eval()
+    for note in notes:
+        log.warning("model %s: %s", spec.name, note)
     return LoadedModel(module=module, spec=spec, device=dev, is_torchscript=scripted,
                        amp=(dev.type == "cuda") if amp is None else bool(amp),
-                       batch_size=batch_size)
+                       batch_size=batch_size, notes=notes)
+
+
+_AUX = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
+
+
+def build_module(spec: ModelSpec, state: dict, notes: list) -> nn.Module:
+    """The spec's network with ``state`` loaded (prefixes stripped, auxiliary heads matched).
+
+    ``notes`` receives one line per adjustment made to the file's keys.
+    """
+    where = Path(spec.source).name if spec.source else spec.name
+    options = dict(spec.arch_options or {})
+    source, name = check_options(spec.architecture, options, where)
+    if source == "torchvision" and name in _AUX:
+        prefixes = _AUX[name]
+        has_aux = any(k.split(".", 1)[-1].startswith(prefixes) or k.startswith(prefixes)
+                      for k in state)
+        if has_aux and "aux_logits" not in options:
+            options["aux_logits"] = True  # unused in eval mode, but its weights are in the file
+            notes.append("built with aux_logits=True: the file holds the auxiliary classifiers "
+                         "(they do not change the output)")
+    module = build_architecture(spec.architecture, spec.num_classes, options=options,
+                                head=spec.head)
+    state, fixed = fit_state_dict(state, module.state_dict().keys())
+    notes.extend(fixed)
+    load_weights_strict(module, state, architecture=spec.architecture)
+    return module
 
 
 def save_model(module: nn.Module, spec: ModelSpec, spec_path) -> Path:

@@ -1,8 +1,9 @@
 """What a model file promises: architecture, classes, patch geometry, normalisation, weights.
 
-A spec is a small JSON file beside its weights (safetensors, a ``weights_only`` state dict or a
-TorchScript file). A WSInfer ``config.json`` (spec 1.0) reads as a spec too. This module imports
-no torch, so reading a spec is cheap.
+A spec is a small JSON or YAML file beside its weights (safetensors, a ``weights_only`` state
+dict or a TorchScript file). A WSInfer ``config.json`` (spec 1.0) reads as a spec too. Every spec
+is checked against a schema (:mod:`.spec_schema`): wrong types and unknown keys are errors that
+name the file and the key. This module imports no torch, so reading a spec is cheap.
 """
 
 from __future__ import annotations
@@ -12,6 +13,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import ModelError
+from .spec_schema import (
+    WSINFER_FIELDS,
+    XHISTO_FIELDS,
+    is_wsinfer,
+    validate,
+    validate_head,
+    validate_wsinfer_transform,
+)
 
 # timm names that WSInfer configs use -> the torchvision architecture with the same layout.
 TIMM_TO_TORCHVISION = {
@@ -36,7 +45,9 @@ TIMM_TO_TORCHVISION = {
 }
 
 POSITIVE_WORDS = ("tumour", "tumor", "cancer", "positive", "malignant", "lesion")
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ts", ".torchscript")
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ts", ".torchscript", ".ckpt", ".pkl",
+                   ".pickle")
+SPEC_SUFFIXES = (".json", ".yaml", ".yml")
 
 
 def _guess_positive(class_names: list[str]) -> str:
@@ -55,8 +66,10 @@ class ModelSpec:
     Parameters
     ----------
     architecture : str
-        A torchvision name (``"resnet18"``, ``"googlenet"`` ...) or a registered project
-        architecture (``"xhisto_cnn_s"``).
+        A torchvision classification model (``"resnet50"``, ``"googlenet"`` ...), a timm model
+        (``"timm:efficientnet_b0"``; a bare timm name works where torchvision has none), a
+        registered project architecture (``"xhisto_cnn_s"``) or a class of an installed package
+        (``"package.module:Class"``).
     class_names : list of str
         Output order of the classifier.
     positive_class : str
@@ -78,6 +91,14 @@ class ModelSpec:
         Free text.
     training : dict
         How the weights were made (command, seed, data recipe, held-out metrics).
+    arch_options : dict
+        Constructor options that change the network, e.g. ``{"transform_input": True}`` for a
+        GoogLeNet fine-tuned from torchvision's ImageNet weights (required for GoogLeNet and
+        Inception v3), ``{"drop_rate": 0.1}`` for timm, constructor arguments of a custom class.
+    head : dict or None
+        A classifier head replacing the network's last linear layer (or ``head["replace"]``):
+        ``{"layers": [{"dropout": 0.5}, "linear"]}``; the last ``linear`` gets one output per
+        class (see :func:`napari_xhisto.models.architectures.build_head`).
     """
 
     architecture: str
@@ -92,7 +113,10 @@ class ModelSpec:
     target_layer: str | None = None
     description: str = ""
     training: dict = field(default_factory=dict)
+    arch_options: dict = field(default_factory=dict)
+    head: dict | None = None
     source: str | None = None  # file the spec was read from (not written)
+    notes: list = field(default_factory=list, repr=False, compare=False)  # not written
 
     def __post_init__(self):
         self.class_names = [str(c) for c in self.class_names]
@@ -151,7 +175,12 @@ class ModelSpec:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("source")
+        d.pop("notes")
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        if not d["arch_options"]:
+            d.pop("arch_options")
+        if d["head"] is None:
+            d.pop("head")
         return {"xhisto_model_spec": 1, **d}
 
     def save(self, path) -> Path:
@@ -162,44 +191,44 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict, *, source=None) -> ModelSpec:
-        if "spacing_um_px" in d or "patch_size_pixels" in d:
+        """A spec from a mapping checked against the schema (ours, or WSInfer's config)."""
+        where = Path(source).name if source else "model spec"
+        if isinstance(d, dict) and is_wsinfer(d, where):
             return cls.from_wsinfer(d, source=source)
-        known = {f for f in cls.__dataclass_fields__ if f != "source"}
-        missing = {"architecture", "class_names"} - set(d)
-        if missing:
-            raise ModelError(f"model spec {source or ''} lacks {sorted(missing)}; a spec needs at "
-                             "least 'architecture' and 'class_names'")
-        kwargs = {k: v for k, v in d.items() if k in known}
-        return cls(**kwargs, source=str(source) if source else None)
+        v = validate(d, XHISTO_FIELDS, where, "model spec")
+        v.pop("xhisto_model_spec", None)
+        if v.get("head") is not None:
+            validate_head(v["head"], where)
+        for key in ("description", "training", "arch_options"):
+            if v.get(key) is None:
+                v.pop(key, None)
+        try:
+            return cls(**v, source=str(source) if source else None)
+        except ModelError as exc:
+            raise ModelError(f"{where}: {exc}") from None
 
     @classmethod
     def from_wsinfer(cls, d: dict, *, source=None) -> ModelSpec:
         """Read a WSInfer ``config.json`` (spec 1.0) as a spec.
 
-        The timm architecture name is mapped to the torchvision one with the same layout; an
-        unknown name is kept (a TorchScript file still loads) and building it raises
-        :class:`ModelError` naming it. Weights are looked for beside the
-        config (``model.safetensors``, then ``torchscript_model.pt``, then any weights file).
+        A timm name with a torchvision twin of the same layout (``resnet34``, ...) builds the
+        torchvision network; any other name is built by timm. No ``Normalize`` step means no
+        normalisation (mean 0, std 1). Weights are looked for beside the config
+        (``model.safetensors``, then ``torchscript_model.pt``, then any single weights file).
         """
-        arch = str(d.get("architecture", ""))
-        # Unknown names are kept: a TorchScript file still loads; building one raises ModelError.
-        architecture = TIMM_TO_TORCHVISION.get(arch, arch)
-        class_names = list(d.get("class_names") or [])
-        n = int(d.get("num_classes", len(class_names)))
-        if len(class_names) != n:
-            raise ModelError(f"WSInfer config says num_classes={n} but lists {len(class_names)} "
-                             "class_names")
-        mean, std, input_size = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), None
-        for t in d.get("transform", []):
-            name, args = t.get("name"), t.get("arguments") or {}
-            if name == "Normalize":
-                mean, std = args["mean"], args["std"]
-            elif name == "Resize":
-                size = args.get("size")
-                input_size = int(size if isinstance(size, int | float) else size[0])
-            elif name not in ("ToTensor",):
-                raise ModelError(f"WSInfer transform {name!r} is not supported (only Resize, "
-                                 "ToTensor, Normalize)")
+        where = Path(source).name if source else "WSInfer config"
+        v = validate(d, WSINFER_FIELDS, where, "WSInfer config")
+        arch = v["architecture"]
+        if len(v["class_names"]) != v["num_classes"]:
+            raise ModelError(f"{where}: num_classes is {v['num_classes']} but class_names lists "
+                             f"{len(v['class_names'])} names")
+        t = validate_wsinfer_transform(v["transform"], where)
+        architecture = TIMM_TO_TORCHVISION.get(arch)
+        options = {}
+        if architecture in ("inception_v3", "googlenet"):
+            options["transform_input"] = False  # timm's networks take the input as given
+        if architecture is None:
+            architecture = arch if arch == "torchscript" else f"timm:{arch}"
         weights = None
         if source:
             folder = Path(source).parent
@@ -208,43 +237,33 @@ class ModelSpec:
                     weights = cand
                     break
             else:
-                found = sorted(p.name for p in folder.iterdir()
-                               if p.suffix in WEIGHT_SUFFIXES)
-                weights = found[0] if found else None
-        return cls(architecture=architecture, class_names=class_names,
-                   patch_size=int(d["patch_size_pixels"]), mpp=float(d["spacing_um_px"]),
-                   mean=tuple(mean), std=tuple(std), weights=weights, input_size=input_size,
+                found = sorted(p.name for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+                weights = found[0] if len(found) == 1 else None
+        return cls(architecture=architecture, class_names=v["class_names"],
+                   patch_size=v["patch_size_pixels"], mpp=v["spacing_um_px"], mean=t["mean"],
+                   std=t["std"], weights=weights, input_size=t["input_size"],
+                   arch_options=options,
                    description=f"WSInfer config (timm architecture {arch!r})",
                    source=str(source) if source else None)
 
     @classmethod
     def from_file(cls, path) -> ModelSpec:
-        """Read our JSON (or YAML) spec or a WSInfer ``config.json``.
+        """Read our JSON/YAML spec or a WSInfer ``config.json``.
 
-        A weights file given directly (``.safetensors``/``.pt``) finds its spec beside it
-        (same stem ``.json``, or ``config.json``).
+        A weights file given directly (``.safetensors``, ``.pt`` ...) finds its spec beside it
+        (same stem ``.json``/``.yaml``, or ``config.json``) and is the file that is loaded, even
+        where that spec names another one (a note says so).
         """
+        from .spec_files import read_mapping, spec_beside
+
         path = Path(path)
         if path.suffix.lower() in WEIGHT_SUFFIXES:
-            for cand in (path.with_suffix(".json"), path.parent / "config.json"):
-                if cand.exists():
-                    spec = cls.from_file(cand)
-                    if spec.weights_path() is None or not spec.weights_path().exists():
-                        spec.weights = str(path.resolve())
-                    return spec
-            raise ModelError(f"{path.name}: no spec found beside it (expected "
-                             f"{path.with_suffix('.json').name} or config.json)")
-        if not path.exists():
-            raise ModelError(f"model spec {path} does not exist")
-        try:
-            if path.suffix.lower() in (".yaml", ".yml"):
-                import yaml
-
-                d = yaml.safe_load(path.read_text())
-            else:
-                d = json.loads(path.read_text())
-        except Exception as exc:  # JSON/YAML syntax, encoding
-            raise ModelError(f"model spec {path.name} cannot be parsed: {exc}") from None
-        if not isinstance(d, dict):
-            raise ModelError(f"model spec {path.name} must hold a JSON object")
-        return cls.from_dict(d, source=path.resolve())
+            spec_path = spec_beside(path)
+            spec = cls.from_file(spec_path)
+            named = spec.weights_path()
+            if named is not None and named.resolve() != path.resolve():
+                spec.notes.append(f"{spec_path.name} names {named.name}; loading "
+                                  f"{path.name}, the file you gave")
+            spec.weights = str(path.resolve())
+            return spec
+        return cls.from_dict(read_mapping(path), source=path.resolve())
