@@ -24,6 +24,11 @@ def resolve_target_layer(module, name: str | None = None) -> torch.nn.Module:
     The default comes from ``napari_xhisto.models.default_target_layer`` when that knows the
     architecture, else :func:`fallback_target_layer`.
     """
+    from .vit import vit_target_layer  # m2 (ViT): token layers, read as a patch grid
+
+    layer = vit_target_layer(module, name)  # m2 (ViT)
+    if layer is not None:  # m2 (ViT)
+        return layer  # m2 (ViT)
     if name:
         try:
             return module.get_submodule(name)
@@ -97,6 +102,12 @@ def _grab_output(layer):
     store = {}
 
     def hook(_m, _i, out):
+        from .vit import token_grid  # m2 (ViT): (N, T, D) tokens -> (N, D, h, w) patch grid
+
+        as_grid = token_grid(_m, out)  # m2 (ViT)
+        if as_grid is not None:  # m2 (ViT): the layer outputs tokens rebuilt from the grid,
+            store["a"], rebuilt = as_grid  # so gradients of the score reach the grid
+            return rebuilt  # m2 (ViT)
         if not isinstance(out, torch.Tensor) or out.ndim != 4:
             raise ModelError(f"target layer {type(_m).__name__} must output a (N, K, h, w) tensor")
         store["a"] = out
@@ -259,7 +270,9 @@ class AblationCam(_Cam):
         replacement = {}
 
         def hook(_m, _i, _out):
-            return replacement["a"]
+            from .vit import grid_as_layer_output  # m2 (ViT): grid -> tokens
+
+            return grid_as_layer_output(_m, replacement["a"], _out)  # m2 (ViT)
 
         handle = layer.register_forward_hook(hook)
         try:

@@ -70,6 +70,10 @@ def _graph_merge_batch_norm(module):
 
 def canonizers_for(module) -> list:
     """zennit canonizers for ``module``; ``ModelError`` where it cannot be canonised."""
+    from .vit import refuse_vit  # m2 (ViT)
+
+    refuse_vit(module, "these LRP rules are for CNNs; for a vision transformer use 'attnlrp' "
+               "(AttnLRP, LRP with attention-aware rules)")  # m2 (ViT)
     from torchvision.models.resnet import BasicBlock, Bottleneck
     from torchvision.models.vgg import VGG
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer

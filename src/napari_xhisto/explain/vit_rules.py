@@ -1,0 +1,200 @@
+"""LRP rules for transformers as backward passes (gradient x input), after lxt's "efficient" AttnLRP.
+
+Each rule is a module or an autograd function whose forward is the layer's own function and
+whose backward hands on ``relevance / input`` instead of the gradient, so that gradient x input
+at the model's input is the relevance (Achtibat et al. 2024; lxt ``lxt.efficient``):
+
+- :class:`GammaLinear`, :class:`GammaConv2d`: zennit's generalised gamma rule, as lxt's patched
+  zennit hooks apply it (output relevance = gradient x output; input relevance divided by the
+  input stabilised by 1e-10);
+- :class:`IdentityRule`: element-wise activations pass relevance on unchanged;
+- :class:`LrpLayerNorm`, :class:`LrpRmsNorm`: the standard deviation is a constant (identity rule
+  on the division, epsilon rule on the mean subtraction);
+- :func:`divide_gradient`: the uniform rule on a product (relevance split evenly between factors).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """``z + epsilon * sign(z)`` with sign(0) = +1 (zennit's ``stabilize``)."""
+    return z + ((z == 0).to(z) + z.sign()) * epsilon
+
+
+class Rules:
+    """Rule settings shared by the modules of one LRP copy (set per call)."""
+
+    def __init__(self):
+        self.linear_gamma = 0.0
+        self.conv_gamma = 0.0
+        self.stabilizer = 1e-6
+        self.attention = "attnlrp"
+
+
+def _gamma_relevance(op, op_t, x, w, b, out, rel_out, gamma, stabilizer):
+    """Input relevance of one layer ``op(x, w, b)`` under zennit's generalised gamma rule.
+
+    Positive outputs take their relevance back through the positive contributions (weights
+    ``w + gamma w+`` on positive inputs, ``w + gamma w-`` on negative ones), negative outputs
+    through the negative ones. ``op_t(g, w)`` is the transpose of ``op`` (its input gradient).
+    """
+    if gamma == 0.0:
+        s = torch.where(out != 0, rel_out / stabilize(out, stabilizer), torch.zeros_like(rel_out))
+        return x * op_t(s, w)
+    xp, xn = x.clamp(min=0), x.clamp(max=0)
+    wp, wn = w + gamma * w.clamp(min=0), w + gamma * w.clamp(max=0)
+    bp = bn = None
+    if b is not None:
+        bp, bn = b + gamma * b.clamp(min=0), b + gamma * b.clamp(max=0)
+    den_pos = op(xp, wp, bp) + op(xn, wn, None)
+    den_neg = op(xp, wn, bn) + op(xn, wp, None)
+    zero = torch.zeros_like(rel_out)
+    sp = torch.where(out > 0, rel_out / stabilize(den_pos, stabilizer), zero)
+    sn = torch.where(out < 0, rel_out / stabilize(den_neg, stabilizer), zero)
+    return xp * (op_t(sp, wp) + op_t(sn, wn)) + xn * (op_t(sp, wn) + op_t(sn, wp))
+
+
+class _GammaFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, layer):
+        out = layer.op(x, weight, bias)
+        ctx.save_for_backward(x, weight, bias, out)
+        ctx.layer = layer
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w, b, out = ctx.saved_tensors
+        layer = ctx.layer
+        rel = _gamma_relevance(layer.op, layer.op_t, x, w, b, out, grad * out, layer.gamma(),
+                               layer.rules.stabilizer)
+        return rel / stabilize(x, 1e-10), None, None, None
+
+
+class GammaLinear(nn.Module):
+    """``nn.Linear`` whose backward applies the gamma rule (``rules.linear_gamma``)."""
+
+    def __init__(self, linear: nn.Linear, rules: Rules):
+        super().__init__()
+        self.weight, self.bias, self.rules = linear.weight, linear.bias, rules
+
+    def gamma(self):
+        return self.rules.linear_gamma
+
+    @staticmethod
+    def op(x, w, b):
+        return F.linear(x, w, b)
+
+    @staticmethod
+    def op_t(g, w):
+        return g @ w
+
+    def forward(self, x):
+        return _GammaFn.apply(x, self.weight, self.bias, self)
+
+
+class GammaConv2d(nn.Module):
+    """``nn.Conv2d`` (zero padding) whose backward applies the gamma rule (``rules.conv_gamma``)."""
+
+    def __init__(self, conv: nn.Conv2d, rules: Rules):
+        super().__init__()
+        self.weight, self.bias, self.rules = conv.weight, conv.bias, rules
+        self.kw = {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation,
+                   "groups": conv.groups}
+        self._shape = None
+
+    def gamma(self):
+        return self.rules.conv_gamma
+
+    def op(self, x, w, b):
+        self._shape = x.shape
+        return F.conv2d(x, w, b, **self.kw)
+
+    def op_t(self, g, w):
+        return torch.nn.grad.conv2d_input(self._shape, w, g, **self.kw)
+
+    def forward(self, x):
+        return _GammaFn.apply(x, self.weight, self.bias, self)
+
+
+class _IdentityFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, fn):
+        out = fn(x)
+        ctx.save_for_backward(out / (x + 1e-10))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (ratio,) = ctx.saved_tensors
+        return grad * ratio, None
+
+
+def identity_rule(fn, x):
+    """``fn(x)`` for an element-wise ``fn`` whose relevance passes on unchanged."""
+    return _IdentityFn.apply(x, fn)
+
+
+class IdentityRule(nn.Module):
+    """An element-wise activation module under the identity rule."""
+
+    def __init__(self, act: nn.Module):
+        super().__init__()
+        if hasattr(act, "inplace"):
+            act.inplace = False  # the rule keeps the input
+        self.act = act
+
+    def forward(self, x):
+        return identity_rule(self.act, x)
+
+
+class _DivideFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, factor):
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad / ctx.factor, None
+
+
+def divide_gradient(x, factor: float):
+    """``x`` whose backward divides the relevance by ``factor`` (uniform rule on products)."""
+    return _DivideFn.apply(x, factor)
+
+
+class LrpLayerNorm(nn.Module):
+    """LayerNorm over the last dimension with the standard deviation detached."""
+
+    def __init__(self, norm: nn.LayerNorm):
+        super().__init__()
+        if len(norm.normalized_shape) != 1:
+            raise ValueError("only LayerNorm over the last dimension is supported")
+        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
+
+    def forward(self, x):
+        mean = x.mean(dim=-1, keepdim=True)
+        var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
+        y = (x - mean) / (var + self.eps).sqrt().detach()
+        if self.weight is not None:
+            y = y * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+
+class LrpRmsNorm(nn.Module):
+    """RMSNorm over the last dimension with the root mean square detached."""
+
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        self.weight, self.eps = getattr(norm, "weight", None), norm.eps
+
+    def forward(self, x):
+        y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps).detach()
+        return y if self.weight is None else y * self.weight
