@@ -35,27 +35,30 @@ class Rules:
         self.attention = "attnlrp"
 
 
-def _gamma_relevance(op, op_t, x, w, b, out, rel_out, gamma, stabilizer):
-    """Input relevance of one layer ``op(x, w, b)`` under zennit's generalised gamma rule.
+def _gamma_relevance(layer, x, w, b, out, rel_out, gamma, stabilizer):
+    """Input relevance of one layer ``out = op(x, w) + b`` under zennit's generalised gamma rule.
 
     Positive outputs take their relevance back through the positive contributions (weights
     ``w + gamma w+`` on positive inputs, ``w + gamma w-`` on negative ones), negative outputs
-    through the negative ones. ``op_t(g, w)`` is the transpose of ``op`` (its input gradient).
+    through the negative ones. zennit evaluates four modified layers forward and backward; the
+    same sums follow from three: with ``x+ w+ + x- w- = (x w + |x| |w|) / 2`` the denominators
+    need ``op(|x|, |w|)``, and the backward pass ``op_t(s, w)`` and ``op_t(s+ - s-, |w|)``.
     """
-    if gamma == 0.0:
-        s = torch.where(out != 0, rel_out / stabilize(out, stabilizer), torch.zeros_like(rel_out))
-        return x * op_t(s, w)
-    xp, xn = x.clamp(min=0), x.clamp(max=0)
-    wp, wn = w + gamma * w.clamp(min=0), w + gamma * w.clamp(max=0)
-    bp = bn = None
-    if b is not None:
-        bp, bn = b + gamma * b.clamp(min=0), b + gamma * b.clamp(max=0)
-    den_pos = op(xp, wp, bp) + op(xn, wn, None)
-    den_neg = op(xp, wn, bn) + op(xn, wp, None)
     zero = torch.zeros_like(rel_out)
+    if gamma == 0.0:
+        s = torch.where(out != 0, rel_out / stabilize(out, stabilizer), zero)
+        return x * layer.op_t(s, w)
+    bias = 0.0 if b is None else layer.as_output(b)
+    wx = out - bias  # op(x, w)
+    mag = layer.op(x.abs(), w.abs(), None)
+    den_pos = out + gamma * ((wx + mag) / 2 + (0.0 if b is None else bias.clamp(min=0)))
+    den_neg = out + gamma * ((wx - mag) / 2 + (0.0 if b is None else bias.clamp(max=0)))
     sp = torch.where(out > 0, rel_out / stabilize(den_pos, stabilizer), zero)
     sn = torch.where(out < 0, rel_out / stabilize(den_neg, stabilizer), zero)
-    return xp * (op_t(sp, wp) + op_t(sn, wn)) + xn * (op_t(sp, wn) + op_t(sn, wp))
+    sw = layer.op_t(sp + sn, w)
+    dw = layer.op_t(sp - sn, w.abs())
+    # sp w+ + sn w- = (sw + dw) / 2 reaches positive inputs, sp w- + sn w+ negative ones
+    return x * sw + gamma * (x.clamp(min=0) * (sw + dw) + x.clamp(max=0) * (sw - dw)) / 2
 
 
 class _GammaFn(torch.autograd.Function):
@@ -70,7 +73,7 @@ class _GammaFn(torch.autograd.Function):
     def backward(ctx, grad):
         x, w, b, out = ctx.saved_tensors
         layer = ctx.layer
-        rel = _gamma_relevance(layer.op, layer.op_t, x, w, b, out, grad * out, layer.gamma(),
+        rel = _gamma_relevance(layer, x, w, b, out, grad * out, layer.gamma(),
                                layer.rules.stabilizer)
         return rel / stabilize(x, 1e-10), None, None, None
 
@@ -92,6 +95,10 @@ class GammaLinear(nn.Module):
     @staticmethod
     def op_t(g, w):
         return g @ w
+
+    @staticmethod
+    def as_output(b):
+        return b
 
     def forward(self, x):
         return _GammaFn.apply(x, self.weight, self.bias, self)
@@ -116,6 +123,10 @@ class GammaConv2d(nn.Module):
 
     def op_t(self, g, w):
         return torch.nn.grad.conv2d_input(self._shape, w, g, **self.kw)
+
+    @staticmethod
+    def as_output(b):
+        return b.view(-1, 1, 1)
 
     def forward(self, x):
         return _GammaFn.apply(x, self.weight, self.bias, self)
