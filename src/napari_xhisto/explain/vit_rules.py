@@ -22,7 +22,8 @@ from torch import nn
 
 def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     """``z + epsilon * sign(z)`` with sign(0) = +1 (zennit's ``stabilize``)."""
-    return z + ((z == 0).to(z) + z.sign()) * epsilon
+    eps = torch.tensor(epsilon, dtype=z.dtype, device=z.device)
+    return z + torch.where(z < 0, -eps, eps)
 
 
 class Rules:
@@ -35,30 +36,33 @@ class Rules:
         self.attention = "attnlrp"
 
 
-def _gamma_relevance(layer, x, w, b, out, rel_out, gamma, stabilizer):
-    """Input relevance of one layer ``out = op(x, w) + b`` under zennit's generalised gamma rule.
+def _gamma_relevance(layer, x, w, b, out, grad, gamma, stabilizer):
+    """Input relevance ``R_in / x`` of one layer ``out = op(x, w) + b`` under zennit's
+    generalised gamma rule, given the gradient at its output (relevance ``grad * out``).
 
     Positive outputs take their relevance back through the positive contributions (weights
     ``w + gamma w+`` on positive inputs, ``w + gamma w-`` on negative ones), negative outputs
     through the negative ones. zennit evaluates four modified layers forward and backward; the
-    same sums follow from three: with ``x+ w+ + x- w- = (x w + |x| |w|) / 2`` the denominators
-    need ``op(|x|, |w|)``, and the backward pass ``op_t(s, w)`` and ``op_t(s+ - s-, |w|)``.
+    same sums follow from three products, with ``x+ w+ + x- w- = (x w + |x| |w|) / 2``:
+    ``op(|x|, |w|)`` for the denominators, ``op_t(s, w)`` and ``op_t(s sign(out), |w|)`` back.
+    As lxt's patched zennit hooks, the result is divided by the input stabilised by 1e-10.
     """
-    zero = torch.zeros_like(rel_out)
+    sign = out.sign()
     if gamma == 0.0:
-        s = torch.where(out != 0, rel_out / stabilize(out, stabilizer), zero)
-        return x * layer.op_t(s, w)
-    bias = 0.0 if b is None else layer.as_output(b)
-    wx = out - bias  # op(x, w)
-    mag = layer.op(x.abs(), w.abs(), None)
-    den_pos = out + gamma * ((wx + mag) / 2 + (0.0 if b is None else bias.clamp(min=0)))
-    den_neg = out + gamma * ((wx - mag) / 2 + (0.0 if b is None else bias.clamp(max=0)))
-    sp = torch.where(out > 0, rel_out / stabilize(den_pos, stabilizer), zero)
-    sn = torch.where(out < 0, rel_out / stabilize(den_neg, stabilizer), zero)
-    sw = layer.op_t(sp + sn, w)
-    dw = layer.op_t(sp - sn, w.abs())
-    # sp w+ + sn w- = (sw + dw) / 2 reaches positive inputs, sp w- + sn w+ negative ones
-    return x * sw + gamma * (x.clamp(min=0) * (sw + dw) + x.clamp(max=0) * (sw - dw)) / 2
+        s = grad * out / stabilize(out, stabilizer) * sign.abs()
+        return x * layer.op_t(s, w) / stabilize(x, 1e-10)
+    x_abs = x.abs()
+    half = out if b is None else out - layer.as_output(b)  # op(x, w)
+    half = (half + sign * layer.op(x_abs, w.abs(), None)) / 2  # positive or negative part
+    if b is not None:  # b+ for positive outputs, b- for negative ones
+        bias = layer.as_output(b)
+        half = half + torch.where(out > 0, bias.clamp(min=0), bias.clamp(max=0))
+    s_signed = grad * out / stabilize(out + gamma * half, stabilizer) * sign
+    sw = layer.op_t(s_signed * sign, w)
+    dw = layer.op_t(s_signed, w.abs())
+    # x+ (sw + dw) / 2 + x- (sw - dw) / 2 = (x sw + |x| dw) / 2
+    rel = torch.add(x * sw, x_abs * dw, alpha=gamma / (2 + gamma)) * (1 + gamma / 2)
+    return rel / stabilize(x, 1e-10)
 
 
 class _GammaFn(torch.autograd.Function):
@@ -73,9 +77,9 @@ class _GammaFn(torch.autograd.Function):
     def backward(ctx, grad):
         x, w, b, out = ctx.saved_tensors
         layer = ctx.layer
-        rel = _gamma_relevance(layer, x, w, b, out, grad * out, layer.gamma(),
-                               layer.rules.stabilizer)
-        return rel / stabilize(x, 1e-10), None, None, None
+        grad_in = _gamma_relevance(layer, x, w, b, out, grad, layer.gamma(),
+                                   layer.rules.stabilizer)
+        return grad_in, None, None, None
 
 
 class GammaLinear(nn.Module):
