@@ -195,46 +195,55 @@ def grid_as_layer_output(layer, grid: torch.Tensor, out: torch.Tensor) -> torch.
 # ---------------------------------------------------------------------------------------------
 # attention probabilities
 
-def attention_probabilities(parts: VitParts, attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Softmax attention ``(N, heads, T, T)`` of one attention module on its input ``x``.
+def _timm_attention(attn, qkv: torch.Tensor) -> torch.Tensor:
+    n, t, _ = qkv.shape
+    qkv = qkv.reshape(n, t, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
+    return torch.softmax((q * attn.scale) @ k.transpose(-2, -1), dim=-1)
 
-    Recomputed from the module's own projections (the fused kernels never materialise it).
-    """
+
+def _torchvision_attention(attn, x: torch.Tensor) -> torch.Tensor:
     n, t, _ = x.shape
-    if parts.kind == "timm":
-        if getattr(attn, "gate", None) is not None or not hasattr(attn, "qkv"):
-            raise ModelError(f"{type(attn).__name__}: only timm's standard Attention (one qkv "
-                             "projection, no gate) is supported")
-        qkv = attn.qkv(x).reshape(n, t, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
-        scale = attn.scale
-    else:
-        e, h = attn.embed_dim, attn.num_heads
-        w, b = attn.in_proj_weight, attn.in_proj_bias
-        q = torch.nn.functional.linear(x, w[:e], None if b is None else b[:e])
-        k = torch.nn.functional.linear(x, w[e:2 * e], None if b is None else b[e:2 * e])
-        q, k = (z.reshape(n, t, h, e // h).transpose(1, 2) for z in (q, k))
-        scale = (e // h) ** -0.5
-    return torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1)
+    e, h = attn.embed_dim, attn.num_heads
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    q = torch.nn.functional.linear(x, w[:e], None if b is None else b[:e])
+    k = torch.nn.functional.linear(x, w[e:2 * e], None if b is None else b[e:2 * e])
+    q, k = (z.reshape(n, t, h, e // h).transpose(1, 2) for z in (q, k))
+    return torch.softmax((q * (e // h) ** -0.5) @ k.transpose(-2, -1), dim=-1)
 
 
 def block_attentions(parts: VitParts, module, x: torch.Tensor):
-    """Logits and the attention probabilities of every block (first to last) for ``x``."""
-    inputs = []
+    """Logits and the softmax attention ``(N, heads, T, T)`` of every block, first to last.
 
-    def grab(_m, args, kwargs):
-        inputs.append(args[0] if args else kwargs["query"])
+    The fused attention kernels never materialise it: for timm it is computed from the output
+    of each block's ``qkv`` projection (caught on the way), for torchvision from the attention
+    input and the in-projection weights.
+    """
+    attns = [parts.attention(b) for b in parts.blocks]
+    if parts.kind == "timm":
+        bad = [a for a in attns if getattr(a, "gate", None) is not None or not hasattr(a, "qkv")]
+        if bad:
+            raise ModelError(f"{type(bad[0]).__name__}: only timm's standard Attention (one qkv "
+                             "projection, no gate) is supported")
+        hooked = [a.qkv for a in attns]
+    else:
+        hooked = attns
+    caught = []
 
-    handles = [parts.attention(b).register_forward_pre_hook(grab, with_kwargs=True)
-               for b in parts.blocks]
+    def grab(_m, args, kwargs, out):
+        caught.append(out if parts.kind == "timm" else (args[0] if args else kwargs["query"]))
+
+    handles = [m.register_forward_hook(grab, with_kwargs=True) for m in hooked]
     try:
         with torch.no_grad():
             logits = module(x)
-            return logits, [attention_probabilities(parts, parts.attention(b), a)
-                            for b, a in zip(parts.blocks, inputs)]
     finally:
         for h in handles:
             h.remove()
+    with torch.no_grad():
+        if parts.kind == "timm":
+            return logits, [_timm_attention(a, c) for a, c in zip(attns, caught)]
+        return logits, [_torchvision_attention(a, c) for a, c in zip(attns, caught)]
 
 
 def refuse_vit(module, message: str) -> None:
