@@ -24,6 +24,11 @@ def resolve_target_layer(module, name: str | None = None) -> torch.nn.Module:
     The default comes from ``napari_xhisto.models.default_target_layer`` when that knows the
     architecture, else :func:`fallback_target_layer`.
     """
+    from .vit import vit_target_layer  # ViT: token layers, read as a patch grid
+
+    layer = vit_target_layer(module, name)
+    if layer is not None:
+        return layer
     if name:
         try:
             return module.get_submodule(name)
@@ -103,6 +108,12 @@ def _grab_output(layer):
     store = {}
 
     def hook(_m, _i, out):
+        from .vit import token_grid  # ViT: (N, T, D) tokens -> (N, D, h, w) patch grid
+
+        as_grid = token_grid(_m, out)
+        if as_grid is not None:  # ViT: the layer outputs tokens rebuilt from the grid,
+            store["a"], rebuilt = as_grid  # so gradients of the score reach the grid
+            return rebuilt
         if not isinstance(out, torch.Tensor) or out.ndim != 4:
             raise ModelError(f"target layer {type(_m).__name__} must output a (N, K, h, w) tensor")
         store["a"] = out
@@ -280,7 +291,10 @@ class AblationCam(_Cam):
               "forward_batch": Param(64, "int", 1, 4096, help="ablated copies per forward pass")}
 
     def _low_res(self, module, x, targets, layer, *, forward_batch):
-        head = _head_for(module, layer, x)
+        from .vit import grid_as_layer_output, is_vit
+
+        # a ViT layer's output is tokens, its activations the token grid: no fx split there
+        head = None if is_vit(module) else _head_for(module, layer, x)
         if head is not None:
             act, logits = head.prepare(x)
         else:
@@ -290,7 +304,7 @@ class AblationCam(_Cam):
         ablated = torch.empty(n, k, dtype=x.dtype, device=x.device)
         replacement = {}
         handle = None if head is not None else layer.register_forward_hook(
-            lambda _m, _i, _o: replacement["a"])
+            lambda m, _i, out: grid_as_layer_output(m, replacement["a"], out))  # ViT: tokens
         try:
             with torch.no_grad():
                 for i in range(n):

@@ -130,6 +130,10 @@ def guided_relus(module):
 
 
 def guided_gradient(module, x, targets) -> torch.Tensor:
+    from .vit import refuse_vit  # ViT: GELU, no ReLU to guide: it would be plain saliency
+
+    refuse_vit(module, "guided backpropagation guides ReLUs; a vision transformer has none (GELU), "
+               "so it would be plain saliency: use saliency or a CAM method")
     with guided_relus(module):
         return input_gradient(module, x, targets)
 

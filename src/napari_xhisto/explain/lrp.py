@@ -45,6 +45,10 @@ def private_copy(module) -> torch.nn.Module:
     hit = cache.get(key)
     if hit is not None and hit[0]() is module and hit[1] == fp:
         return hit[2]
+    from .vit import refuse_vit
+
+    refuse_vit(module, "these LRP rules are for CNNs; for a vision transformer use 'attnlrp' "
+               "(AttnLRP, LRP with attention-aware rules)")
     twin = canonised_copy(module)  # permanent on the private copy: never reverted
     cache[key] = (weakref.ref(module), fp, twin)
     return twin

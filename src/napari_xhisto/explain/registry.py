@@ -192,6 +192,7 @@ def register_explainer(name: str):
 def _load_methods():
     # importing the family modules registers their explainers
     from . import lrp, cam, cam_more, gradient, perturbation  # noqa: F401, I001
+    from . import vit_lrp, vit_rollout  # noqa: F401  vision transformers: AttnLRP, rollout
 
 
 def get_explainer(name: str) -> Explainer:
