@@ -117,7 +117,7 @@ def explain_click(viewer, layer, widget, row: int, col: int) -> dict:
 def mode(slide_path: Path, *, canvas: bool, clicks) -> dict:
     viewer, layer, widget = open_viewer(slide_path, canvas=canvas)
     widget.size_spin.setValue(REGION_PX * MPP)
-    widget._model()  # load the model first: the stall measured is the explanation's
+    widget.controller.model()  # load the model first: the stall measured is the explanation's
     pump_for(0.5)
     out = {"idle": probed(lambda: pump_for(2.0), settle=0.0)}
     out["explain_mode_on"] = probed(lambda: widget.set_explain_mode(True))

@@ -421,3 +421,36 @@ def test_explain_region_with_a_vit_on_a_synthetic_slide(synthetic_slide, method)
     assert np.abs(alone).max() > 0
     if method != "attnlrp":
         assert heat.values.min() >= 0
+
+
+def test_readme_style_timm_vit_spec_loads_and_explains(tmp_path):
+    """The README's foundation-model spec (YAML, `architecture: timm:NAME`, `arch_options`,
+    weights beside it) builds the ViT with those options, loads the named weights exactly and
+    explains with a token-grid CAM and AttnLRP."""
+    from safetensors.torch import save_file
+
+    from napari_xhisto.explain import explain_patches
+    from napari_xhisto.models import load_model
+
+    opts = dict(img_size=32, patch_size=8, depth=2, embed_dim=48, num_heads=3)
+    torch.manual_seed(3)
+    ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=2, **opts).eval()
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()},
+              str(tmp_path / "vit-head.safetensors"))
+    (tmp_path / "vit.yaml").write_text(
+        "architecture: timm:vit_tiny_patch16_224\n"
+        "arch_options: {img_size: 32, patch_size: 8, depth: 2, embed_dim: 48, num_heads: 3}\n"
+        "class_names: [normal, tumour]\npatch_size: 32\nmpp: 1.0\n"
+        "mean: [0.485, 0.456, 0.406]\nstd: [0.229, 0.224, 0.225]\n"
+        "weights: vit-head.safetensors\n")
+    model = load_model(tmp_path / "vit.yaml", device="cpu")
+    for (k, v), (k2, v2) in zip(model.module.state_dict().items(), ref.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    x = model.preprocess(rgb)
+    with torch.no_grad():
+        expect = torch.softmax(ref(x), 1).numpy()
+    np.testing.assert_allclose(model.predict_proba(rgb), expect, rtol=1e-5, atol=1e-6)
+    for method in ("gradcam", "attnlrp"):
+        maps = explain_patches(model, rgb, method)
+        assert maps.shape == (2, 32, 32) and np.isfinite(maps).all() and np.abs(maps).max() > 0
