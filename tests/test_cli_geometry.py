@@ -16,6 +16,9 @@ def test_region_parse_and_clip():
     assert r.clip(200, 1000) == Region(10, 20, 190, 400)
     with pytest.raises(ValueError, match="row,col,height,width"):
         Region.parse("1,2,3")
+    for bad in ("0,0,inf,5", "0,0,nan,5", "0,0,ten,5"):
+        with pytest.raises(ValueError, match="four integers"):
+            Region.parse(bad)
     with pytest.raises(ValueError, match="positive"):
         Region(0, 0, 0, 5)
     with pytest.raises(ValueError, match="outside"):

@@ -160,6 +160,6 @@ def test_cli_methods_and_explain_write_a_heatmap(tmp_path, capsys):
     assert back.provenance["method"] == "saliency" and back.provenance["normalize"] == "global-max"
     assert 0.5 < np.nanmax(np.abs(back.values)) <= 1.0  # blending can lower the peak patch value
     assert main(["explain", str(slide_path), "--model", str(spec_path), "--method", "saliency",
-                 "--region", "0,0,64,64", "--out", str(out), "--param", "abs=maybe=1",
+                 "--region", "0,0,64,64", "--out", str(out) + ".2", "--param", "abs=maybe=1",
                  "--param", "stepz=3"]) == 1
     assert "stepz" in capsys.readouterr().err

@@ -164,6 +164,21 @@ def test_predict_zero_patches_and_huge_patch_are_errors(small_svs, tmp_path, cap
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["predict", "explain"])
+def test_an_existing_result_is_kept_without_force(small_svs, tmp_path, capsys, command):
+    from napari_xhisto.cli import main
+    from napari_xhisto.export.heatmap_io import read_heatmap
+
+    out = tmp_path / "mine.ome.tif"
+    out.write_bytes(b"a result the user made")
+    argv = [command, str(small_svs), "--out", str(out), "--device", "cpu", "--region",
+            "0,0,256,256"] + (["--method", "saliency"] if command == "explain" else [])
+    _fails(argv, capsys, f"{out} exists; choose another --out or pass --force to replace it")
+    assert out.read_bytes() == b"a result the user made"
+    assert main(argv + ["--force"]) == 0
+    assert read_heatmap(out).values.size > 0
+
+
 def test_predict_usage_mistakes_are_one_line(small_svs, tmp_path, capsys):
     _fails(["predict", str(small_svs), "--out", str(tmp_path / "p.tif"), "--batch-size", "abc"],
            capsys, "argument --batch-size: invalid int value: 'abc' (see xhisto predict --help)",

@@ -38,7 +38,7 @@ class Region:
             raise ValueError(f"a region is 'row,col,height,width' in level-0 pixels, got {text!r}")
         try:
             r, c, h, w = (int(float(p)) for p in parts)
-        except ValueError:
+        except (ValueError, OverflowError):  # 'abc', 'nan', 'inf'
             raise ValueError(f"a region is four integers 'row,col,height,width', got {text!r}") from None
         return cls(r, c, h, w)
 

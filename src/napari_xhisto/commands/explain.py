@@ -18,6 +18,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--method", default="lrp-epsilon-plus", help="explainer name (xhisto methods)")
     parser.add_argument("--region", required=True, help="level-0 pixels 'row,col,height,width'")
     parser.add_argument("--out", required=True, help="output .ome.tif")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --out if it exists (by default an existing file is kept)")
     parser.add_argument("--target", default=None,
                         help="class name or index to explain (default: the model's positive class)")
     parser.add_argument("--overlap", type=float, default=0.1, help="patch overlap fraction [0, 0.9]")
@@ -59,7 +61,9 @@ def run(args) -> int:
     from ..models import load_model
     from ..progress import run_to_end, text_progress
     from ..slide import open_slide
+    from . import refuse_existing
 
+    refuse_existing(args.out, args.force)
     batch_size = options.batch_size(args.batch_size)
     overlap = options.overlap(args.overlap)
     percentile = options.percentile(args.percentile)

@@ -17,6 +17,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--region", default=None,
                         help="level-0 pixels 'row,col,height,width' (default: whole slide)")
     parser.add_argument("--out", required=True, help="output .ome.tif")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --out if it exists (by default an existing file is kept)")
     parser.add_argument("--class", dest="class_name", default=None,
                         help="class whose probability is written (default: the model's positive class)")
     parser.add_argument("--stride", type=float, default=None,
@@ -42,7 +44,9 @@ def run(args) -> int:
     from ..models import load_model, predict_region
     from ..progress import run_to_end, text_progress
     from ..slide import open_slide
+    from . import refuse_existing
 
+    refuse_existing(args.out, args.force)
     batch_size = options.batch_size(args.batch_size)
     threshold = options.tissue_threshold(args.tissue_threshold)
     stride = options.optional(options.positive, args.stride, "--stride")

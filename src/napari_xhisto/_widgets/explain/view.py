@@ -74,7 +74,7 @@ class ExplainView(QWidget):
         self.model_combo = compact_combo()
         self.model_combo.addItems([DEMO, "spec file…"])
         self.model_combo.setToolTip("the classifier to explain: the bundled demo (synthetic "
-                                    "tissue only) or a model spec file (.json)")
+                                    "tissue only) or a model spec file (.yaml or .json)")
         form.addRow("Model", self.model_combo)
         self.model_label = wrapped_label(small=True)
         form.addRow(self.model_label)

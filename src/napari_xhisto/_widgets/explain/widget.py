@@ -138,7 +138,8 @@ class ExplainWidget(ExplainView):
         if index == 0:
             self._load_spec(None)
             return
-        path, _ = QFileDialog.getOpenFileName(self, "Model spec", "", "Model spec (*.json);;All (*)")
+        path, _ = QFileDialog.getOpenFileName(self, "Model spec", "",
+                                              "Model spec (*.yaml *.yml *.json);;All (*)")
         if path:
             self._load_spec(path)
         else:
