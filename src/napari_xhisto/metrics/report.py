@@ -155,8 +155,59 @@ def iter_evaluate_heatmap(heatmap, *, placement=None, mpp: float, cells=None, re
     check_convention(cell_convention, what="cell convention")
     check_convention(localization_convention, what="localisation convention")
     sweep = [] if radius_sweep is None else [float(r) for r in radius_sweep]
-    out = {"heatmap": {"shape": list(shape), "placement": p.to_dict(), "mpp": mpp,
-                       "finite_fraction": _finite_fraction(h, shape)},
+    rows, cols, classes = cell_arrays(cells) if cells is not None else (np.empty(0),) * 2 + (None,)
+    regions = list(regions or ())
+    targets = ("tumour area",) if localize is None else tuple(localize)
+    present = {getattr(r, "cls", None) for r in regions}
+    targets = [t for t in targets if t in present]
+    if rows.size and classes is None:
+        raise ValueError("cells need classes for a cell ROC")
+    # The map-wide passes (finite share, region relevance, localisation) do not depend on the
+    # cells: one background thread runs them while this one scores the cells (numpy releases
+    # the GIL in the heavy loops, so two cores are used). The results are the same as in turn.
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="xhisto-evaluate")
+    map_pass = pool.submit(_map_pass, h, shape, p, regions, targets, mpp=mpp,
+                           step=threshold_step, convention=localization_convention,
+                           percentiles=percentiles, iou_threshold=iou_threshold, curves=curves,
+                           max_pixels=max_percentile_pixels)
+    pool.shutdown(wait=False)
+    try:
+        return (yield from _evaluate(h, shape, p, map_pass, rows, classes, cells, regions,
+                                     mpp=mpp, radius_um=radius_um, positive=positive,
+                                     negative=negative, tile_um=tile_um, n_random=n_random,
+                                     seed=seed, threshold_step=threshold_step, n_boot=n_boot,
+                                     ci_level=ci_level, sweep=sweep, curves=curves,
+                                     cell_convention=cell_convention,
+                                     localization_convention=localization_convention))
+    finally:
+        map_pass.cancel()
+
+
+def _map_pass(h, shape, p, regions, targets, *, mpp, step, convention, percentiles,
+              iou_threshold, curves, max_pixels) -> dict:
+    """Finite share of the map, region relevance and localisation per target class."""
+    out = {"finite_fraction": _finite_fraction(h, shape)}
+    if regions:
+        out["regions"] = [r.to_dict() for r in region_relevance(h, regions, placement=p)]
+        out["localization"] = {}
+        for name in targets:
+            truth = truth_mask(regions, shape, placement=p, classes=(name,))
+            if not truth.any():
+                continue
+            entry = _localization(h, shape, truth, p, mpp=mpp, step=step, convention=convention,
+                                  percentiles=percentiles, iou_threshold=iou_threshold,
+                                  curves=curves, max_pixels=max_pixels)
+            if entry is not None:
+                out["localization"][name] = entry
+    return out
+
+
+def _evaluate(h, shape, p, map_pass, rows, classes, cells, regions, *, mpp, radius_um,
+              positive, negative, tile_um, n_random, seed, threshold_step, n_boot, ci_level,
+              sweep, curves, cell_convention, localization_convention):
+    out = {"heatmap": {"shape": list(shape), "placement": p.to_dict(), "mpp": mpp},
            "parameters": {"radius_um": radius_um, "positive": list(np.atleast_1d(positive)),
                           "negative": None if negative is None else list(np.atleast_1d(negative)),
                           "tile_um": tile_um, "n_random": n_random, "seed": seed,
@@ -166,17 +217,10 @@ def iter_evaluate_heatmap(heatmap, *, placement=None, mpp: float, cells=None, re
                                              localization=localization_convention,
                                              threshold_step=threshold_step),
            "units": dict(UNITS)}
-    rows, cols, classes = cell_arrays(cells) if cells is not None else (np.empty(0),) * 2 + (None,)
-    regions = list(regions or ())
-    targets = ("tumour area",) if localize is None else tuple(localize)
-    present = {getattr(r, "cls", None) for r in regions}
-    targets = [t for t in targets if t in present]
-    total = (3 + n_random + len(sweep) if rows.size else 0) + (1 + len(targets) if regions else 0)
+    total = (3 + n_random + len(sweep) if rows.size else 0) + (1 if regions else 0)
     done = 0
     yield done, total
     if rows.size:
-        if classes is None:
-            raise ValueError("cells need classes for a cell ROC")
         kw = dict(mpp=mpp, placement=p, convention=cell_convention)
         scores, cover = cell_scores(h, cells, radius_um=radius_um, return_coverage=True, **kw)
         out["cells"] = {"n": int(rows.size), "n_off_heatmap": int(np.isnan(scores).sum()),
@@ -228,23 +272,12 @@ def iter_evaluate_heatmap(heatmap, *, placement=None, mpp: float, cells=None, re
                 out["radius_sweep"].append(entry)
                 done += 1
                 yield done, total
+    found = map_pass.result()
+    out["heatmap"]["finite_fraction"] = found.pop("finite_fraction")
+    out.update(found)
     if regions:
-        out["regions"] = [r.to_dict() for r in region_relevance(h, regions, placement=p)]
         done += 1
         yield done, total
-        out["localization"] = {}
-        for name in targets:
-            truth = truth_mask(regions, shape, placement=p, classes=(name,))
-            done += 1
-            yield done, total
-            if not truth.any():
-                continue
-            entry = _localization(h, shape, truth, p, mpp=mpp, step=threshold_step,
-                                  convention=localization_convention, percentiles=percentiles,
-                                  iou_threshold=iou_threshold, curves=curves,
-                                  max_pixels=max_percentile_pixels)
-            if entry is not None:
-                out["localization"][name] = entry
     return out
 
 
