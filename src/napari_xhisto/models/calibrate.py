@@ -1,0 +1,214 @@
+"""Patch logits against annotated labels, for temperature scaling (``xhisto calibrate``).
+
+Each slide is cut into the model's patch grid (:func:`.inference.plan_patches`: patches side
+by side at the model's µm/px, background skipped); the patches are labelled from the slide's
+annotations by :func:`napari_xhisto.metrics.patch_labels.label_patches` (the rule is written
+there), and only labelled patches are read and run through the network. Logits are raw network
+outputs: the spec's own temperature is not applied, so a temperature fitted on them replaces
+it. The CLI and the Evaluate widget's Calibration tab both use :func:`iter_collect_logits`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AnnotationError, XhistoError
+
+__all__ = ["CalibrationData", "annotations_for", "iter_collect_logits", "write_calibrated_spec"]
+
+
+@dataclass
+class CalibrationData:
+    """Labelled patch logits from one or more slides.
+
+    Attributes
+    ----------
+    logits : (N, C) float32
+    labels : (N,) int64, model class indices
+    slide_index : (N,) int, which slide each patch came from
+    centres : (N, 2) float, level-0 (row, col) of each patch centre
+    class_names : list of str
+    positive_class : str
+    slides : list of dict
+        Per slide: path, annotations, rule, tissue patches, labelled patches, skipped reasons,
+        unmapped annotation classes, patches per class.
+    """
+
+    logits: np.ndarray
+    labels: np.ndarray
+    slide_index: np.ndarray
+    centres: np.ndarray
+    class_names: list
+    positive_class: str
+    slides: list = field(default_factory=list)
+
+
+def annotations_for(slides, annotations=None) -> list[Path]:
+    """The annotation file of each slide: one given per slide, or ``<stem>.geojson`` beside it.
+
+    Raises
+    ------
+    XhistoError
+        When counts do not match or a slide has no annotation file.
+    """
+    from ..synth.writer import ground_truth_path
+
+    slides = [Path(s) for s in slides]
+    if not slides:
+        raise XhistoError("give at least one slide")
+    if annotations:
+        files = [Path(a) for a in annotations]
+        if len(files) != len(slides):
+            raise XhistoError(f"{len(slides)} slide(s) but {len(files)} annotation file(s): give "
+                              "one --annotations file per slide, in the same order")
+    else:
+        files = [ground_truth_path(s) for s in slides]
+    for slide, f in zip(slides, files):
+        if not f.is_file():
+            raise XhistoError(f"no annotations for {slide.name}: {f} does not exist (pass "
+                              "--annotations FILE.geojson, one per slide)")
+    return files
+
+
+def iter_collect_logits(slides, annotations, model, *, rule: str = "auto", min_cells: int = 3,
+                        tissue_threshold: float = 0.1, batch_size: int = 64,
+                        mpp: float | None = None):
+    """Labelled patch logits of ``slides``: a generator of (done, total) patches.
+
+    Parameters
+    ----------
+    slides : list of paths
+    annotations : list of paths
+        One annotation file (GeoJSON/CSV, level-0 pixels) per slide.
+    model : LoadedModel, ModelSpec, path or "demo"
+    rule, min_cells
+        The labelling rule (:func:`napari_xhisto.metrics.patch_labels.label_patches`).
+    tissue_threshold : float
+        Minimum tissue fraction of a patch (as ``predict``).
+    batch_size : int
+    mpp : float, optional
+        µm per level-0 pixel of every slide (overrides the files' metadata).
+
+    Returns
+    -------
+    CalibrationData
+        As the generator's return value.
+    """
+    from ..annotations import read_annotations
+    from ..metrics.patch_labels import label_patches
+    from ..slide import open_slide
+    from .inference import damaged_cells, plan_patches, read_patch_batch
+    from .loading import load_model
+
+    model = load_model(model)
+    spec = model.spec
+    if len(slides) != len(annotations):
+        raise XhistoError("give one annotation file per slide")
+    jobs = []
+    for k, (path, ann_path) in enumerate(zip(slides, annotations)):
+        slide = open_slide(path, mpp=mpp)
+        try:
+            ann = read_annotations(ann_path, image_shape=slide.dimensions, warn=False)
+        except AnnotationError:
+            slide.close()
+            raise
+        if ann.is_empty():
+            slide.close()
+            raise XhistoError(f"{Path(ann_path).name} holds no cells or regions on "
+                              f"{Path(path).name}: nothing to label patches with")
+        plan = plan_patches(slide, None, spec, tissue_threshold=tissue_threshold)
+        try:
+            lab = label_patches(ann, plan.placement, plan.shape, plan.cells, spec.class_names,
+                                spec.positive_class, rule=rule, min_cells=min_cells)
+        except ValueError as exc:
+            slide.close()
+            raise XhistoError(f"{Path(ann_path).name}: {exc}") from None
+        keep = lab.labels >= 0
+        info = {"slide": str(path), "annotations": str(ann_path), "rule": lab.rule,
+                "tissue_patches": int(len(plan.cells)), "labelled_patches": int(keep.sum()),
+                "skipped": dict(lab.skipped), "unmapped_classes": lab.unmapped,
+                "per_class": {c: int((lab.labels == i).sum())
+                              for i, c in enumerate(spec.class_names)}}
+        jobs.append((k, slide, plan, plan.cells[keep], lab.labels[keep], info))
+    total = sum(len(j[3]) for j in jobs)
+    done = 0
+    logits, labels, index, centres, infos = [], [], [], [], []
+    yield 0, total
+    try:
+        for k, slide, plan, cells, labs, info in jobs:
+            for s in range(0, len(cells), batch_size):
+                c, y = cells[s:s + batch_size], labs[s:s + batch_size]
+                images = read_patch_batch(slide, plan, c)
+                ok = ~damaged_cells(slide, plan, c)
+                if ok.any():
+                    logits.append(model.predict_logits(images[ok], batch_size=batch_size))
+                    labels.append(y[ok])
+                    index.append(np.full(int(ok.sum()), k))
+                    p = plan.placement
+                    centres.append(np.stack([p.origin_row + (c[ok, 0] + 0.5) * p.step_row,
+                                             p.origin_col + (c[ok, 1] + 0.5) * p.step_col], 1))
+                info["damaged_patches"] = info.get("damaged_patches", 0) + int((~ok).sum())
+                done += len(c)
+                yield done, total
+            infos.append(info)
+    finally:
+        for job in jobs:
+            job[1].close()
+    n_cls = spec.num_classes
+    return CalibrationData(
+        logits=np.concatenate(logits) if logits else np.zeros((0, n_cls), np.float32),
+        labels=np.concatenate(labels) if labels else np.zeros(0, np.int64),
+        slide_index=np.concatenate(index) if index else np.zeros(0, np.int64),
+        centres=np.concatenate(centres) if centres else np.zeros((0, 2)),
+        class_names=list(spec.class_names), positive_class=spec.positive_class, slides=infos)
+
+
+def _weights_reference(weights: Path, out: Path) -> str:
+    """The weights path as the new spec names it: relative when it lies under the spec's
+    folder, absolute otherwise (so the spec keeps resolving wherever it is read from)."""
+    weights, folder = weights.resolve(), out.resolve().parent
+    try:
+        return weights.relative_to(folder).as_posix()
+    except ValueError:
+        return str(weights)
+
+
+def write_calibrated_spec(spec, out, temperature: float, *, record: dict | None = None) -> Path:
+    """Write a copy of ``spec`` naming the same weights file, with ``temperature`` set.
+
+    ``out`` ending in ``.yaml``/``.yml`` is written as YAML, anything else as JSON. ``record``
+    (what the calibration measured) goes under ``training["calibration"]``.
+    """
+    import copy
+    import json
+
+    from .spec import ModelSpec
+
+    out = Path(out)
+    wpath = spec.weights_path()
+    if wpath is None or not Path(wpath).exists():
+        raise XhistoError(f"the model's weights file ({wpath}) is missing: cannot reference it")
+    new = copy.deepcopy(spec)
+    new.temperature = float(temperature)
+    new.weights = _weights_reference(Path(wpath), out)
+    new.training = dict(new.training or {})
+    if record:
+        new.training["calibration"] = record
+    d = json.loads(json.dumps(new.to_dict()))  # plain lists/floats for YAML
+    d.pop("temperature", None)
+    d["temperature"] = float(temperature)
+    ModelSpec.from_dict(d, source=out)  # the file must read back
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    if out.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        tmp.write_text(yaml.safe_dump(d, sort_keys=False, allow_unicode=True))
+    else:
+        tmp.write_text(json.dumps(d, indent=2) + "\n")
+    os.replace(tmp, out)
+    return out
