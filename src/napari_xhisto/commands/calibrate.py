@@ -44,28 +44,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
 
-def output_paths(out) -> dict:
-    """The spec and the reliability PNG/JSON written beside it."""
-    from pathlib import Path
-
-    out = Path(out)
-    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
-    return {"spec": out, "png": out.with_name(f"{stem}.reliability.png"),
-            "json": out.with_name(f"{stem}.reliability.json")}
-
-
 def _check_args(args):
     from pathlib import Path
 
     from .. import options
     from ..errors import XhistoError
+    from ..models.calibrate import check_outputs
 
-    out = Path(args.out)
-    if out.suffix.lower() not in (".yaml", ".yml", ".json"):
-        raise XhistoError(f"--out {out.name}: a spec ends in .yaml, .yml or .json")
-    if out.is_dir():
-        raise XhistoError(f"--out {out} is a folder: give a spec file name, e.g. "
-                          f"{out / 'model-calibrated.yaml'}")
     if args.min_cells < 1:
         raise XhistoError(f"--min-cells must be >= 1, got {args.min_cells}")
     if not 0.0 < args.val_fraction < 1.0:
@@ -78,36 +63,31 @@ def _check_args(args):
     for s in args.slides:
         if not Path(s).is_file():
             raise XhistoError(f"slide {s} does not exist")
-    paths = output_paths(out)
-    if not args.force:
-        for p in paths.values():
-            if p.exists():
-                raise XhistoError(f"{p} exists: choose another --out or pass --force to replace it")
-    return paths, {"batch_size": options.batch_size(args.batch_size),
-                   "tissue_threshold": options.tissue_threshold(args.tissue_threshold),
-                   "mpp": options.optional(options.mpp, args.mpp, "--mpp")}
+    check_outputs(args.out, force=args.force)
+    return {"batch_size": options.batch_size(args.batch_size),
+            "tissue_threshold": options.tissue_threshold(args.tissue_threshold),
+            "mpp": options.optional(options.mpp, args.mpp, "--mpp")}
 
 
 def run(args) -> int:
     import json
     import sys
-    from pathlib import Path
 
     from ..errors import XhistoError
-    from ..export.reliability import reliability_figure
     from ..metrics.calibration_study import repeated_splits, temperature_report
-    from ..metrics.report import jsonable
     from ..models import load_model
-    from ..models.calibrate import annotations_for, iter_collect_logits, write_calibrated_spec
+    from ..models.calibrate import (
+        annotations_for,
+        check_outputs,
+        iter_collect_logits,
+        write_calibration,
+    )
     from ..progress import run_to_end, text_progress
 
-    paths, numbers = _check_args(args)
+    numbers = _check_args(args)
     ann = annotations_for(args.slides, args.annotations)
     model = load_model(args.model, device=args.device, batch_size=numbers["batch_size"])
-    src = Path(model.spec.source).resolve() if model.spec.source else None
-    if src is not None and src == paths["spec"].resolve():
-        raise XhistoError(f"--out {paths['spec'].name} is the model's own spec: choose another "
-                          "name (the original stays as it is)")
+    check_outputs(args.out, model.spec, force=args.force)
     data = run_to_end(iter_collect_logits(args.slides, ann, model, rule=args.label_rule,
                                           min_cells=args.min_cells,
                                           tissue_threshold=numbers["tissue_threshold"],
@@ -124,38 +104,23 @@ def run(args) -> int:
         raise XhistoError(str(exc)) from None
     for note in report["warnings"]:
         print(f"xhisto calibrate: warning: {note}", file=sys.stderr)
-    t = report["temperature"]
-    record = {"temperature": t, "command": "xhisto calibrate",
-              "slides": [Path(s).name for s in args.slides],
-              "annotations": [Path(a).name for a in ann], "label_rule": args.label_rule,
-              "min_cells": args.min_cells, "seed": args.seed, "val_fraction": args.val_fraction,
-              "n_val": report["n_val"], "n_test": report["n_test"], "n_bins": args.bins,
-              "ece_before": report["before"]["ece"], "ece_after": report["after"]["ece"],
-              "mce_before": report["before"]["mce"], "mce_after": report["after"]["mce"],
-              "input_spec": str(src) if src else model.spec.name,
-              "input_temperature": float(getattr(model.spec, "temperature", 1.0))}
-    write_calibrated_spec(model.spec, paths["spec"], t, record=record)
-    fig = reliability_figure(report, study)
-    fig.savefig(paths["png"], dpi=150)
-    doc = {"spec": str(paths["spec"]), "model": model.provenance(), "temperature": t,
-           "labelling": {"rule": args.label_rule, "min_cells": args.min_cells,
-                         "slides": data.slides},
-           "n_patches": int(len(data.labels)),
-           "per_class": {c: int((data.labels == i).sum()) for i, c in enumerate(data.class_names)},
-           "test_split": report, "repeated_splits": study}
-    paths["json"].write_text(json.dumps(jsonable(doc), indent=2) + "\n")
+    settings = {"label_rule": args.label_rule, "min_cells": args.min_cells, "seed": args.seed,
+                "val_fraction": args.val_fraction, "splits": args.splits,
+                "tissue_threshold": numbers["tissue_threshold"]}
+    paths = write_calibration(model, data, report, study, args.out, settings=settings,
+                              force=args.force)
     summary = {"spec": str(paths["spec"]), "reliability_png": str(paths["png"]),
-               "reliability_json": str(paths["json"]), "temperature": round(t, 4),
+               "reliability_json": str(paths["json"]),
+               "temperature": round(report["temperature"], 4),
                "n_patches": int(len(data.labels)), "n_val": report["n_val"],
-               "n_test": report["n_test"],
-               "ece_before": round(report["before"]["ece"], 4),
-               "ece_after": round(report["after"]["ece"], 4),
-               "mce_before": round(report["before"]["mce"], 4),
-               "mce_after": round(report["after"]["mce"], 4),
-               "ece_after_over_splits": [round(float(study["after"]["ece"].mean()), 4),
-                                         round(float(study["after"]["ece"].std()), 4)],
-               "ece_before_over_splits": [round(float(study["before"]["ece"].mean()), 4),
-                                          round(float(study["before"]["ece"].std()), 4)]}
+               "n_test": report["n_test"]}
+    for key in ("ece", "mce"):
+        for when in ("before", "after"):
+            summary[f"{key}_{when}"] = round(report[when][key], 4)
+    for when in ("before", "after"):
+        e = study[when]["ece"]
+        summary[f"ece_{when}_over_splits"] = {"mean": round(float(e.mean()), 4),
+                                              "std": round(float(e.std()), 4)}
     json.dump(summary, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

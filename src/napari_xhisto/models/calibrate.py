@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import AnnotationError, XhistoError
 
-__all__ = ["CalibrationData", "annotations_for", "iter_collect_logits", "write_calibrated_spec"]
+__all__ = ["CalibrationData", "annotations_for", "check_outputs", "iter_collect_logits",
+           "output_paths", "write_calibrated_spec", "write_calibration"]
 
 
 @dataclass
@@ -81,9 +82,10 @@ def iter_collect_logits(slides, annotations, model, *, rule: str = "auto", min_c
 
     Parameters
     ----------
-    slides : list of paths
-    annotations : list of paths
-        One annotation file (GeoJSON/CSV, level-0 pixels) per slide.
+    slides : list of paths or open Slides
+        Slides given open stay open; those opened here are closed at the end.
+    annotations : list of paths or AnnotationSets
+        One annotation file (GeoJSON/CSV, level-0 pixels) or set per slide.
     model : LoadedModel, ModelSpec, path or "demo"
     rule, min_cells
         The labelling rule (:func:`napari_xhisto.metrics.patch_labels.label_patches`).
@@ -109,26 +111,37 @@ def iter_collect_logits(slides, annotations, model, *, rule: str = "auto", min_c
     if len(slides) != len(annotations):
         raise XhistoError("give one annotation file per slide")
     jobs = []
+    opened = []  # slides opened here (closed at the end); open Slide objects stay open
+
+    def close_all():
+        for sl in opened:
+            sl.close()
+
     for k, (path, ann_path) in enumerate(zip(slides, annotations)):
-        slide = open_slide(path, mpp=mpp)
+        if hasattr(path, "read_scaled"):
+            slide = path
+            path = getattr(slide, "path", f"slide {k + 1}")
+        else:
+            slide = open_slide(path, mpp=mpp)
+            opened.append(slide)
+        ann_name = _name(ann_path, "annotations")
         try:
-            ann = read_annotations(ann_path, image_shape=slide.dimensions, warn=False)
-        except AnnotationError:
-            slide.close()
-            raise
-        if ann.is_empty():
-            slide.close()
-            raise XhistoError(f"{Path(ann_path).name} holds no cells or regions on "
-                              f"{Path(path).name}: nothing to label patches with")
-        plan = plan_patches(slide, None, spec, tissue_threshold=tissue_threshold)
-        try:
+            ann = (ann_path if hasattr(ann_path, "regions") else
+                   read_annotations(ann_path, image_shape=slide.dimensions, warn=False))
+            if ann.is_empty():
+                raise XhistoError(f"{ann_name} holds no cells or regions on "
+                                  f"{_name(path, 'the slide')}: nothing to label patches with")
+            plan = plan_patches(slide, None, spec, tissue_threshold=tissue_threshold)
             lab = label_patches(ann, plan.placement, plan.shape, plan.cells, spec.class_names,
                                 spec.positive_class, rule=rule, min_cells=min_cells)
-        except ValueError as exc:
-            slide.close()
-            raise XhistoError(f"{Path(ann_path).name}: {exc}") from None
+        except (XhistoError, AnnotationError):
+            close_all()
+            raise
+        except ValueError as exc:  # the labelling rule does not fit the annotations
+            close_all()
+            raise XhistoError(f"{ann_name}: {exc}") from None
         keep = lab.labels >= 0
-        info = {"slide": str(path), "annotations": str(ann_path), "rule": lab.rule,
+        info = {"slide": str(path), "annotations": ann_name, "rule": lab.rule,
                 "tissue_patches": int(len(plan.cells)), "labelled_patches": int(keep.sum()),
                 "skipped": dict(lab.skipped), "unmapped_classes": lab.unmapped,
                 "per_class": {c: int((lab.labels == i).sum())
@@ -156,8 +169,7 @@ def iter_collect_logits(slides, annotations, model, *, rule: str = "auto", min_c
                 yield done, total
             infos.append(info)
     finally:
-        for job in jobs:
-            job[1].close()
+        close_all()
     n_cls = spec.num_classes
     return CalibrationData(
         logits=np.concatenate(logits) if logits else np.zeros((0, n_cls), np.float32),
@@ -165,6 +177,12 @@ def iter_collect_logits(slides, annotations, model, *, rule: str = "auto", min_c
         slide_index=np.concatenate(index) if index else np.zeros(0, np.int64),
         centres=np.concatenate(centres) if centres else np.zeros((0, 2)),
         class_names=list(spec.class_names), positive_class=spec.positive_class, slides=infos)
+
+
+def _name(obj, default: str) -> str:
+    if isinstance(obj, str | os.PathLike):
+        return Path(obj).name
+    return default
 
 
 def _weights_reference(weights: Path, out: Path) -> str:
@@ -212,3 +230,88 @@ def write_calibrated_spec(spec, out, temperature: float, *, record: dict | None 
         tmp.write_text(json.dumps(d, indent=2) + "\n")
     os.replace(tmp, out)
     return out
+
+
+def output_paths(out) -> dict:
+    """The calibrated spec and the reliability PNG/JSON written beside it.
+
+    Examples
+    --------
+    >>> sorted(p.name for p in output_paths("m/demo-cal.yaml").values())
+    ['demo-cal.reliability.json', 'demo-cal.reliability.png', 'demo-cal.yaml']
+    """
+    out = Path(out)
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    return {"spec": out, "png": out.with_name(f"{stem}.reliability.png"),
+            "json": out.with_name(f"{stem}.reliability.json")}
+
+
+def check_outputs(out, model_spec=None, *, force: bool = False) -> dict:
+    """:func:`output_paths` of ``out`` once it is safe to write them (one-line errors)."""
+    out = Path(out)
+    if out.suffix.lower() not in (".yaml", ".yml", ".json"):
+        raise XhistoError(f"{out.name}: a calibrated spec ends in .yaml, .yml or .json")
+    if out.is_dir():
+        raise XhistoError(f"{out} is a folder: give a spec file name, e.g. "
+                          f"{out / 'model-calibrated.yaml'}")
+    paths = output_paths(out)
+    if not force:
+        for p in paths.values():
+            if p.exists():
+                raise XhistoError(f"{p} exists: choose another name or pass --force to "
+                                  "replace it")
+    src = getattr(model_spec, "source", None)
+    if src and Path(src).resolve() == out.resolve():
+        raise XhistoError(f"{out.name} is the model's own spec: choose another name (the "
+                          "original stays as it is)")
+    return paths
+
+
+def write_calibration(model, data: CalibrationData, report: dict, study: dict, out, *,
+                      settings: dict, force: bool = False) -> dict:
+    """Write the calibrated spec, ``<stem>.reliability.png`` and ``<stem>.reliability.json``.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        The model the logits came from (its spec is copied, its weights file referenced).
+    data, report, study
+        :func:`iter_collect_logits`, :func:`napari_xhisto.metrics.calibration_study
+        .temperature_report` and ``repeated_splits`` results.
+    out : path
+        The spec to write (``.yaml``/``.yml``/``.json``).
+    settings : dict
+        How the labels and splits were made (label rule, min cells, seed ...), recorded.
+    force : bool
+        Replace existing outputs.
+
+    Returns
+    -------
+    dict
+        ``{"spec", "png", "json"}`` paths written.
+    """
+    import json
+
+    from ..export.reliability import reliability_figure
+    from ..metrics.report import jsonable
+
+    paths = check_outputs(out, model.spec, force=force)
+    t = float(report["temperature"])
+    spec = model.spec
+    record = {"temperature": t, "command": "xhisto calibrate", **settings,
+              "slides": [Path(s["slide"]).name for s in data.slides],
+              "n_val": report["n_val"], "n_test": report["n_test"], "n_bins": report["n_bins"],
+              "ece_before": report["before"]["ece"], "ece_after": report["after"]["ece"],
+              "mce_before": report["before"]["mce"], "mce_after": report["after"]["mce"],
+              "input_spec": str(spec.source) if spec.source else spec.name,
+              "input_temperature": float(getattr(spec, "temperature", 1.0))}
+    write_calibrated_spec(spec, paths["spec"], t, record=jsonable(record))
+    fig = reliability_figure(report, study)
+    fig.savefig(paths["png"], dpi=150)
+    doc = {"spec": str(paths["spec"]), "model": model.provenance(), "temperature": t,
+           "labelling": {**settings, "slides": data.slides},
+           "n_patches": int(len(data.labels)),
+           "per_class": {c: int((data.labels == i).sum()) for i, c in enumerate(data.class_names)},
+           "test_split": report, "repeated_splits": study}
+    paths["json"].write_text(json.dumps(jsonable(doc), indent=2) + "\n")
+    return paths
