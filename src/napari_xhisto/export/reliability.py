@@ -76,18 +76,22 @@ def draw_reliability_boxes(ax, study: dict) -> None:
                   loc="upper left")
 
 
-def reliability_figure(report: dict, study: dict | None = None, *, width: float | None = None,
-                       height: float = 3.4, dpi: int = 100):
-    """A new Agg ``Figure``: the test-split diagram, and the box plots when ``study`` is given."""
+def reliability_figure(report: dict, study: dict | None = None, *, stacked: bool = False,
+                       width: float | None = None, height: float | None = None,
+                       dpi: int = 100):
+    """A new Agg ``Figure``: the test-split diagram, and the box plots when ``study`` is given.
+
+    ``stacked`` puts the two panels one above the other (a narrow dock) instead of side by side.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     panels = 2 if study is not None else 1
-    fig = Figure(figsize=(width or 3.8 * panels, height), dpi=dpi)
+    rows, cols = (panels, 1) if stacked else (1, panels)
+    fig = Figure(figsize=(width or 3.8 * cols, height or 3.4 * rows), dpi=dpi)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, panels, 1)
-    draw_reliability(ax, report)
+    draw_reliability(fig.add_subplot(rows, cols, 1), report)
     if study is not None:
-        draw_reliability_boxes(fig.add_subplot(1, panels, 2), study)
+        draw_reliability_boxes(fig.add_subplot(rows, cols, 2), study)
     fig.tight_layout()
     return fig
