@@ -160,3 +160,33 @@ def test_bad_inputs_give_one_line_errors(slide, tmp_path, capsys):
     rc, _, err = _run(capsys, path, "--model", "demo", "--out", tmp_path / "m.txt")
     assert rc == 1 and ".yaml, .yml or .json" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_cancel_closes_the_slides_it_opened(slide, monkeypatch):
+    import napari_xhisto.slide as slide_module
+    from napari_xhisto.models.calibrate import iter_collect_logits
+
+    path, gt = slide
+    real, closed = slide_module.open_slide, []
+
+    def tracked(*args, **kwargs):
+        s = real(*args, **kwargs)
+        close = s.close
+
+        def close_and_note():
+            closed.append(True)
+            close()
+
+        s.close = close_and_note
+        return s
+
+    monkeypatch.setattr(slide_module, "open_slide", tracked)
+    gen = iter_collect_logits([path], [gt], "demo", batch_size=16)
+    assert next(gen)[0] == 0
+    assert next(gen)[0] == 16
+    gen.close()  # what Cancel does
+    assert closed == [True]
+    gen = iter_collect_logits([path], [path.with_name("nothing.geojson")], "demo")
+    with pytest.raises(Exception, match="nothing.geojson"):
+        next(gen)
+    assert closed == [True, True]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AnnotationError, XhistoError
+from ..errors import XhistoError
 
 __all__ = ["CalibrationData", "annotations_for", "check_outputs", "iter_collect_logits",
            "output_paths", "write_calibrated_spec", "write_calibration"]
@@ -100,58 +100,22 @@ def iter_collect_logits(slides, annotations, model, *, rule: str = "auto", min_c
     CalibrationData
         As the generator's return value.
     """
-    from ..annotations import read_annotations
-    from ..metrics.patch_labels import label_patches
-    from ..slide import open_slide
-    from .inference import damaged_cells, plan_patches, read_patch_batch
+    from .inference import damaged_cells, read_patch_batch
     from .loading import load_model
 
     model = load_model(model)
     spec = model.spec
     if len(slides) != len(annotations):
         raise XhistoError("give one annotation file per slide")
-    jobs = []
-    opened = []  # slides opened here (closed at the end); open Slide objects stay open
-
-    def close_all():
-        for sl in opened:
-            sl.close()
-
-    for k, (path, ann_path) in enumerate(zip(slides, annotations)):
-        if hasattr(path, "read_scaled"):
-            slide = path
-            path = getattr(slide, "path", f"slide {k + 1}")
-        else:
-            slide = open_slide(path, mpp=mpp)
-            opened.append(slide)
-        ann_name = _name(ann_path, "annotations")
-        try:
-            ann = (ann_path if hasattr(ann_path, "regions") else
-                   read_annotations(ann_path, image_shape=slide.dimensions, warn=False))
-            if ann.is_empty():
-                raise XhistoError(f"{ann_name} holds no cells or regions on "
-                                  f"{_name(path, 'the slide')}: nothing to label patches with")
-            plan = plan_patches(slide, None, spec, tissue_threshold=tissue_threshold)
-            lab = label_patches(ann, plan.placement, plan.shape, plan.cells, spec.class_names,
-                                spec.positive_class, rule=rule, min_cells=min_cells)
-        except (XhistoError, AnnotationError):
-            close_all()
-            raise
-        except ValueError as exc:  # the labelling rule does not fit the annotations
-            close_all()
-            raise XhistoError(f"{ann_name}: {exc}") from None
-        keep = lab.labels >= 0
-        info = {"slide": str(path), "annotations": ann_name, "rule": lab.rule,
-                "tissue_patches": int(len(plan.cells)), "labelled_patches": int(keep.sum()),
-                "skipped": dict(lab.skipped), "unmapped_classes": lab.unmapped,
-                "per_class": {c: int((lab.labels == i).sum())
-                              for i, c in enumerate(spec.class_names)}}
-        jobs.append((k, slide, plan, plan.cells[keep], lab.labels[keep], info))
-    total = sum(len(j[3]) for j in jobs)
-    done = 0
+    opened = []  # slides opened here (closed at the end, or on cancel); open Slides stay open
     logits, labels, index, centres, infos = [], [], [], [], []
-    yield 0, total
     try:
+        jobs = [_prepare(k, path, ann_path, spec, opened, rule=rule, min_cells=min_cells,
+                         tissue_threshold=tissue_threshold, mpp=mpp)
+                for k, (path, ann_path) in enumerate(zip(slides, annotations))]
+        total = sum(len(j[3]) for j in jobs)
+        done = 0
+        yield 0, total
         for k, slide, plan, cells, labs, info in jobs:
             for s in range(0, len(cells), batch_size):
                 c, y = cells[s:s + batch_size], labs[s:s + batch_size]
@@ -169,7 +133,8 @@ def iter_collect_logits(slides, annotations, model, *, rule: str = "auto", min_c
                 yield done, total
             infos.append(info)
     finally:
-        close_all()
+        for sl in opened:
+            sl.close()
     n_cls = spec.num_classes
     return CalibrationData(
         logits=np.concatenate(logits) if logits else np.zeros((0, n_cls), np.float32),
@@ -177,6 +142,39 @@ def iter_collect_logits(slides, annotations, model, *, rule: str = "auto", min_c
         slide_index=np.concatenate(index) if index else np.zeros(0, np.int64),
         centres=np.concatenate(centres) if centres else np.zeros((0, 2)),
         class_names=list(spec.class_names), positive_class=spec.positive_class, slides=infos)
+
+
+def _prepare(k, path, ann_path, spec, opened, *, rule, min_cells, tissue_threshold, mpp):
+    """Open (if needed), plan and label one slide: ``(k, slide, plan, cells, labels, info)``."""
+    from ..annotations import read_annotations
+    from ..metrics.patch_labels import label_patches
+    from ..slide import open_slide
+    from .inference import plan_patches
+
+    if hasattr(path, "read_scaled"):
+        slide = path
+        path = getattr(slide, "path", f"slide {k + 1}")
+    else:
+        slide = open_slide(path, mpp=mpp)
+        opened.append(slide)
+    ann_name = _name(ann_path, "annotations")
+    ann = (ann_path if hasattr(ann_path, "regions") else
+           read_annotations(ann_path, image_shape=slide.dimensions, warn=False))
+    if ann.is_empty():
+        raise XhistoError(f"{ann_name} holds no cells or regions on "
+                          f"{_name(path, 'the slide')}: nothing to label patches with")
+    plan = plan_patches(slide, None, spec, tissue_threshold=tissue_threshold)
+    try:
+        lab = label_patches(ann, plan.placement, plan.shape, plan.cells, spec.class_names,
+                            spec.positive_class, rule=rule, min_cells=min_cells)
+    except ValueError as exc:  # the labelling rule does not fit the annotations
+        raise XhistoError(f"{ann_name}: {exc}") from None
+    keep = lab.labels >= 0
+    info = {"slide": str(path), "annotations": ann_name, "rule": lab.rule,
+            "tissue_patches": int(len(plan.cells)), "labelled_patches": int(keep.sum()),
+            "skipped": dict(lab.skipped), "unmapped_classes": lab.unmapped,
+            "per_class": {c: int((lab.labels == i).sum()) for i, c in enumerate(spec.class_names)}}
+    return k, slide, plan, plan.cells[keep], lab.labels[keep], info
 
 
 def _name(obj, default: str) -> str:
