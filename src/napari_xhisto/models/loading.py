@@ -103,7 +103,8 @@ class LoadedModel:
         std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
         return (x - mean) / std
 
-    def _forward_proba(self, images: np.ndarray) -> np.ndarray:
+    def _forward_logits_t(self, images: np.ndarray) -> torch.Tensor:
+        """Raw network outputs (N, n_classes) float32, before temperature and softmax."""
         with torch.inference_mode():
             x = self.preprocess(images)
             if self.amp and self.device.type == "cuda":
@@ -113,7 +114,33 @@ class LoadedModel:
                 logits = self.module(x)
             if isinstance(logits, tuple | list):  # inception-style (logits, aux)
                 logits = logits[0]
-            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+            return logits.float()
+
+    def _forward_proba(self, images: np.ndarray) -> np.ndarray:
+        # the one place logits become probabilities: the spec's temperature applies here
+        logits = self._forward_logits_t(images)
+        temperature = float(getattr(self.spec, "temperature", 1.0) or 1.0)
+        if temperature != 1.0:
+            logits = logits / temperature
+        return torch.softmax(logits, dim=1).cpu().numpy()
+
+    def predict_logits(self, images, *, batch_size: int | None = None) -> np.ndarray:
+        """Raw logits (N, n_classes) float32 for uint8 NHWC patches (no temperature applied).
+
+        Used to fit a temperature (``xhisto calibrate``); batches halve on out-of-memory.
+        """
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[None]
+        if len(images) == 0:
+            return np.zeros((0, self.spec.num_classes), np.float32)
+
+        def keep(bs):
+            self.batch_size = bs
+
+        out, _ = run_halving_on_oom(lambda b: self._forward_logits_t(b).cpu().numpy(), images,
+                                    batch_size or self.batch_size, on_halve=keep)
+        return out.astype(np.float32, copy=False)
 
     def predict_proba(self, images, *, batch_size: int | None = None) -> np.ndarray:
         """Class probabilities (N, n_classes) float32 for uint8 NHWC patches.
@@ -151,6 +178,7 @@ class LoadedModel:
                 "class_names": list(self.spec.class_names),
                 "positive_class": self.spec.positive_class, "patch_size": self.spec.patch_size,
                 "mpp": self.spec.mpp, "device": str(self.device),
+                "temperature": float(getattr(self.spec, "temperature", 1.0)),
                 **({"arch_options": dict(self.spec.arch_options)} if self.spec.arch_options
                    else {}),
                 **({"head": self.spec.head} if self.spec.head else {}),

@@ -99,6 +99,9 @@ class ModelSpec:
         A classifier head replacing the network's last linear layer (or ``head["replace"]``):
         ``{"layers": [{"dropout": 0.5}, "linear"]}``; the last ``linear`` gets one output per
         class (see :func:`napari_xhisto.models.architectures.build_head`).
+    temperature : float
+        Temperature scaling (seed 002): probabilities are ``softmax(logits / temperature)``;
+        1.0 leaves the network's output as it is (``xhisto calibrate`` fits it).
     """
 
     architecture: str
@@ -115,6 +118,7 @@ class ModelSpec:
     training: dict = field(default_factory=dict)
     arch_options: dict = field(default_factory=dict)
     head: dict | None = None
+    temperature: float = 1.0
     source: str | None = None  # file the spec was read from (not written)
     notes: list = field(default_factory=list, repr=False, compare=False)  # not written
 
@@ -137,6 +141,9 @@ class ModelSpec:
         if self.patch_size <= 0 or self.mpp <= 0:
             raise ModelError(f"patch_size and mpp must be positive, got {self.patch_size} px at "
                              f"{self.mpp} µm/px")
+        self.temperature = float(self.temperature)
+        if not (self.temperature > 0 and self.temperature < float("inf")):
+            raise ModelError(f"temperature must be a finite number > 0, got {self.temperature}")
 
     @property
     def num_classes(self) -> int:
@@ -181,6 +188,8 @@ class ModelSpec:
             d.pop("arch_options")
         if d["head"] is None:
             d.pop("head")
+        if d["temperature"] == 1.0:
+            d.pop("temperature")
         return {"xhisto_model_spec": 1, **d}
 
     def save(self, path) -> Path:

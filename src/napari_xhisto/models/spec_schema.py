@@ -148,6 +148,8 @@ XHISTO_FIELDS: dict[str, Field] = {
                           _optional(_mapping)),
     "head": Field("a list of layers, or a mapping with 'layers' (and 'replace')",
                   _optional(_head)),
+    "temperature": Field("a number > 0 dividing the logits before the softmax (1: none)",
+                         _number(positive=True)),
 }
 
 HEAD_FIELDS = {"layers", "replace"}
@@ -180,7 +182,7 @@ WSINFER_FIELDS: dict[str, Field] = {
 
 WSINFER_ONLY = {"spec_version", "num_classes", "patch_size_pixels", "spacing_um_px", "transform"}
 XHISTO_ONLY = {"xhisto_model_spec", "patch_size", "mpp", "mean", "std", "weights",
-               "positive_class", "input_size", "arch_options", "head"}
+               "positive_class", "input_size", "arch_options", "head", "temperature"}
 
 
 def is_wsinfer(d: dict, where: str) -> bool:

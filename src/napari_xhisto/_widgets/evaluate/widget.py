@@ -62,6 +62,9 @@ class EvaluateWidget(EvaluateView):
         layers.removed.connect(self.refresh_layers)
         self.destroyed.connect(lambda *_: self._disconnect(layers))
         self.refresh_layers()
+        from .calibration import add_calibration_tab
+
+        self.calibration = add_calibration_tab(self)  # temperature scaling (seed 002)
 
     def _disconnect(self, layers) -> None:
         for ev, cb in ((layers.inserted, self._on_inserted), (layers.removed, self.refresh_layers)):
