@@ -199,6 +199,21 @@ def test_predict_region_follows_the_temperature(tiny_model, tmp_path):
     assert p2.provenance["temperature"] == 0.5
 
 
+def test_probability_explainer_follows_the_temperature(tiny_model, tmp_path):
+    """The `probability` map of a calibrated model shows its calibrated p (an explicit
+    `temperature` parameter still wins)."""
+    from napari_xhisto.explain import explain_patches
+
+    images = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    base = load_model(tiny_model, device="cpu")
+    cal = load_model(write_calibrated_spec(base.spec, tmp_path / "cal.yaml", 3.0), device="cpu")
+    for model in (base, cal):
+        maps = explain_patches(model, images, "probability", target=1)
+        np.testing.assert_allclose(maps[:, 0, 0], model.predict_proba(images)[:, 1], rtol=1e-5)
+    raw = explain_patches(cal, images, "probability", target=1, temperature=1.0)
+    np.testing.assert_allclose(raw[:, 0, 0], base.predict_proba(images)[:, 1], rtol=1e-5)
+
+
 @pytest.mark.parametrize("value", [0, -1.0, "hot", True, float("nan"), None])
 def test_bad_temperature_in_a_spec(tmp_path, value):
     d = {"architecture": "xhisto_cnn_s", "class_names": ["a", "b"], "temperature": value}

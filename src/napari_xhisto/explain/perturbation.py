@@ -160,11 +160,13 @@ class Probability(Explainer):
     needs = frozenset()
     native_resolution = "patch"
     cost = 0.4
-    params = {}
+    params = {"temperature": Param(1.0, "float", 1e-3, 1e3,
+                                   help="softmax temperature (default: the model spec's, so a "
+                                        "calibrated model's map shows its calibrated p)")}
 
-    def _attribute(self, module, x, targets):
+    def _attribute(self, module, x, targets, *, temperature):
         with torch.no_grad():
             logits = module(x)
         target_scores(logits, targets)  # checks shape and range
-        p = torch.softmax(logits, dim=1).gather(1, targets[:, None])[:, 0]
+        p = torch.softmax(logits / temperature, dim=1).gather(1, targets[:, None])[:, 0]
         return p.to(x.dtype)[:, None, None].expand(-1, x.shape[2], x.shape[3]).clone()

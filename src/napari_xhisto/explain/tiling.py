@@ -77,6 +77,15 @@ def resolve_target(model, target) -> int:
     return index
 
 
+def model_defaults(explainer, model, params: dict) -> dict:
+    """``params`` with what the model's spec decides filled in where the user gave nothing:
+    a calibrated spec's ``temperature`` for explainers that report probabilities."""
+    params = dict(params)
+    if "temperature" in getattr(explainer, "params", {}) and "temperature" not in params:
+        params["temperature"] = float(getattr(getattr(model, "spec", None), "temperature", 1.0))
+    return params
+
+
 def explain_patches(model, images_uint8, method: str, target=None, *, batch_size: int = 16,
                     **params) -> np.ndarray:
     """Explain a batch of uint8 RGB patches ``(N, H, W, 3)`` with a loaded model.
@@ -87,7 +96,7 @@ def explain_patches(model, images_uint8, method: str, target=None, *, batch_size
         One map per patch at the network's input resolution.
     """
     explainer = get_explainer(method)
-    params = explainer.check_params(**params)
+    params = explainer.check_params(**model_defaults(explainer, model, params))
     index = resolve_target(model, target)
     images = np.asarray(images_uint8)
     if images.ndim == 3:
@@ -143,7 +152,7 @@ def explain_region(slide, region: Region, model, method: str, *, target=None, ov
         params = {**params, "mean": tuple(model.spec.mean), "std": tuple(model.spec.std)}
     if "target_layer" in explainer.params and not params.get("target_layer"):
         params = {**params, "target_layer": getattr(model.spec, "target_layer", None)}
-    params = explainer.check_params(**params)
+    params = explainer.check_params(**model_defaults(explainer, model, params))
     index = resolve_target(model, target)
     if "module-hooks" in explainer.needs and is_torchscript(model.module):
         raise ModelError(f"{method} needs hooks on the model's layers; {model.spec.name} is "
