@@ -92,3 +92,11 @@ def test_bad_kinds_and_weights(tmp_path, fields):
     path.with_suffix(".safetensors").write_bytes(b"garbage")
     with pytest.raises(ModelError, match="v.safetensors"):
         load_encoder(path)
+
+
+def test_bundled_encoders_load_by_name():
+    for kind, patch in (("contrastive", 128), ("supervised", 64)):
+        enc = load_encoder(kind)
+        assert (enc.kind, enc.patch_px, enc.mpp, enc.code_size) == (kind, patch, 1.0, 128)
+        z = enc.encode(np.full((2, patch, patch, 3), 180, np.uint8))
+        assert z.shape == (2, 128) and np.isfinite(z).all()
