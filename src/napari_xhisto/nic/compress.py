@@ -138,7 +138,11 @@ def compress_slide(slide, encoder, *, region=None, batch_size: int = 64, out=Non
     if isinstance(slide, str | os.PathLike):
         from ..slide import open_slide
 
-        slide = open_slide(slide)
+        with open_slide(slide) as opened:
+            return (yield from compress_slide(
+                opened, encoder, region=region, batch_size=batch_size, out=out, stride=stride,
+                tissue_threshold=tissue_threshold, chunk=chunk, workers=workers,
+                prefetch=prefetch, force=force))
     encoder = load_encoder(encoder)
     patch = _footprint(slide, encoder)
     stride = patch if stride is None else int(options.whole_number(stride, "stride", minimum=1))
