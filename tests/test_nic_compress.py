@@ -131,3 +131,28 @@ def test_clear_errors(slide_path, encoder_path, tmp_path):
     near = save_encoder(tmp_path / "near.yaml", spec, build_net(spec))
     with pytest.raises(XhistoError, match="too far to resample"):
         run_to_end(compress_slide(slide_path, near))
+
+
+def test_cli_train_encoder_and_compress(slide_path, tmp_path, capsys):
+    import json
+
+    from napari_xhisto.cli import main
+
+    enc = tmp_path / "sup.yaml"
+    assert main(["train-encoder", str(enc), "--kind", "supervised"]) == 0
+    assert json.loads(capsys.readouterr().out)["code_size"] == 128
+    assert main(["train-encoder", str(enc), "--kind", "supervised"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    out = tmp_path / "s.nic.zarr"
+    assert main(["compress", str(slide_path), "--encoder", str(enc), "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    # the demo classifier sees 64 px at 1 µm/px: 128 level-0 px of this 0.5 µm/px slide
+    assert summary["patch"] == summary["stride"] == 128 and summary["shape"] == [10, 12]
+    grid = read_codes(out)
+    assert grid.provenance["encoder"]["kind"] == "supervised" and grid.code_size == 128
+    assert main(["compress", str(slide_path), "--encoder", str(enc), "--out", str(out)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["compress", str(slide_path), "--encoder", str(slide_path), "--out",
+                 str(tmp_path / "x.nic.zarr")]) == 1
+    err = capsys.readouterr().err
+    assert "not an encoder spec" in err and len(err.strip().splitlines()) == 1
