@@ -41,7 +41,7 @@ def main(slide_path, codes_path, out) -> None:
     ev = info["explained_variance_ratio"]
     enc = grid.provenance.get("encoder", {})
     ax[1].set_title(f"{Path(codes_path).name}: {rows} x {cols} x {grid.code_size} "
-                    f"{enc.get('kind', '')} codes\nPCA 1-3 as RGB ({ev.sum():.0%} of variance)")
+                    f"{enc.get('kind', '')} codes\nPCA 1-3 as RGB ({ev.sum():.1%} of variance)")
     for a in ax:
         a.set_xlim(extent_slide[0], extent_slide[1])
         a.set_ylim(extent_slide[2], extent_slide[3])

@@ -5,11 +5,12 @@ The region is cut into cells of ``stride`` level-0 px; cell (i, j) encodes the `
 ``patch_px * encoder.mpp / slide.mpp``), resampled to the encoder's ``patch_px``. Background
 cells (the cheap tissue test of ``models.inference.plan_patches``) stay 0.
 
-Cells are processed chunk by chunk (``chunk`` x ``chunk`` cells, the Zarr chunk), each chunk's
-tissue cells in fixed batches, so a chunk's codes do not depend on what ran before: with ``out``
-every finished chunk is written and marked done in ``<out>.partial``, a killed run resumes from
-there, and kill + resume gives the same bytes as one run. Patch reads run on a thread pool a few
-batches ahead of the encoder. Cells whose patch shows a damaged tile get NaN codes and are
+Cells are processed chunk by chunk (``chunk`` x ``chunk`` cells, the Zarr chunk, row-major), in
+fixed batches over all tissue cells in that order, so a cell is always encoded in the same
+batch whatever ran before: with ``out`` every finished chunk is written and marked done in
+``<out>.partial``, a killed run resumes from there (re-encoding a batch that straddles a
+finished chunk, keeping the stored codes), and kill + resume gives the same bytes as one run.
+Patch reads run on a thread pool a few batches ahead of the encoder. Cells whose patch shows a damaged tile get NaN codes and are
 counted in the provenance.
 """
 
@@ -56,19 +57,38 @@ def _footprint(slide, encoder) -> int:
     return max(1, round(encoder.patch_px * ratio))
 
 
-def _chunk_jobs(plan, chunk: int, done: np.ndarray, batch_size: int):
-    """Per chunk not done: (a, b, list of cell batches), row-major."""
-    rows, cols = plan.shape
-    jobs = []
+def _batches(plan, chunk: int, done: np.ndarray, batch_size: int):
+    """Fixed batches over every tissue cell, in chunk order, and what is left to do.
+
+    The tissue cells of all chunks (row-major chunks, row-major cells inside) are cut into
+    consecutive batches of ``batch_size`` whatever is done already, so every cell is always
+    encoded in the same batch (its code never depends on how a run was interrupted). Returns
+    ``(batches, chunk_of, remaining)``: the batches that hold a cell of an unfinished chunk
+    (each ``(cells, chunk ids)``), and per unfinished chunk id ``(a, b)`` how many of its cells
+    are still to encode.
+    """
+    cells_all, ids = [], []
     for a in range(done.shape[0]):
         for b in range(done.shape[1]):
-            if done[a, b]:
-                continue
             t = plan.tissue_mask[a * chunk:(a + 1) * chunk, b * chunk:(b + 1) * chunk]
             cells = np.argwhere(t) + [a * chunk, b * chunk]
-            jobs.append((a, b, [cells[k:k + batch_size]
-                                for k in range(0, len(cells), batch_size)]))
-    return jobs
+            cells_all.append(cells)
+            ids += [(a, b)] * len(cells)
+    cells_all = np.concatenate(cells_all) if cells_all else np.zeros((0, 2), int)
+    remaining: dict = {}
+    for a in range(done.shape[0]):
+        for b in range(done.shape[1]):
+            if not done[a, b]:
+                remaining[(a, b)] = 0
+    for cid in ids:
+        if cid in remaining:
+            remaining[cid] += 1
+    batches = []
+    for k in range(0, len(cells_all), batch_size):
+        chunk_ids = ids[k:k + batch_size]
+        if any(c in remaining for c in chunk_ids):
+            batches.append((cells_all[k:k + batch_size], chunk_ids))
+    return batches, remaining
 
 
 def _open_store(out: Path, plan_key: dict, *, force: bool, create):
@@ -172,15 +192,19 @@ def compress_slide(slide, encoder, *, region=None, batch_size: int = 64, out=Non
     thumb_damage = (plan.damaged_mask if plan.damaged_mask is not None
                     else np.zeros((rows, cols), bool))
     total = len(plan.cells)
-    jobs = _chunk_jobs(plan, chunk, done_chunks, batch_size)
-    todo_cells = sum(len(c) for _, _, bs in jobs for c in bs)
+    batches, remaining = _batches(plan, chunk, done_chunks, batch_size)
+    todo_cells = sum(remaining.values())
     done = total - todo_cells
     n_reused = int(done_chunks.sum())
     t_start, wait_s, compute_s = time.perf_counter(), 0.0, 0.0
     yield done, total
 
+    def bounds(a, b):
+        return (slice(a * chunk, min((a + 1) * chunk, rows)),
+                slice(b * chunk, min((b + 1) * chunk, cols)))
+
     def finish_chunk(a, b, codes, dmg):
-        rs, cs = slice(a * chunk, min((a + 1) * chunk, rows)), slice(b * chunk, min((b + 1) * chunk, cols))
+        rs, cs = bounds(a, b)
         dmg = dmg | thumb_damage[rs, cs]
         codes[dmg] = np.nan
         if store is not None:
@@ -188,51 +212,53 @@ def compress_slide(slide, encoder, *, region=None, batch_size: int = 64, out=Non
         else:
             memory[0][rs, cs], memory[1][rs, cs] = codes, dmg
 
-    flat = [(k, cells) for k, (_, _, batches) in enumerate(jobs) for cells in batches]
-    pending_batches = [len(batches) for _, _, batches in jobs]
-    bufs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    bufs: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
-    def buf(k):
-        if k not in bufs:
-            a, b = jobs[k][:2]
-            h = min(chunk, rows - a * chunk)
-            w = min(chunk, cols - b * chunk)
-            bufs[k] = (np.zeros((h, w, C), np.float32), np.zeros((h, w), bool))
-        return bufs[k]
+    def buf(cid):
+        if cid not in bufs:
+            rs, cs = bounds(*cid)
+            h, w = rs.stop - rs.start, cs.stop - cs.start
+            bufs[cid] = (np.zeros((h, w, C), np.float32), np.zeros((h, w), bool))
+        return bufs[cid]
 
-    for k, n in enumerate(pending_batches):  # chunks without tissue: written (zeros) at once
-        if n == 0:
-            finish_chunk(jobs[k][0], jobs[k][1], *buf(k))
-            bufs.pop(k)
+    for cid in [c for c, n in remaining.items() if n == 0]:  # no tissue: written (zeros) at once
+        finish_chunk(*cid, *buf(cid))
+        bufs.pop(cid)
+        remaining.pop(cid)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xhisto-nic") as pool:
         pending = deque()
-        todo = iter(flat)
+        todo = iter(batches)
         for job in todo:
-            pending.append((job, pool.submit(read_patch_batch, slide, plan, job[1])))
+            pending.append((job, pool.submit(read_patch_batch, slide, plan, job[0])))
             if len(pending) >= prefetch:
                 break
         try:
             while pending:
-                (k, cells), fut = pending.popleft()
+                (cells, chunk_ids), fut = pending.popleft()
                 t0 = time.perf_counter()
                 images = fut.result()
                 t1 = time.perf_counter()
                 nxt = next(todo, None)
                 if nxt is not None:
-                    pending.append((nxt, pool.submit(read_patch_batch, slide, plan, nxt[1])))
+                    pending.append((nxt, pool.submit(read_patch_batch, slide, plan, nxt[0])))
                 z = encoder.encode(images, batch_size=len(images))
                 compute_s += time.perf_counter() - t1
                 wait_s += t1 - t0
-                a, b = jobs[k][:2]
-                codes, dmg = buf(k)
-                li, lj = cells[:, 0] - a * chunk, cells[:, 1] - b * chunk
-                codes[li, lj] = z
                 hit = damaged_cells(slide, plan, cells)
-                dmg[li[hit], lj[hit]] = True
-                pending_batches[k] -= 1
-                if pending_batches[k] == 0:
-                    finish_chunk(a, b, *bufs.pop(k))
-                done += len(cells)
+                n_new = 0
+                for k, cid in enumerate(chunk_ids):
+                    if cid not in remaining:
+                        continue  # a finished chunk's cell, re-encoded only to fill the batch
+                    codes, dmg = buf(cid)
+                    li, lj = cells[k, 0] - cid[0] * chunk, cells[k, 1] - cid[1] * chunk
+                    codes[li, lj] = z[k]
+                    dmg[li, lj] = dmg[li, lj] or bool(hit[k])
+                    remaining[cid] -= 1
+                    n_new += 1
+                    if remaining[cid] == 0:
+                        finish_chunk(*cid, *bufs.pop(cid))
+                        del remaining[cid]
+                done += n_new
                 yield done, total
         finally:  # on cancel (generator closed) drop reads not started yet
             for _, fut in pending:
