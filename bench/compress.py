@@ -87,15 +87,8 @@ def child_compress(slide_path: str, encoder: str, batch: int, out: str) -> dict:
             "cpu_seconds": cpu, "patches_per_cpu_s": n / cpu,
             "read_wait_seconds": grid.provenance["read_wait_seconds"],
             "compute_seconds": grid.provenance["compute_seconds"],
-            "rss_before_mb": rss0, "tile_cache_mb": _cache_mb(),
+            "rss_before_mb": rss0,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-
-def _cache_mb() -> float:
-    """Decoded tiles held by the process-wide tile cache (bounded: 256 MB by default)."""
-    from napari_xhisto.slide.core import shared_tile_cache
-
-    return shared_tile_cache().nbytes / 2**20
 
 
 def _child(*args) -> dict:
@@ -128,7 +121,10 @@ def main() -> None:
 
     work = Path(args.work or tempfile.mkdtemp(prefix="xhisto-bench-compress-"))
     work.mkdir(parents=True, exist_ok=True)
+    from napari_xhisto.nic.compress import CACHE_BYTES
+
     results = {"bench": "compress", "encoder": args.encoder, "batch": args.batch,
+               "tile_cache_mb": CACHE_BYTES / 2**20,
                "slide_mpp": args.mpp, "cpus": os.cpu_count(),
                "torch_threads_env": os.environ.get("OMP_NUM_THREADS"),
                "loadavg_start": _loadavg(), "sizes": []}

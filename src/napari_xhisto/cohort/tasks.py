@@ -229,7 +229,7 @@ def run_compress(row, settings, encoder, workdir: Path, final_dir: Path) -> dict
     import os
     import shutil
 
-    from ..nic.compress import compress_slide
+    from ..nic.compress import compress_slide, tile_cache
     from ..progress import run_to_end
     from ..slide import open_slide
 
@@ -237,7 +237,7 @@ def run_compress(row, settings, encoder, workdir: Path, final_dir: Path) -> dict
     stable = Path(final_dir) / ".nic-work" / name
     stable.parent.mkdir(parents=True, exist_ok=True)
     stride = None if settings.stride is None else round(settings.stride)
-    with open_slide(row.path, mpp=settings.mpp) as slide:
+    with open_slide(row.path, mpp=settings.mpp, cache=tile_cache()) as slide:
         grid = run_to_end(compress_slide(slide, encoder, region=row.region,
                                          batch_size=settings.batch_size or 64, out=stable,
                                          stride=stride, tissue_threshold=settings.tissue_threshold,

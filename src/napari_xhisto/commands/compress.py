@@ -65,10 +65,10 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(options.threads(args.threads))
-    from ..nic.compress import compress_slide
+    from ..nic.compress import compress_slide, tile_cache
     from ..slide import open_slide
 
-    with open_slide(args.slide, mpp=mpp) as slide:
+    with open_slide(args.slide, mpp=mpp, cache=tile_cache()) as slide:
         if region is not None:
             region = options.region_on_slide(region, slide.dimensions)
         grid = run_to_end(compress_slide(slide, encoder, region=region, batch_size=batch_size,

@@ -31,10 +31,19 @@ from .. import options
 from ..errors import XhistoError
 from .codes import DEFAULT_CHUNK, CodeGrid, CodesError, CodeStore, read_codes
 
-__all__ = ["MAX_UPSAMPLE", "MAX_DOWNSAMPLE", "compress_slide", "partial_path"]
+__all__ = ["MAX_UPSAMPLE", "MAX_DOWNSAMPLE", "compress_slide", "partial_path", "tile_cache"]
 
 MAX_UPSAMPLE = 1.5     # slide coarser than the encoder by more than this: refused
 MAX_DOWNSAMPLE = 32.0  # slide finer by more than this: refused (likely a wrong µm/px)
+CACHE_BYTES = 32 * 2**20  # decoded tiles kept while compressing a slide opened here
+
+
+def tile_cache():
+    """A small decoded-tile cache for one pass over a slide (compress reads each tile about
+    once, chunk by chunk): memory stays flat in slide size, unlike the shared 256 MB cache."""
+    from ..slide.cache import TileCache
+
+    return TileCache(CACHE_BYTES)
 
 
 def partial_path(out) -> Path:
@@ -158,7 +167,7 @@ def compress_slide(slide, encoder, *, region=None, batch_size: int = 64, out=Non
     if isinstance(slide, str | os.PathLike):
         from ..slide import open_slide
 
-        with open_slide(slide) as opened:
+        with open_slide(slide, cache=tile_cache()) as opened:
             return (yield from compress_slide(
                 opened, encoder, region=region, batch_size=batch_size, out=out, stride=stride,
                 tissue_threshold=tissue_threshold, chunk=chunk, workers=workers,
