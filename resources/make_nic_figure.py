@@ -34,9 +34,9 @@ def main(slide_path, codes_path, out) -> None:
     o, s = grid.origin, grid.stride
     extent_codes = (o[1] * grid.mpp / 1000, (o[1] + cols * s) * grid.mpp / 1000,
                     (o[0] + rows * s) * grid.mpp / 1000, o[0] * grid.mpp / 1000)
-    fig, ax = plt.subplots(1, 2, figsize=(10, 5.2), constrained_layout=True)
+    fig, ax = plt.subplots(1, 2, figsize=(10, 5.8), constrained_layout=True)
     ax[0].imshow(thumb, extent=extent_slide)
-    ax[0].set_title(f"synthetic slide, {h} x {w} px at {grid.mpp:g} µm/px")
+    ax[0].set_title(f"synthetic slide\n{h} x {w} px at {grid.mpp:g} µm/px")
     ax[1].imshow(rgb, extent=extent_codes, interpolation="nearest")
     ev = info["explained_variance_ratio"]
     enc = grid.provenance.get("encoder", {})
