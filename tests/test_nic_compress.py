@@ -156,3 +156,22 @@ def test_cli_train_encoder_and_compress(slide_path, tmp_path, capsys):
                  str(tmp_path / "x.nic.zarr")]) == 1
     err = capsys.readouterr().err
     assert "not an encoder spec" in err and len(err.strip().splitlines()) == 1
+
+
+def test_damaged_tile_gives_nan_cells_listed_in_provenance(slide_path, encoder_path, tmp_path):
+    from conftest_slides import flip_entropy_bits
+
+    bad = flip_entropy_bits(slide_path, tmp_path / "bad.svs", 3, 4)  # level-0 rows 384-511
+    grid = run_to_end(compress_slide(bad, encoder_path, batch_size=16,
+                                     out=tmp_path / "bad.nic.zarr"))
+    ref = run_to_end(compress_slide(slide_path, encoder_path, batch_size=16))
+    codes = grid.codes.compute()
+    hit = np.zeros(grid.shape, bool)
+    hit[6:8, 8:10] = True  # the 64 px cells inside the 128 px tile (3, 4)
+    assert grid.damaged is not None and grid.damaged[hit].all()
+    assert np.isnan(codes[grid.damaged]).all()
+    assert grid.provenance["n_damaged_cells"] == int(grid.damaged.sum()) >= 4
+    assert [(d["tile_row"], d["tile_col"]) for d in grid.provenance["damaged_tiles"]] == [(3, 4)]
+    far = ~grid.damaged
+    far[4:10, 6:12] = False  # neighbours may share the thumbnail's damaged pixels
+    np.testing.assert_array_equal(codes[far], np.asarray(ref.codes)[far])
