@@ -95,7 +95,8 @@ def test_bad_kinds_and_weights(tmp_path, fields):
 
 
 def test_bundled_encoders_load_by_name():
-    for kind, patch in (("contrastive", 128), ("vae", 128), ("supervised", 64)):
+    for kind, patch in (("contrastive", 128), ("vae", 128), ("bigan", 128),
+                        ("supervised", 64)):
         enc = load_encoder(kind)
         assert (enc.kind, enc.patch_px, enc.mpp, enc.code_size) == (kind, patch, 1.0, 128)
         z = enc.encode(np.full((2, patch, patch, 3), 180, np.uint8))
