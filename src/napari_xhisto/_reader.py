@@ -59,6 +59,8 @@ def get_reader(path):
     path = _single_path(path)
     if path is None:
         return None
+    if path.rstrip("/\\").lower().endswith(".nic.zarr"):
+        return get_codes_reader(path)
     if path.lower().endswith((".tif", ".tiff")) and Path(path).is_file():
         from .export.layer_reader import is_heatmap_file
 
@@ -145,6 +147,26 @@ def _watch_damage(metadata: dict) -> None:
     slide.on_tile_error.append(on_damage)
     if slide.damaged_tiles:  # found while opening (a probe tile)
         on_damage(slide, *(slide.damaged_tiles[0][k] for k in ("level", "tile_row", "tile_col")))
+
+
+def get_codes_reader(path):
+    """Return :func:`read_codes_layer` for a compressed slide (``*.nic.zarr`` from
+    ``xhisto compress``), else None. Never imports torch."""
+    path = _single_path(path)
+    if path is None:
+        return None
+    from .nic.codes import is_codes_store
+
+    return read_codes_layer if is_codes_store(path) else None
+
+
+def read_codes_layer(path) -> list[tuple]:
+    """napari reader function: a compressed slide as an RGB layer (first 3 principal components
+    of its codes, read lazily), placed on its slide in µm."""
+    from .nic.codes import codes_layer_data
+
+    paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    return [layer for p in paths for layer in codes_layer_data(p)]
 
 
 def read_heatmap(path) -> list[tuple]:

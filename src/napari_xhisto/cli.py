@@ -14,7 +14,9 @@ import sys
 
 # Order is the order shown in --help.
 COMMANDS = ["synth", "info", "train", "predict", "methods", "explain", "evaluate", "bias_lab",
-            "spec", "export", "demo", "batch", "calibrate"]
+            "spec", "export", "demo", "batch", "calibrate", "meta", "train_encoder",
+            "compress", "synth_cohort", "train_slide", "explain_slide", "train_inpainter",
+            "train_attribution_net"]
 
 
 def _available_commands():

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import XhistoError
 from .fingerprint import fingerprint_many, settings_digest, slide_key
 from .results import Reporter, write_results
-from .settings import StudySettings, model_fingerprint
+from .settings import StudySettings, encoder_fingerprint, model_fingerprint
 from .store import read_done, study_lock, write_json_atomic
 from .study import read_study
 from .tasks import get_task
@@ -128,6 +128,11 @@ def _study_settings_hash(task, settings: StudySettings) -> tuple[dict, str]:
         # contents, not paths: a study copied elsewhere stays resumable
         keyed["model"] = {k: fp[k] for k in ("name", "spec_hash", "weights_hash", "architecture")}
         info["model_files"] = fp
+    extra = keyed.get("extra")
+    if isinstance(extra, dict) and extra.get("encoder"):  # NIC: the encoder's contents, not path
+        efp = encoder_fingerprint(extra["encoder"])
+        keyed["extra"] = {**extra, "encoder": efp["content"]}
+        info["encoder_files"] = efp
     return info, settings_digest({"task": task.name, **keyed})
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..errors import XhistoError
 
-__all__ = ["RUNTIME_FIELDS", "StudySettings", "model_fingerprint", "parse_params"]
+__all__ = ["RUNTIME_FIELDS", "StudySettings", "encoder_fingerprint", "model_fingerprint",
+           "parse_params"]
 
 RUNTIME_FIELDS = ("device", "batch_size", "reader_threads")
 
@@ -129,3 +130,40 @@ def model_fingerprint(model: str) -> dict:
     return {"name": spec.name, "spec": str(path.resolve()), "spec_hash": file_fingerprint(path),
             "weights": str(weights), "weights_hash": file_fingerprint(weights),
             "architecture": spec.architecture}
+
+
+def encoder_fingerprint(encoder: str) -> dict:
+    """Spec path and content fingerprints of a NIC encoder (``xhisto compress --encoder``).
+
+    ``encoder`` is a spec .yaml or a bundled kind name (``nic/bundled/<kind>.yaml``). The
+    ``content`` entry (spec, weights and, for a supervised encoder, its classifier's files) is
+    what enters a slide's key; torch is not imported.
+    """
+    import yaml
+
+    from .fingerprint import file_fingerprint
+
+    path = Path(encoder).expanduser()
+    if not path.exists():
+        bundled = Path(__file__).parents[1] / "nic" / "bundled" / f"{encoder}.yaml"
+        if "/" not in str(encoder) and bundled.is_file():
+            path = bundled
+    if not path.is_file():
+        raise XhistoError(f"encoder not found: {encoder} (give a spec .yaml from xhisto "
+                          "train-encoder, or a bundled kind such as 'contrastive')")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except Exception:  # noqa: BLE001 - a binary or broken file: one line
+        spec = None
+    if not isinstance(spec, dict) or "xhisto_encoder_spec" not in spec:
+        raise XhistoError(f"{path}: not an encoder spec (make one with xhisto train-encoder)")
+    content = {"kind": spec.get("kind"), "spec_hash": file_fingerprint(path)}
+    if spec.get("weights"):
+        weights = path.with_name(str(spec["weights"]))
+        if not weights.is_file():
+            raise XhistoError(f"{path}: its weights file {weights.name!r} is missing beside it")
+        content["weights_hash"] = file_fingerprint(weights)
+    if spec.get("kind") == "supervised":
+        fp = model_fingerprint(str(spec.get("model", "demo")))
+        content["model"] = {k: fp[k] for k in ("name", "spec_hash", "weights_hash")}
+    return {"spec": str(path.resolve()), "content": content}

@@ -62,12 +62,26 @@ def read_done(slide_dir: Path, key: str) -> dict | None:
         return None
     for out in record.get("outputs", []):
         try:
-            st = (Path(slide_dir) / out["name"]).stat()
+            size, mtime = _size_mtime(Path(slide_dir) / out["name"])
         except OSError:
             return None
-        if st.st_size != out["size"] or st.st_mtime_ns != out["mtime_ns"]:
+        if size != out["size"] or mtime != out["mtime_ns"]:
             return None
     return record
+
+
+def _size_mtime(path: Path) -> tuple[int, int]:
+    """Size and modification time of a file; of a folder, its files' total and latest."""
+    st = path.stat()
+    if not path.is_dir():
+        return st.st_size, st.st_mtime_ns
+    size, mtime = 0, st.st_mtime_ns
+    for f in path.rglob("*"):
+        if f.is_file():
+            fs = f.stat()
+            size += fs.st_size
+            mtime = max(mtime, fs.st_mtime_ns)
+    return size, mtime
 
 
 def new_workdir(slide_dir: Path) -> Path:
@@ -102,14 +116,21 @@ def commit(workdir: Path, slide_dir: Path, *, key: str, row: dict, extra: dict |
     (slide_dir / DONE).unlink(missing_ok=True)  # the old record must not vouch for new files
     outputs = []
     for src in sorted(Path(workdir).iterdir()):
-        if not src.is_file():
+        if src.is_dir():  # a store of many files (a compressed slide's .nic.zarr)
+            from .fingerprint import file_fingerprint
+
+            digest = file_fingerprint(src)
+            dst = slide_dir / src.name
+            if dst.exists():  # an older result: done.json no longer vouches for it
+                shutil.rmtree(dst)
+        elif src.is_file():
+            digest = _sha256(src)
+            dst = slide_dir / src.name
+        else:
             continue
-        digest = _sha256(src)
-        dst = slide_dir / src.name
         os.replace(src, dst)
-        st = dst.stat()
-        outputs.append({"name": src.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                        "sha256": digest})
+        size, mtime = _size_mtime(dst)
+        outputs.append({"name": src.name, "size": size, "mtime_ns": mtime, "sha256": digest})
     record = {"key": key, "row": row, "outputs": outputs, **(extra or {})}
     write_json_atomic(slide_dir / DONE, record)
     shutil.rmtree(workdir, ignore_errors=True)

@@ -212,6 +212,51 @@ def run_evaluate(row, settings, model, workdir: Path, final_dir: Path) -> dict:
     return {**head, **_metric_headline(result)}
 
 
+# ---- compress (neural image compression, issue #17) ----------------------------------------
+def _load_encoder(settings, device):
+    from ..nic.encoders import load_encoder
+
+    return load_encoder(settings.extra["encoder"])  # CPU: encoders are small
+
+
+def run_compress(row, settings, encoder, workdir: Path, final_dir: Path) -> dict:
+    """``xhisto compress``: <slide-id>.nic.zarr + compress.json.
+
+    Chunks go to ``<slide dir>/.nic-work/`` first, which survives a killed attempt (unlike the
+    attempt's work folder), so the next attempt resumes them; the finished store is moved into
+    the work folder and committed with the other files.
+    """
+    import os
+    import shutil
+
+    from ..nic.compress import compress_slide, tile_cache
+    from ..progress import run_to_end
+    from ..slide import open_slide
+
+    name = f"{row.slide_id}.nic.zarr"
+    stable = Path(final_dir) / ".nic-work" / name
+    stable.parent.mkdir(parents=True, exist_ok=True)
+    stride = None if settings.stride is None else round(settings.stride)
+    with open_slide(row.path, mpp=settings.mpp, cache=tile_cache()) as slide:
+        grid = run_to_end(compress_slide(slide, encoder, region=row.region,
+                                         batch_size=settings.batch_size or 64, out=stable,
+                                         stride=stride, tissue_threshold=settings.tissue_threshold,
+                                         workers=settings.reader_threads, force=True))
+    os.replace(stable, workdir / name)
+    shutil.rmtree(stable.parent, ignore_errors=True)
+    prov = grid.provenance
+    summary = {"out": str(Path(final_dir) / name), "shape": list(grid.shape),
+               "code_size": grid.code_size, "stride": grid.stride, "patch": grid.patch,
+               "origin": list(grid.origin), "mpp": grid.mpp, "encoder": prov["encoder"],
+               "n_patches": prov["n_patches"], "resumed": prov["resumed"],
+               "chunks_reused": prov["chunks_reused"], "seconds": round(prov["seconds"], 2),
+               "n_damaged_cells": prov["n_damaged_cells"]}
+    _write_json(workdir / "compress.json", summary)
+    return {"n_patches": prov["n_patches"], "code_size": grid.code_size,
+            "grid": f"{grid.shape[0]}x{grid.shape[1]}", "encoder": prov["encoder"]["kind"],
+            "n_damaged_cells": prov["n_damaged_cells"], "chunks_reused": prov["chunks_reused"]}
+
+
 _MAP_METRICS = ("radius_um", "positive", "negative", "tile_um", "random_runs", "localize")
 _EXPLAIN = ("model", "method", "params", "target", "overlap", "normalize", "percentile", "mpp")
 
@@ -227,8 +272,6 @@ register_task(Task(
     run_evaluate, uses=_EXPLAIN + _MAP_METRICS,
     outputs=("heatmap.ome.tif", "explain.json", "metrics.json"), needs_annotations=True))
 register_task(Task(
-    "compress", "neural image compression of each slide to a code grid (xhisto compress)", None,
-    uses=("extra",), load=None,
-    missing=("--task compress needs neural image compression (an encoder and `xhisto compress` "
-             "writing SLIDE.nic.zarr, issue #17), which this version does not have yet; run "
-             "--task predict, explain or evaluate, or update napari-xhisto")))
+    "compress", "neural image compression of each slide to a code grid (xhisto compress)",
+    run_compress, uses=("extra", "stride", "tissue_threshold", "mpp"),
+    outputs=("<slide-id>.nic.zarr", "compress.json"), load=_load_encoder))

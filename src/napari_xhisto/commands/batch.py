@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-HELP = "run predict/explain/evaluate over every slide of a study (dask; resumable)"
+HELP = "run predict/explain/evaluate/compress over every slide of a study (dask; resumable)"
 DESCRIPTION = (
     "Run one task on every slide listed in STUDY.csv (columns: path, and optionally "
     "annotations, label, region 'row,col,height,width', id). Each slide's files (the same as "
     "the single-slide command writes) go to OUT/<slide-id>/, and OUT/results.csv + "
     "results.json get one row per slide (status, seconds, device, mean p, cell AUC with a 95% "
-    "interval when annotations exist, errors). Re-running skips slides finished with the same "
+    "interval when annotations exist, errors); --task compress writes OUT/<slide-id>/"
+    "<slide-id>.nic.zarr with --encoder. Re-running skips slides finished with the same "
     "inputs and settings; a failing slide fails only its own row. Runs on a local cluster of "
     "--workers processes, or on an existing dask cluster given by --scheduler."
 )
@@ -22,6 +23,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="study folder (created; resumed if present)")
     parser.add_argument("--model", default="demo",
                         help="'demo', a spec .json or WSInfer config.json")
+    parser.add_argument("--encoder", default=None,
+                        help="compress: encoder spec .yaml or bundled kind (xhisto compress)")
     parser.add_argument("--method", default="lrp-epsilon-plus",
                         help="explainer for explain/evaluate (xhisto methods)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
@@ -77,6 +80,11 @@ def settings_from_args(args):
         raise XhistoError("--task evaluate needs --radius-um (disc radius around each cell, µm)")
     if args.mpp is not None and not args.mpp > 0:
         raise XhistoError(f"--mpp must be positive, got {args.mpp}")
+    if task.name == "compress" and not args.encoder:
+        raise XhistoError("--task compress needs --encoder (a spec .yaml from xhisto "
+                          "train-encoder, or a bundled kind such as 'contrastive')")
+    if args.encoder and task.name != "compress":
+        raise XhistoError(f"--encoder is for --task compress, not --task {task.name}")
     uses_method = "method" in task.uses
     params = parse_params(args.param, args.method) if uses_method else ()
     if args.param and not uses_method:
@@ -89,7 +97,8 @@ def settings_from_args(args):
         negative=None if args.negative is None else tuple(args.negative),
         tile_um=args.tile_um, random_runs=args.random_runs,
         localize=None if args.localize is None else tuple(args.localize),
-        device=args.device, batch_size=args.batch_size)
+        device=args.device, batch_size=args.batch_size,
+        extra={"encoder": args.encoder} if task.name == "compress" else {})
 
 
 def run(args) -> int:
