@@ -242,13 +242,8 @@ def iter_meta_study(slide, model, method: str, *, n: int = 2000, seed: int = 0, 
         pred = p.argmax(axis=1)
         with torch.no_grad():
             x = model.preprocess(images)
-        batch_maps = None
-        for c in np.unique(pred):
-            idx = np.flatnonzero(pred == c)
-            m = np.asarray(explainer.explain(model.module, x[idx], int(c), **params), np.float32)
-            if batch_maps is None:
-                batch_maps = np.zeros((len(images),) + m.shape[1:], np.float32)
-            batch_maps[idx] = m
+        targets = torch.as_tensor(pred, dtype=torch.long, device=x.device)
+        batch_maps = np.asarray(explainer.explain(model.module, x, targets, **params), np.float32)
         if maps is None:
             maps = np.zeros((total_n,) + batch_maps.shape[1:], np.float32)
             thumbs = np.zeros((total_n, *_thumbnails(images[:1], THUMB_PX).shape[1:]), np.uint8)
