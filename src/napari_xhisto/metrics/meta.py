@@ -195,8 +195,12 @@ def embed_and_cluster(heatmaps, *, k: int, seed: int = 0, pca_dims: int = 50,
     if n_comp > 1 and n_comp < flat.shape[1]:
         flat = PCA(n_components=n_comp, random_state=seed).fit_transform(flat)
     perplexity = float(min(perplexity, max(1.0, (n - 1) / 3)))
+    import inspect
+
+    iters = ("max_iter" if "max_iter" in inspect.signature(TSNE).parameters
+             else "n_iter")  # scikit-learn < 1.5
     embedding = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
-                     max_iter=int(max_iter), angle=float(angle), n_jobs=n_jobs
+                     angle=float(angle), n_jobs=n_jobs, **{iters: int(max_iter)}
                      ).fit_transform(flat)
     clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(embedding)
     return {"embedding": embedding, "clusters": clusters, "k": k, "perplexity": perplexity}
