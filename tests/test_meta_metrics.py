@@ -124,3 +124,12 @@ def test_points_in_ring_matches_matplotlib_path():
     expected = Path(ring[:, ::-1]).contains_points(pts[:, ::-1])
     got = points_in_ring(pts[:, 0], pts[:, 1], ring)
     assert (got == expected).mean() > 0.995 and got.sum() > 50
+
+
+def test_label_rule_examples_run():
+    import doctest
+
+    import napari_xhisto.metrics.meta_labels as module
+
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 3 and result.failed == 0

@@ -88,7 +88,7 @@ def _spread(embedding: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.sort(order[first])[:n]
 
 
-def embedding_figure(result, *, thumbnails: int = 36, size=(6.4, 5.6)):
+def embedding_figure(result, *, thumbnails: int = 36, size=(6.8, 5.6)):
     """t-SNE scatter coloured by cluster, with thumbnails; returns ``(fig, hits)``.
 
     ``hits`` holds ``points`` ((N, 2) x, y image px of each patch's marker, origin top-left)
@@ -99,7 +99,7 @@ def embedding_figure(result, *, thumbnails: int = 36, size=(6.4, 5.6)):
 
     emb = np.asarray(result.embedding, float)
     fig = _figure(size)
-    ax = fig.add_axes([0.08, 0.08, 0.72, 0.84])
+    ax = fig.add_axes([0.04, 0.04, 0.74, 0.88])
     clusters = np.asarray(result.clusters)
     for k in np.unique(clusters):
         m = clusters == k
@@ -115,7 +115,7 @@ def embedding_figure(result, *, thumbnails: int = 36, size=(6.4, 5.6)):
     dis = [d["index"] for d in result.disagreements]
     if dis:
         ax.scatter(emb[dis, 0], emb[dis, 1], marker="x", s=40, color="red", zorder=4,
-                   label=f"p > {result.threshold:g}, other label")
+                   label=f"disagrees\n(p > {result.threshold:g})")
     boxes = []
     for i in _spread(emb, thumbnails):
         box = AnnotationBbox(OffsetImage(result.thumbnails[i], zoom=0.75), emb[i], frameon=True,
