@@ -59,10 +59,10 @@ def main() -> None:
         result = run_to_end(iter_meta_study(slide, model, args.method, n=args.n, seed=0,
                                             annotations=truth))
     study_s = time.perf_counter() - t0
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         write_meta_outputs(result, tmp)
-    figures_s = time.perf_counter() - t
+    figures_s, cpu_figures = time.perf_counter() - t, time.process_time() - c
     total_s = time.perf_counter() - t0
     cpu_s = time.process_time() - cpu0
     load_after_study = loadavg()
@@ -87,6 +87,8 @@ def main() -> None:
                     "explain": s["explain"], "group": s["group"], "tsne_kmeans": s["tsne"],
                     "study_total": round(study_s, 2), "figures_files": round(figures_s, 2),
                     "end_to_end": round(total_s, 2)},
+        "cpu_seconds": {**{k[4:]: v for k, v in s.items() if k.startswith("cpu_")},
+                        "figures_files": round(cpu_figures, 2)},
         "cpu_seconds_end_to_end": round(cpu_s, 2),
         "met": total_s < 120.0,
         "note": ("wall seconds grow with the machine's load (other jobs share the 2 cores); "

@@ -122,6 +122,21 @@ class MetaResult:
                 "provenance": self.provenance}
 
 
+class _Clock:
+    """Wall and CPU (this process, all threads) seconds per phase."""
+
+    def __init__(self):
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._t = (time.perf_counter(), time.process_time())
+
+    def lap(self, phase: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self.wall[phase] = self.wall.get(phase, 0.0) + now[0] - self._t[0]
+        self.cpu[phase] = self.cpu.get(phase, 0.0) + now[1] - self._t[1]
+        self._t = now
+
+
 def _pool(maps: np.ndarray, side: int) -> np.ndarray:
     """Area-pool (N, H, W) maps to at most ``side`` x ``side`` (integer factors)."""
     n, h, w = maps.shape
@@ -216,7 +231,7 @@ def iter_meta_study(slide, model, method: str, *, n: int = 2000, seed: int = 0, 
                          "TorchScript. Load a module-based model or choose another method")
     params = _method_params(explainer, model, params or {})
     spec = model.spec
-    t0 = time.perf_counter()
+    t0, clock = time.perf_counter(), _Clock()
     plan = plan_patches(slide, None, spec, tissue_threshold=tissue_threshold)
     if 0 < len(plan.cells) < int(n):  # too few side-by-side patches: a half-patch grid
         plan = plan_patches(slide, None, spec, stride=plan.footprint / 2,
@@ -225,20 +240,18 @@ def iter_meta_study(slide, model, method: str, *, n: int = 2000, seed: int = 0, 
     total_n = len(cells)
     steps = -(-total_n // batch_size)
     total = steps + 2
-    seconds = {"plan": time.perf_counter() - t0, "read": 0.0, "predict": 0.0, "explain": 0.0}
+    clock.lap("plan")
     yield 0, total
     probs = np.zeros((total_n, spec.num_classes), np.float32)
     maps, thumbs = None, None
     for b in range(steps):
         sl = slice(b * batch_size, min((b + 1) * batch_size, total_n))
-        t = time.perf_counter()
+        clock.lap("wait")  # time the caller spent between two batches
         images = read_patch_batch(slide, plan, cells[sl])
-        seconds["read"] += time.perf_counter() - t
-        t = time.perf_counter()
+        clock.lap("read")
         p = model.predict_proba(images, batch_size=batch_size)
         probs[sl] = p
-        seconds["predict"] += time.perf_counter() - t
-        t = time.perf_counter()
+        clock.lap("predict")
         pred = p.argmax(axis=1)
         with torch.no_grad():
             x = model.preprocess(images)
@@ -249,23 +262,22 @@ def iter_meta_study(slide, model, method: str, *, n: int = 2000, seed: int = 0, 
             thumbs = np.zeros((total_n, *_thumbnails(images[:1], THUMB_PX).shape[1:]), np.uint8)
         maps[sl] = batch_maps
         thumbs[sl] = _thumbnails(images, THUMB_PX)
-        seconds["explain"] += time.perf_counter() - t
+        clock.lap("explain")
         yield b + 1, total
     peak = np.nanmax(np.abs(maps.reshape(total_n, -1)), axis=1)
     maps = np.nan_to_num(maps / np.where(peak > 0, peak, 1.0)[:, None, None])
     low = 1.0 / spec.num_classes
-    t = time.perf_counter()
+    clock.lap("wait")
     groups = mean_maps_by_confidence(maps, probs, n_bins=n_bins, low=low,
                                      class_names=list(spec.class_names))
     bins = confidence_bins(probs.max(axis=1), n_bins=n_bins, low=low)
-    seconds["group"] = time.perf_counter() - t
-    t = time.perf_counter()
+    clock.lap("group")
     k = spec.num_classes
     if total_n < max(4, k):
         raise XhistoError(f"only {total_n} tissue patches: the embedding needs at least "
                           f"{max(4, k)}; use a larger slide or a lower --tissue-threshold")
     emb = embed_and_cluster(_pool(maps, EMBED_PX), k=k, seed=int(seed), perplexity=perplexity)
-    seconds["tsne"] = time.perf_counter() - t
+    clock.lap("tsne")
     yield steps + 1, total
     top, left = (np.array([plan.window(int(i), int(j))[a] for i, j in cells]) + plan.footprint / 2
                  for a in (0, 1))
@@ -289,7 +301,11 @@ def iter_meta_study(slide, model, method: str, *, n: int = 2000, seed: int = 0, 
             chance = chance_purity(emb["clusters"][have], labels[have], seed=int(seed))
         disagreements = confident_disagreements(probs, labels, threshold=threshold,
                                                 class_names=list(spec.class_names))
-    seconds["total"] = time.perf_counter() - t0
+    clock.lap("labels")
+    clock.wall.pop("wait", None)
+    clock.cpu.pop("wait", None)
+    seconds = {**clock.wall, "total": time.perf_counter() - t0}
+    seconds.update({f"cpu_{k}": v for k, v in clock.cpu.items()})
     prov = {"kind": "meta-explanation", "method": method, "params": _jsonable(params),
             "n_requested": int(n), "seed": int(seed), "tissue_threshold": tissue_threshold,
             "batch_size": int(batch_size), "perplexity": emb["perplexity"],
