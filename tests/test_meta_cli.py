@@ -109,8 +109,12 @@ def test_mislabelled_annotations_give_confident_disagreements(slide, flipped, tm
 
 
 def test_no_annotations_skips_purity_with_a_note(slide, tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
     out = tmp_path / "plain"
     assert main(["meta", str(slide[0]), "--n", "16", "--out", str(out)]) == 0
+    assert torch.get_num_threads() == before  # the study's single thread is given back
     err = capsys.readouterr().err
     assert "no annotations: cluster purity and confident disagreements skipped" in err
     summary = json.loads((out / "meta.json").read_text())
@@ -129,6 +133,8 @@ def test_bad_inputs_give_one_line_errors(slide, tmp_path, capsys):
 
     assert main(["meta", str(slide[0]), "--n", "0", "--out", str(tmp_path / "a")]) == 1
     assert "--n must be a whole number >= 1" in capsys.readouterr().err
+    assert main(["meta", str(slide[0]), "--out", str(tmp_path / "t"), "--threads", "0"]) == 1
+    assert "--threads" in capsys.readouterr().err
     assert main(["meta", str(slide[0]), "--out", str(tmp_path / "b"), "--annotations",
                  str(tmp_path / "missing.geojson")]) == 1
     assert "no such file" in capsys.readouterr().err

@@ -34,6 +34,9 @@ def add_arguments(parser) -> None:
                         help="minimum tissue fraction of a sampled patch")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="method parameter (repeatable)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="compute threads (torch, OpenMP, BLAS); 1 is fastest on a busy "
+                             "machine, try the number of idle cores otherwise (default 1)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if present)")
     parser.add_argument("--mpp", type=float, default=None,
                         help="override the slide's µm per level-0 pixel")
@@ -59,6 +62,7 @@ def run(args) -> int:
     if threshold >= 1.0:
         raise XhistoError("--threshold must be below 1 (no probability exceeds 1)")
     tissue = options.tissue_threshold(args.tissue_threshold)
+    threads = options.threads(args.threads)
     mpp = options.optional(options.mpp, args.mpp, "--mpp")
     try:
         explainer = get_explainer(args.method)
@@ -84,7 +88,8 @@ def run(args) -> int:
         result = run_to_end(iter_meta_study(slide, model, args.method, n=n, seed=seed,
                                             annotations=annotations, n_bins=bins,
                                             threshold=threshold, batch_size=batch_size,
-                                            tissue_threshold=tissue, params=params),
+                                            tissue_threshold=tissue, params=params,
+                                            threads=threads),
                             on_progress=text_progress("meta"))
     out = fresh_dir(args.out)
     if out != Path(args.out):

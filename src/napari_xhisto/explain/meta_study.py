@@ -19,6 +19,7 @@ centre, else unlabelled).
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -180,10 +181,31 @@ def sample_cells(plan, n: int, seed: int) -> tuple[np.ndarray, list[str]]:
     return cells[pick], notes  # argwhere order is row-major: sorted picks keep it
 
 
+@contextmanager
+def compute_threads(n: int | None):
+    """Run torch, OpenMP and BLAS with ``n`` threads inside the block (None: as they are).
+
+    On a shared 2-core machine two threads per pool spun at their barriers: t-SNE took 4x the
+    CPU time and Grad-CAM 4-5x the wall time of one thread (``bench/meta.py``).
+    """
+    if n is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        with threadpool_limits(limits=int(n)):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def iter_meta_study(slide, model, method: str, *, n: int = 2000, seed: int = 0, annotations=None,
                     n_bins: int = 6, threshold: float = 0.9, batch_size: int = 64,
                     tissue_threshold: float = 0.1, params: dict | None = None,
-                    perplexity: float = 30.0):
+                    perplexity: float = 30.0, threads: int | None = 1):
     """Sample, predict, explain, group, embed and cluster: a generator of ``(done, total)``.
 
     Parameters
@@ -212,13 +234,14 @@ def iter_meta_study(slide, model, method: str, *, n: int = 2000, seed: int = 0, 
         Method parameters.
     perplexity : float
         t-SNE perplexity (capped at (N - 1) / 3).
+    threads : int or None
+        Compute threads (torch, OpenMP, BLAS) while the study runs; 1 by default (see
+        :func:`compute_threads`), None leaves them as they are.
 
     Returns
     -------
     MetaResult
     """
-    from ..models.inference import plan_patches, read_patch_batch
-
     if int(n) <= 0:
         raise XhistoError(f"--n must be a positive number of patches, got {n}")
     if int(batch_size) <= 0:
@@ -230,6 +253,21 @@ def iter_meta_study(slide, model, method: str, *, n: int = 2000, seed: int = 0, 
         raise ModelError(f"{method} needs hooks on the model's layers; {model.spec.name} is "
                          "TorchScript. Load a module-based model or choose another method")
     params = _method_params(explainer, model, params or {})
+    if threads is not None and int(threads) < 1:
+        raise XhistoError(f"--threads must be >= 1, got {threads}")
+    with compute_threads(threads):
+        result = yield from _run_study(slide, model, method, explainer, params, n=int(n),
+                                       seed=int(seed), annotations=annotations, n_bins=n_bins,
+                                       threshold=threshold, batch_size=int(batch_size),
+                                       tissue_threshold=tissue_threshold, perplexity=perplexity,
+                                       threads=threads)
+    return result
+
+
+def _run_study(slide, model, method, explainer, params, *, n, seed, annotations, n_bins,
+               threshold, batch_size, tissue_threshold, perplexity, threads):
+    from ..models.inference import plan_patches, read_patch_batch
+
     spec = model.spec
     t0, clock = time.perf_counter(), _Clock()
     plan = plan_patches(slide, None, spec, tissue_threshold=tissue_threshold)
@@ -276,7 +314,8 @@ def iter_meta_study(slide, model, method: str, *, n: int = 2000, seed: int = 0, 
     if total_n < max(4, k):
         raise XhistoError(f"only {total_n} tissue patches: the embedding needs at least "
                           f"{max(4, k)}; use a larger slide or a lower --tissue-threshold")
-    emb = embed_and_cluster(_pool(maps, EMBED_PX), k=k, seed=int(seed), perplexity=perplexity)
+    emb = embed_and_cluster(_pool(maps, EMBED_PX), k=k, seed=int(seed), perplexity=perplexity,
+                            n_jobs=None if threads is None else int(threads))
     clock.lap("tsne")
     yield steps + 1, total
     top, left = (np.array([plan.window(int(i), int(j))[a] for i, j in cells]) + plan.footprint / 2
@@ -308,7 +347,7 @@ def iter_meta_study(slide, model, method: str, *, n: int = 2000, seed: int = 0, 
     seconds.update({f"cpu_{k}": v for k, v in clock.cpu.items()})
     prov = {"kind": "meta-explanation", "method": method, "params": _jsonable(params),
             "n_requested": int(n), "seed": int(seed), "tissue_threshold": tissue_threshold,
-            "batch_size": int(batch_size), "perplexity": emb["perplexity"],
+            "batch_size": int(batch_size), "threads": threads, "perplexity": emb["perplexity"],
             "embed_px": EMBED_PX, "grid_stride_level0": float(plan.stride), "slide": str(getattr(slide, "path", "")),
             "n_tissue_patches": int(len(plan.cells)), "normalize": "per-patch"}
     if hasattr(model, "provenance"):
