@@ -154,7 +154,7 @@ def chance_purity(clusters, labels, *, n_permutations: int = 20, seed: int = 0) 
 
 def embed_and_cluster(heatmaps, *, k: int, seed: int = 0, pca_dims: int = 50,
                       perplexity: float = 30.0, max_iter: int = 500, angle: float = 0.6,
-                      n_jobs: int | None = 2) -> dict:
+                      n_jobs: int | None = 1) -> dict:
     """t-SNE of the explanations to 2-D, then k-means on the embedding (seed 002).
 
     Maps are flattened and reduced to ``pca_dims`` principal components first (t-SNE's cost
@@ -162,6 +162,8 @@ def embed_and_cluster(heatmaps, *, k: int, seed: int = 0, pca_dims: int = 50,
     ``(N - 1) / 3`` so small samples work. 500 iterations (250 of them early exaggeration)
     and a Barnes-Hut ``angle`` of 0.6 keep 2000 maps within a minute on 2 cores
     (``bench/meta.py``); pass ``max_iter=1000, angle=0.5`` for sklearn's defaults.
+    ``n_jobs`` also caps the OpenMP/BLAS threads while it runs (None: as they are); on a busy
+    2-core machine one thread took a quarter of the CPU time of two.
 
     Returns
     -------
@@ -179,9 +181,13 @@ def embed_and_cluster(heatmaps, *, k: int, seed: int = 0, pca_dims: int = 50,
     >>> cluster_purity(out["clusters"], [0] * 15 + [1] * 15)
     1.0
     """
+    import inspect
+    from contextlib import nullcontext
+
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     stack = as_stack(heatmaps)
     n = stack.shape[0]
@@ -192,17 +198,16 @@ def embed_and_cluster(heatmaps, *, k: int, seed: int = 0, pca_dims: int = 50,
         raise ValueError(f"k must be in 1..{n}, got {k}")
     flat = np.nan_to_num(stack.reshape(n, -1).astype(np.float64))
     n_comp = min(int(pca_dims), *flat.shape)
-    if n_comp > 1 and n_comp < flat.shape[1]:
-        flat = PCA(n_components=n_comp, random_state=seed).fit_transform(flat)
     perplexity = float(min(perplexity, max(1.0, (n - 1) / 3)))
-    import inspect
-
     iters = ("max_iter" if "max_iter" in inspect.signature(TSNE).parameters
              else "n_iter")  # scikit-learn < 1.5
-    embedding = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
-                     angle=float(angle), n_jobs=n_jobs, **{iters: int(max_iter)}
-                     ).fit_transform(flat)
-    clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(embedding)
+    with nullcontext() if n_jobs is None else threadpool_limits(limits=int(n_jobs)):
+        if 1 < n_comp < flat.shape[1]:
+            flat = PCA(n_components=n_comp, random_state=seed).fit_transform(flat)
+        embedding = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                         angle=float(angle), n_jobs=n_jobs, **{iters: int(max_iter)}
+                         ).fit_transform(flat)
+        clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(embedding)
     return {"embedding": embedding, "clusters": clusters, "k": k, "perplexity": perplexity}
 
 
