@@ -133,6 +133,8 @@ def test_bad_inputs_give_one_line_errors(slide, tmp_path, capsys):
 
     assert main(["meta", str(slide[0]), "--n", "0", "--out", str(tmp_path / "a")]) == 1
     assert "--n must be a whole number >= 1" in capsys.readouterr().err
+    assert main(["meta", str(slide[0]), "--n", "3", "--out", str(tmp_path / "s")]) == 1
+    assert "the embedding needs at least 4" in capsys.readouterr().err
     assert main(["meta", str(slide[0]), "--out", str(tmp_path / "t"), "--threads", "0"]) == 1
     assert "--threads" in capsys.readouterr().err
     assert main(["meta", str(slide[0]), "--out", str(tmp_path / "b"), "--annotations",

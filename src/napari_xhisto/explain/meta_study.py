@@ -276,6 +276,10 @@ def _run_study(slide, model, method, explainer, params, *, n, seed, annotations,
                             tissue_threshold=tissue_threshold)
     cells, notes = sample_cells(plan, int(n), int(seed))
     total_n = len(cells)
+    if total_n < max(4, spec.num_classes):
+        raise XhistoError(f"only {total_n} tissue patch(es) to sample: the embedding needs at "
+                          f"least {max(4, spec.num_classes)}; ask for more with --n, or use a "
+                          "larger slide or a lower --tissue-threshold")
     steps = -(-total_n // batch_size)
     total = steps + 2
     clock.lap("plan")
@@ -311,9 +315,6 @@ def _run_study(slide, model, method, explainer, params, *, n, seed, annotations,
     bins = confidence_bins(probs.max(axis=1), n_bins=n_bins, low=low)
     clock.lap("group")
     k = spec.num_classes
-    if total_n < max(4, k):
-        raise XhistoError(f"only {total_n} tissue patches: the embedding needs at least "
-                          f"{max(4, k)}; use a larger slide or a lower --tissue-threshold")
     emb = embed_and_cluster(_pool(maps, EMBED_PX), k=k, seed=int(seed), perplexity=perplexity,
                             n_jobs=None if threads is None else int(threads))
     clock.lap("tsne")
@@ -348,7 +349,8 @@ def _run_study(slide, model, method, explainer, params, *, n, seed, annotations,
     prov = {"kind": "meta-explanation", "method": method, "params": _jsonable(params),
             "n_requested": int(n), "seed": int(seed), "tissue_threshold": tissue_threshold,
             "batch_size": int(batch_size), "threads": threads, "perplexity": emb["perplexity"],
-            "embed_px": EMBED_PX, "grid_stride_level0": float(plan.stride), "slide": str(getattr(slide, "path", "")),
+            "embed_px": EMBED_PX, "grid_stride_level0": float(plan.stride),
+            "slide": str(getattr(slide, "path", "")),
             "n_tissue_patches": int(len(plan.cells)), "normalize": "per-patch"}
     if hasattr(model, "provenance"):
         prov["model"] = model.provenance()
