@@ -7,6 +7,7 @@ import csv
 import numpy as np
 import pytest
 import torch
+from nic_slide_helpers import planted_cohort, planted_grid
 
 from napari_xhisto.errors import ModelError, XhistoError
 from napari_xhisto.export.heatmap_io import read_heatmap, write_heatmap
@@ -32,8 +33,6 @@ from napari_xhisto.nic.slide_train import (
     roc_auc,
 )
 from napari_xhisto.progress import run_to_end
-
-from nic_slide_helpers import planted_cohort, planted_grid
 
 TOY = dict(rows=12, cols=12, strength=3.0)
 # Measured on seeds 0, 1, 2 (12 x 12 grids, a 3 x 3 focus, 40 slides, 40 epochs): held-out
