@@ -218,3 +218,29 @@ def test_bad_labels_file_is_a_clear_error(tmp_path):
 def test_untrained_model_spec_defaults_build():
     m = SlideCNN(SlideModelSpec(code_size=5))
     assert m(torch.zeros(2, 5, 9, 11)).shape == (2, 1)
+
+
+def test_slide_heatmap_is_scored_against_the_lesion_mask_on_its_grid():
+    from napari_xhisto.explain.tiling import Heatmap
+    from napari_xhisto.nic.slide_explain import evaluate_against_mask
+    from napari_xhisto.synth.cohort import LesionMask
+
+    g, _ = planted_grid(np.random.default_rng(0), rows=8, cols=8, stride=128)
+    g.tissue[:] = True
+    values = np.zeros((8, 8), np.float32)
+    values[2:5, 3:6] = 1.0
+    heat = Heatmap(values, grid_placement(g), {})
+    truth = np.zeros((64, 64), bool)  # 16 level-0 px per mask pixel: 8 per cell
+    truth[16:40, 24:48] = True
+    exact = evaluate_against_mask(heat, LesionMask(truth, Placement(0, 0, 16, 16), 0.5),
+                                  percentiles=(50,))
+    assert exact["pxap"] == pytest.approx(1.0)
+    assert exact["chance_pxap"] == pytest.approx(truth.mean())
+    row = exact["at_percentiles"][0]
+    assert row["dice"] == pytest.approx(1.0) and row["hausdorff"] == 0.0
+    assert row["weak_hit_rate"] == 1.0
+    shifted = np.roll(values, 3, axis=1)  # the map three cells (384 px) to the right
+    off = evaluate_against_mask(Heatmap(shifted, grid_placement(g), {}),
+                                LesionMask(truth, Placement(0, 0, 16, 16), 0.5), percentiles=(50,))
+    assert off["pxap"] < 0.3
+    assert off["at_percentiles"][0]["hausdorff"] == pytest.approx(3 * 128)
