@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         outline = find_contours(lesion.mask.astype(float), 0.5)
         step = lesion.placement.step_row
 
-        def draw_outline(ax):
+        def draw_outline(ax, outline=outline, step=step):
             for c in outline:
                 ax.plot((c[:, 1] + 0.5) * step, (c[:, 0] + 0.5) * step, color="lime", lw=1.5)
 
