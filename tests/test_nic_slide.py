@@ -244,3 +244,14 @@ def test_slide_heatmap_is_scored_against_the_lesion_mask_on_its_grid():
                                 LesionMask(truth, Placement(0, 0, 16, 16), 0.5), percentiles=(50,))
     assert off["pxap"] < 0.3
     assert off["at_percentiles"][0]["hausdorff"] == pytest.approx(3 * 128)
+
+
+def test_a_strided_layer_is_placed_on_the_cells_it_is_centred_on():
+    g, _ = planted_grid(np.random.default_rng(0), rows=9, cols=12, lesion=3, origin=(100, 40))
+    model = SlideCNN(SlideModelSpec(code_size=8, width=4, hidden=4, strides=[1, 2, 1, 2])).eval()
+    heat = explain_slide(model, g, layer="blocks.1")
+    assert heat.values.shape == (5, 6)
+    pl = heat.placement
+    # map pixel i is centred on cell 2 i: level-0 centre origin + 2 i * 128 + 64
+    centre = pl.origin_row + (3 + 0.5) * pl.step_row
+    assert pl.step_row == 256 and centre == pytest.approx(100 + 6 * 128 + 64)

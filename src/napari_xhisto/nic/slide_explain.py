@@ -91,15 +91,17 @@ def explain_slide(model: SlideCNN, grid, *, layer: str | None = None, augment: b
     start = time.perf_counter()
     cam, p = slide_gradcam(model, grid, layer=layer, augment=augment)
     rows, cols = grid.shape
-    fr, fc = rows / cam.shape[0], cols / cam.shape[1]
+    fr = rows / cam.shape[0]
     tissue = np.asarray(grid.tissue, bool)
     base = grid_placement(grid)
     if cam.shape == (rows, cols):
         placement = base
         on = tissue
-    else:  # a strided layer: one map pixel per (fr x fc) cells
-        step_r, step_c = base.step_row * fr, base.step_col * fc
-        placement = Placement(float(grid.origin[0]), float(grid.origin[1]), step_r, step_c)
+    else:  # after stride-f blocks (3x3, padding 1), map pixel i is centred on cell f * i
+        f = _total_stride(model, layer or model.spec.cam_layer, fr)
+        step = base.step_row * f
+        placement = Placement(base.origin_row + (base.step_row - step) / 2,
+                              base.origin_col + (base.step_col - step) / 2, step, step)
         on = _any_block(tissue, cam.shape)
     values = np.where(on, cam, np.nan).astype(np.float32)
     finite = values[np.isfinite(values)]
@@ -121,6 +123,14 @@ def explain_slide(model: SlideCNN, grid, *, layer: str | None = None, augment: b
         "name": f"{METHOD} slide-level ({spec.positive})",
     }
     return Heatmap(values, placement, prov)
+
+
+def _total_stride(model, layer: str, fallback: float) -> int:
+    """Product of the block strides up to ``layer`` (``blocks.k`` or a module inside it)."""
+    parts = str(layer).split(".")
+    if len(parts) >= 2 and parts[0] == "blocks" and parts[1].isdigit():
+        return int(np.prod([int(s) for s in model.spec.strides[: int(parts[1]) + 1]]))
+    return max(1, int(round(fallback)))
 
 
 def _any_block(mask: np.ndarray, shape) -> np.ndarray:
