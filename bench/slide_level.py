@@ -109,7 +109,7 @@ def main(argv=None) -> int:
             h, w = slide.dimensions
             t = time.perf_counter()
             patch_heat = run_to_end(explain_region(slide, Region(0, 0, h, w), patch_model,
-                                                   "grad-cam", overlap=0.1, batch_size=32))
+                                                   "gradcam", overlap=0.1, batch_size=32))
             patches_s = time.perf_counter() - t
         rows.append({"slide": s.name, "size": [h, w], "grid": list(heat.values.shape),
                      "cached_s": float(np.median(cached)), "cached_runs_s": cached,
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     out = {"what": __doc__.splitlines()[0], "slides": rows,
            "median_cached_s": med_c, "median_patches_s": med_p, "ratio_patches_over_cached": med_p / med_c,
            "median_compress_s": float(np.median(comp)) if comp else None,
-           "patch_method": "grad-cam (demo model, overlap 0.1)",
+           "patch_method": "gradcam (demo model, overlap 0.1)",
            "threads": args.threads, "cpus": os.cpu_count(),
            "loadavg_start": load_start, "loadavg_end": loadavg()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

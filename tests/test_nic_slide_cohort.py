@@ -118,7 +118,7 @@ def test_train_slide_and_explain_slide_commands(tmp_path, capsys):
     from napari_xhisto.export.heatmap_io import read_heatmap
 
     heat = read_heatmap(tmp_path / "h.ome.tif")
-    assert heat.provenance["method"] == "grad-cam" and heat.provenance["level"] == "slide"
+    assert heat.provenance["method"] == "gradcam" and heat.provenance["level"] == "slide"
     assert heat.values.shape == (8, 8) and heat.placement.step_row == 128
     assert main(["explain-slide", str(codes / "s1.nic.zarr"), "--slide-model",
                  str(tmp_path / "m"), "--out", str(tmp_path / "h.ome.tif")]) == 1  # no overwrite

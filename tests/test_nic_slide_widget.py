@@ -56,7 +56,7 @@ def test_widget_shows_p_label_and_places_the_heatmap(make_napari_viewer, qtbot, 
     assert layer is not None
     assert names.index(slide_layer.name) < names.index(layer.name) < names.index("cells")
     assert widget.result_label.text().startswith(f"p(present) = {widget.result.p_label:.3f}")
-    assert layer.metadata["xhisto"]["provenance"]["method"] == "grad-cam"
+    assert layer.metadata["xhisto"]["provenance"]["method"] == "gradcam"
     assert layer.metadata["xhisto"]["kind"] == "heatmap"
     # one map pixel per code cell, its centre on the patch centre, as the codes layer
     scale, translate = grid.world_transform()

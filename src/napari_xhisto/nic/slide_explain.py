@@ -22,7 +22,7 @@ from ..explain.tiling import Heatmap
 from ..geometry import Placement
 from .slide_model import SlideCNN, check_grid, dihedral, dihedral_inverse, grid_arrays
 
-METHOD = "grad-cam"
+METHOD = "gradcam"  # the registry name of Grad-CAM for patch heatmaps
 
 
 def grid_placement(grid) -> Placement:

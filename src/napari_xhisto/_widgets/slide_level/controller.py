@@ -118,6 +118,6 @@ class SlideLevelController:
             return None
         lo, hi = (float(v) for v in layer.contrast_limits)
         prov = layer.metadata["xhisto"]["provenance"]
-        title = (f"slide-level {prov.get('method', 'grad-cam')} ({prov.get('layer', '')}): "
+        title = (f"slide-level {prov.get('method', 'gradcam')} ({prov.get('layer', '')}): "
                  f"red for {prov.get('target_class', 'the label')}")
         return LegendSpec(lo, hi, layer.colormap, title, opacity=float(layer.opacity))
