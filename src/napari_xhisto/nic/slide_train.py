@@ -56,7 +56,8 @@ class CodeSet:
 
 
 def load_code_set(codes_dir, labels_csv, *, column: str = "label") -> CodeSet:
-    """Every ``*.nic.zarr`` under ``codes_dir`` with its label from ``labels_csv``.
+    """Every ``*.nic.zarr`` under ``codes_dir`` with its label from ``labels_csv`` (codes read
+    into memory).
 
     Raises :class:`XhistoError` with one line when a code file has no label, a labelled slide has
     no code file, the code sizes differ, or the codes come from different encoders.
@@ -84,12 +85,19 @@ def load_code_set(codes_dir, labels_csv, *, column: str = "label") -> CodeSet:
                           f"{codes_dir}, e.g. {missing[0]}: compress them or drop them from the "
                           "labels file")
     keys = sorted(by_key)
-    grids = [read_codes(by_key[k]) for k in keys]
+    grids = [_in_memory(read_codes(by_key[k])) for k in keys]
     check_compatible(grids, keys)
     y = np.array([labels[k] for k in keys], np.int64)
     if len(np.unique(y)) < 2:
         raise XhistoError(f"every slide has label {int(y[0])}: training needs both labels")
     return CodeSet(keys, grids, y, [by_key[k] for k in keys])
+
+
+def _in_memory(grid):
+    """The grid with its codes read into memory (training reads every grid many times; a
+    slide's grid is small: 16 x 16 x 128 float32 is 128 kB)."""
+    grid.codes = np.asarray(grid.codes, dtype=np.float32)
+    return grid
 
 
 def check_compatible(grids, keys) -> None:
