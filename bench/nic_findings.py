@@ -126,7 +126,7 @@ def cross_validate(data, fractions_by_slide, lesions, args, seed: int) -> dict:
     for f in range(args.folds):
         tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         cfg = SlideTrainConfig(epochs=args.epochs, width=args.width, hidden=args.width,
-                               batch_size=16, crop=16, seed=seed * 100 + f, val_fraction=0.0)
+                               batch_size=args.batch_size, crop=16, seed=seed * 100 + f, val_fraction=0.0)
         model, _ = run_to_end(iter_train_slide_model([data.grids[i] for i in tr], y[tr], cfg))
         for i in te:
             probs[i] = predict_grid(model, data.grids[i])
@@ -203,9 +203,10 @@ def main(argv=None) -> int:
     ap.add_argument("--encoder-steps", type=int, default=120)
     ap.add_argument("--code-size", type=int, default=32)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--folds", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--folds", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--cohort-seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -227,12 +228,15 @@ def main(argv=None) -> int:
                                                        f"{slide_key(r['slide'])}.lesion.tif")
                for r in rows}
     results, timings = {}, {}
+    partial = work / "results_partial.json"
     for kind, d in codes.items():
         data = load_code_set(d, cohort / "labels.csv")
         t = time.perf_counter()
         results[kind] = {str(s): cross_validate(data, fractions, lesions, args, s)
                          for s in range(args.seeds)}
         timings[kind] = time.perf_counter() - t
+        partial.write_text(json.dumps({"results": results, "seconds_cv": timings,
+                                       "loadavg": loadavg()}, default=float))
         print(f"{kind}: " + ", ".join(f"seed {s} acc {r['accuracy']:.2f} auc {r['auc']:.2f}"
                                       for s, r in results[kind].items()), flush=True)
     table = summarise(results)
