@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.viewer
 
 MPP = 0.5
-SIZE = 1024  # 8 x 8 cells of 128 px
+SIZE = 512  # 8 x 8 cells of 64 px
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def files(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("slide_level")
     slide, _ = write_slide(tmp / "case.svs", size=SIZE, seed=2, mpp=MPP, ground_truth=False)
     grid, mask = planted_grid(np.random.default_rng(4), rows=8, cols=8, lesion=3, strength=3.0,
-                              stride=128, mpp=MPP)
+                              stride=64, mpp=MPP)
     write_codes(tmp / "case.nic.zarr", grid)
     grids, labels, _ = planted_cohort(16, seed=0, rows=8, cols=8, strength=3.0)
     model, _ = run_to_end(iter_train_slide_model(
