@@ -84,3 +84,12 @@ def test_widget_without_codes_says_what_to_do(make_napari_viewer, qtbot, files, 
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
     assert errors and "no compressed slide at /nowhere/x.nic.zarr" in errors[0]
     assert widget.result_layer is None and not list(viewer.layers)
+
+
+def test_slide_level_dock_opens_from_the_plugins_menu(make_napari_viewer):
+    from napari_xhisto._widgets.common.docking import ScrollDock
+    from napari_xhisto._widgets.slide_level import SlideLevelWidget
+
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-xhisto", "Slide-level")
+    assert isinstance(widget, ScrollDock) and isinstance(widget.inner, SlideLevelWidget)
