@@ -111,8 +111,12 @@ def _level_sizes(h: int, w: int) -> list[tuple[int, int]]:
 
 def iter_write_slide(path, *, size=20000, seed: int = 0, format: str | None = None,  # noqa: A002
                      mpp: float = 0.5, tile: int = 256, quality: int = 85,
-                     ground_truth: bool = True, workers: int = 2):
-    """Generator version of :func:`write_slide`: yields (done, total), returns the paths."""
+                     ground_truth: bool = True, workers: int = 2, world: SynthWorld | None = None):
+    """Generator version of :func:`write_slide`: yields (done, total), returns the paths.
+
+    ``world``: render this (already built, possibly edited) world instead of a new
+    ``SynthWorld(size, seed, mpp, layout="slide")`` (its size and µm/px then win).
+    """
     import tifffile
 
     path = Path(path)
@@ -123,7 +127,10 @@ def iter_write_slide(path, *, size=20000, seed: int = 0, format: str | None = No
     if tile % 16 or RENDER_BLOCK % tile:
         raise ValueError(f"tile must be a multiple of 16 dividing {RENDER_BLOCK}, got {tile}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    world = SynthWorld(h, w, seed=seed, mpp=mpp, layout="slide")
+    if world is None:
+        world = SynthWorld(h, w, seed=seed, mpp=mpp, layout="slide")
+    else:
+        h, w, mpp = world.height, world.width, world.mpp
     sizes = _level_sizes(h, w)
     strips = list(range(0, h, RENDER_BLOCK))
     total = len(strips) + len(sizes)

@@ -185,3 +185,12 @@ class ExportDock(ScrollDock):
         from ..export_widget import ExportWidget
 
         super().__init__(ExportWidget(napari_viewer), parent)
+
+
+class SlideLevelDock(ScrollDock):
+    """*Slide-level* (NIC: p(label) and slide-wide Grad-CAM), scrollable (napari.yaml)."""
+
+    def __init__(self, napari_viewer, parent=None):
+        from ..slide_level import SlideLevelWidget
+
+        super().__init__(SlideLevelWidget(napari_viewer), parent)

@@ -1,0 +1,60 @@
+"""The Slide-level widget's layout (Qt only)."""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..common.legend import ColourLegend
+
+
+def _path_row(placeholder: str):
+    row = QWidget()
+    lay = QHBoxLayout(row)
+    lay.setContentsMargins(0, 0, 0, 0)
+    edit = QLineEdit()
+    edit.setPlaceholderText(placeholder)
+    button = QPushButton("…")
+    button.setMaximumWidth(32)
+    lay.addWidget(edit, 1)
+    lay.addWidget(button)
+    return row, edit, button
+
+
+class SlideLevelView(QWidget):
+    """Slide, codes, model, Run; then p(label) and the heatmap's legend."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        outer = QVBoxLayout(self)
+        form = QFormLayout()
+        self.slide_combo = QComboBox()
+        form.addRow("Slide", self.slide_combo)
+        row, self.codes_edit, self.codes_button = _path_row("SLIDE.nic.zarr (found beside the slide)")
+        form.addRow("Codes", row)
+        row, self.model_edit, self.model_button = _path_row("folder from xhisto train-slide")
+        form.addRow("Slide model", row)
+        self.augment_box = QCheckBox("average over the 8 flips/rotations")
+        form.addRow("", self.augment_box)
+        outer.addLayout(form)
+        self.run_button = QPushButton("Predict and explain the slide")
+        outer.addWidget(self.run_button)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        outer.addWidget(self.progress)
+        self.result_label = QLabel("")
+        self.result_label.setWordWrap(True)
+        outer.addWidget(self.result_label)
+        self.legend = ColourLegend()
+        outer.addWidget(self.legend)
+        outer.addStretch(1)
