@@ -1,6 +1,6 @@
 """Monte-Carlo dropout: how sure is the model? N stochastic passes per patch (Gal & Ghahramani).
 
-Each patch batch is read and preprocessed once, then repeated through the network N times with
+Each patch batch is read and preprocessed once, then run through the network N times with
 only its dropout layers sampling: every other layer (BatchNorm above all) stays in eval mode.
 The dropout masks come from a seeded ``torch.Generator`` (forward hooks on the model's
 ``nn.Dropout``/``Dropout1d/2d/3d`` layers, which stay in eval mode), so the result is
@@ -125,18 +125,21 @@ def _temperature(model) -> float:
 
 
 def _sample_batch(model: LoadedModel, images: np.ndarray, n_samples: int,
-                  generator: torch.Generator, per_forward: int) -> np.ndarray:
-    """Softmax outputs (n_samples, len(images), C) float32: ``images`` preprocessed once,
-    repeated ``per_forward // len(images)`` times per forward pass."""
+                  generator: torch.Generator, passes_per_forward: int = 1) -> np.ndarray:
+    """Softmax outputs (n_samples, len(images), C) float32 of ``images``, preprocessed once.
+
+    With ``passes_per_forward`` 1 each pass is one forward of the batch exactly as
+    ``predict_proba`` runs it (same tensor, same batch size), so with dropout off every pass
+    equals ``predict_proba`` bit for bit. More stack that many passes of a small batch into one
+    forward (faster for small batches; the last bits may then differ with the batch size).
+    """
     temp = _temperature(model)
     out = []
     with torch.inference_mode(), sampling_dropout(model.module, generator):
         x = model.preprocess(images)
-        b = len(x)
-        reps = max(1, per_forward // max(b, 1))
-        done = 0
+        b, done = len(x), 0
         while done < n_samples:
-            r = min(reps, n_samples - done)
+            r = min(max(1, int(passes_per_forward)), n_samples - done)
             xr = x if r == 1 else x.repeat(r, 1, 1, 1)
             if model.amp and model.device.type == "cuda":
                 with torch.autocast("cuda", dtype=torch.float16):
@@ -161,7 +164,8 @@ def summarise(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def mc_predict_proba(model, images, *, n_samples: int = DEFAULT_SAMPLES, seed: int = 0,
-                     batch_size: int | None = None, keep_samples: bool = False) -> MCResult:
+                     batch_size: int | None = None, keep_samples: bool = False,
+                     passes_per_forward: int = 1) -> MCResult:
     """Monte-Carlo dropout class probabilities of uint8 NHWC patches.
 
     Parameters
@@ -174,11 +178,13 @@ def mc_predict_proba(model, images, *, n_samples: int = DEFAULT_SAMPLES, seed: i
     seed : int
         Seed of the dropout masks; the same seed, patches and batch size give the same result.
     batch_size : int, optional
-        Patches per batch (default the model's); a forward pass carries up to
-        ``max(batch_size, 64)`` rows, i.e. several passes of a small batch at once. Halved on
-        GPU out-of-memory.
+        Patches per batch (default the model's): each batch is preprocessed once and run
+        ``n_samples`` times. Halved on GPU out-of-memory.
     keep_samples : bool
         Also return every pass's probabilities.
+    passes_per_forward : int
+        Passes stacked into one forward (1: each pass is the batch as ``predict_proba`` runs
+        it, bit-identical with dropout off; more: faster on small batches).
 
     Returns
     -------
@@ -198,10 +204,10 @@ def mc_predict_proba(model, images, *, n_samples: int = DEFAULT_SAMPLES, seed: i
     gen = torch.Generator(device=model.device)
     gen.manual_seed(int(seed))
     bs = int(batch_size or model.batch_size)
-    per_forward = max(bs, 64)
 
     def one(batch):  # (B, n_samples, C): batches concatenate along the patch axis
-        return _sample_batch(model, batch, n_samples, gen, per_forward).transpose(1, 0, 2)
+        return _sample_batch(model, batch, n_samples, gen,
+                             passes_per_forward).transpose(1, 0, 2)
 
     samples, _ = run_halving_on_oom(one, images, bs)
     samples = samples.transpose(1, 0, 2)
@@ -307,7 +313,7 @@ class _MCModel(LoadedModel):
         bs = int(batch_size or self.batch_size)
 
         def one(batch):
-            s = _sample_batch(self, batch, self.n_samples, self.generator, max(bs, 64))
+            s = _sample_batch(self, batch, self.n_samples, self.generator)
             return np.stack(summarise(s), axis=1)  # (B, 3, C)
 
         out, _ = run_halving_on_oom(one, images, bs)
