@@ -237,3 +237,15 @@ def test_cli_writes_mean_and_std_maps_placed_like_predict(models, slide, tmp_pat
     assert main(["predict", *common[:1], "--model", models["plain"].spec.source, *common[3:],
                  "--out", str(tmp_path / "x.ome.tif"), "--mc-dropout", "3"]) != 0
     assert "no dropout layer" in capsys.readouterr().err
+
+
+def test_bundled_demo_mc_has_dropout_and_the_demo_keys():
+    from napari_xhisto.models.demo import DEMO_DIR
+
+    mc = load_model(DEMO_DIR / "demo_mc.json", device="cpu")
+    demo = load_model("demo", device="cpu")
+    assert has_mc_dropout(mc) and mc.spec.dropout == 0.3
+    assert dropout_layers(mc.module) == [("dropout", 0.3)]
+    assert list(mc.module.state_dict()) == list(demo.module.state_dict())
+    res = mc_predict_proba(mc, _patches(3, 64), n_samples=5, seed=0)
+    assert res.mean.shape == (3, 2) and (res.std >= 0).all()
