@@ -15,6 +15,7 @@ Stages (all by default; each writes its part of bench/results/uncertainty.json):
             style "a" patches only; MC std on paired test patches (the same tissue rendered in
             style "a" and "b"), mean with a bootstrap interval per style and of the paired
             difference.
+``stain_demo`` the bundled demo_mc on the same paired style "a" / "b" test patches.
 ``figure``  the bundled demo_mc model over a synthetic slide with artefacts (pen, fold, blur,
             bubble): slide, mean p(tumour) and MC std side by side -> resources/uncertainty_map.png
 
@@ -255,6 +256,33 @@ def stage_stain(args) -> None:
                         "seconds": round(time.perf_counter() - t0, 1)})
 
 
+def stage_stain_demo(args) -> None:
+    """The bundled demo_mc (xhisto_cnn_s, dropout 0.3, trained on style "a") on the same paired
+    style "a" / "b" test patches: MC std and accuracy per style."""
+    from napari_xhisto.models import load_model
+    from napari_xhisto.models.mc_dropout import mc_predict_proba
+    from napari_xhisto.models.training import patch_metrics
+
+    t0 = time.perf_counter()
+    model = load_model(MC_SPEC, device="cpu")
+    rng = np.random.default_rng(0)
+    out, stds = {}, {}
+    for name in ("a", "b"):
+        data = style_data(args.stain_test, 777, name)
+        r = mc_predict_proba(model, data.images, n_samples=args.n, seed=0)
+        cls = r.mean.argmax(1)
+        stds[name] = r.std[np.arange(len(cls)), cls].astype(np.float64)
+        out[f"style_{name}"] = {"mc_std": _boot_mean(stds[name], rng),
+                                **{k: v for k, v in patch_metrics(r.mean, data.labels, 1).items()
+                                   if k in ("f1", "accuracy", "auc", "recall")}}
+    out["paired_difference_b_minus_a"] = _boot_mean(stds["b"] - stds["a"], rng)
+    out["fraction_b_above_a"] = float(np.mean(stds["b"] > stds["a"]))
+    print(json.dumps(out))
+    save_part("stain_demo", {"model": "demo_mc", "n_samples": args.n,
+                             "n_test_per_style": args.stain_test, **out,
+                             "seconds": round(time.perf_counter() - t0, 1)})
+
+
 def stage_figure(args) -> None:
     import matplotlib
 
@@ -268,7 +296,9 @@ def stage_figure(args) -> None:
     from napari_xhisto.synth.writer import write_slide
 
     t0 = time.perf_counter()
-    tmp = ROOT / "bench" / "results" / "uncertainty_slide"
+    import tempfile
+
+    tmp = Path(tempfile.gettempdir()) / "xhisto_uncertainty_slide"  # scratch, not committed
     tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "artefacts.ome.tif"
     if not path.exists():
@@ -304,6 +334,60 @@ def stage_figure(args) -> None:
                          "seconds": round(time.perf_counter() - t0, 1), "out": str(out)})
 
 
+def stage_report(args) -> None:
+    """Markdown tables of the stored results (what docs/uncertainty.md and the README show)."""
+    r = load_results()
+
+    def ci(d, nd=3):
+        return f"{d['auc']:.{nd}f} [{d['low']:.{nd}f}, {d['high']:.{nd}f}]"
+
+    if "ood" in r:
+        o = r["ood"]
+        print(f"OOD ({o['n_samples']} passes; {o['n_in_distribution']} in-distribution patches, "
+              f"{o['n_per_ood_set']} per set; load {' '.join(o['loadavg'])})\n")
+        print("| OOD set | AUROC 1 - max softmax (no dropout) | AUROC 1 - max MC mean | "
+              "AUROC MC std | mean MC std |")
+        print("|---|---|---|---|---|")
+        rows = [*o["sets"].items(), ("all four", o["all_ood"])]
+        for name, e in rows:
+            std = f"{e['mean']['mc_std']:.4f}" if "mean" in e else "-"
+            print(f"| {name} | {ci(e['auroc_msp'])} | {ci(e['auroc_mc_conf'])} | "
+                  f"{ci(e['auroc_mc_std'])} | {std} |")
+        print(f"| in-distribution | | | | {o['in_distribution']['mc_std']:.4f} |\n")
+    if "stain" in r:
+        st = r["stain"]
+        print(f"Stain style ({st['architecture']}, dropout {st['dropout']}, {st['n_train']} "
+              f"style-a patches x {st['epochs']} epochs, {st['n_samples']} passes, "
+              f"{st['n_test_per_style']} paired test patches; load {' '.join(st['loadavg'])})\n")
+        print("| seed | mean MC std, style a | style b | paired b - a | patches b > a | "
+              "AUC a | AUC b |")
+        print("|---|---|---|---|---|---|---|")
+        for run in st["runs"]:
+            a, b = run["style_a"], run["style_b"]
+            d = run["paired_difference_b_minus_a"]
+
+            def m(x):
+                return f"{x['mean']:.4f} [{x['low']:.4f}, {x['high']:.4f}]"
+
+            print(f"| {run['seed']} | {m(a['mc_std'])} | {m(b['mc_std'])} | {m(d)} | "
+                  f"{run['fraction_b_above_a']:.0%} | {a['auc']:.3f} | {b['auc']:.3f} |")
+    if "stain_demo" in r:
+        sd = r["stain_demo"]
+        a, b, d = sd["style_a"], sd["style_b"], sd["paired_difference_b_minus_a"]
+
+        def m2(x):
+            return f"{x['mean']:.4f} [{x['low']:.4f}, {x['high']:.4f}]"
+
+        print(f"\ndemo_mc (xhisto_cnn_s, dropout 0.3, style a; {sd['n_samples']} passes; load "
+              f"{' '.join(sd['loadavg'])})\n")
+        print("| style | mean MC std | F1 | recall | accuracy | AUC |")
+        print("|---|---|---|---|---|---|")
+        for name, x in (("a", a), ("b", b)):
+            print(f"| {name} | {m2(x['mc_std'])} | {x['f1']:.3f} | {x['recall']:.3f} | "
+                  f"{x['accuracy']:.3f} | {x['auc']:.3f} |")
+        print(f"| b - a (paired) | {m2(d)} | | | | |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("stages", nargs="*", default=["train", "ood", "stain", "figure"])
@@ -322,7 +406,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     for st in args.stages:
         {"train": stage_train, "ood": stage_ood, "stain": stage_stain,
-         "figure": stage_figure}[st](args)
+         "figure": stage_figure, "report": stage_report,
+         "stain_demo": stage_stain_demo}[st](args)
     return 0
 
 
