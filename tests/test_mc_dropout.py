@@ -249,3 +249,26 @@ def test_bundled_demo_mc_has_dropout_and_the_demo_keys():
     assert list(mc.module.state_dict()) == list(demo.module.state_dict())
     res = mc_predict_proba(mc, _patches(3, 64), n_samples=5, seed=0)
     assert res.mean.shape == (3, 2) and (res.std >= 0).all()
+
+
+def test_damaged_tile_cells_are_nan_in_mean_median_and_std(tmp_path, cmu1_path):
+    try:
+        import conftest_slides as cs
+    except ImportError:  # tests collected as a package
+        from . import conftest_slides as cs
+    from napari_xhisto.models.demo import DEMO_DIR
+    from napari_xhisto.slide import open_slide
+
+    tile = cs.largest_tile(cmu1_path)
+    path = cs.flip_entropy_bits(cmu1_path, tmp_path / "flip.svs", *tile)
+    region = Region(960, 720, 768, 768)
+    model = load_model(DEMO_DIR / "demo_mc.json", device="cpu")
+    with open_slide(path) as slide:
+        umap = run_to_end(mc_predict_region(slide, region, model, n_samples=3, batch_size=16))
+        ref = run_to_end(predict_region(slide, region, model, batch_size=16))
+    bad = umap.mean.damaged_mask
+    assert bad is not None and bad.sum() == 9
+    np.testing.assert_array_equal(bad, ref.damaged_mask)
+    for arr in (umap.mean.probs, umap.median, umap.std):
+        assert np.isnan(arr[bad]).all() and np.isfinite(arr[~bad]).all()
+    assert umap.provenance["n_damaged_cells"] == 9
