@@ -7,7 +7,9 @@ DESCRIPTION = (
     "Run a patch classifier over a slide (or a level-0 region 'row,col,height,width') at the "
     "model's µm/px, skipping background, and write the positive-class probability as a float "
     "OME-TIFF that lines up with the slide (NaN where no tissue). --model is 'demo' (the bundled "
-    "classifier), a model spec JSON, or a WSInfer config.json."
+    "classifier), a model spec JSON, or a WSInfer config.json. --mc-dropout N (a model with "
+    "dropout layers) runs N stochastic passes per patch: --out gets their mean and a second file "
+    "(NAME-std.ome.tif, or --std-out) their standard deviation, placed alike."
 )
 
 
@@ -30,6 +32,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--mpp", type=float, default=None,
                         help="override the slide's µm per level-0 pixel")
     parser.add_argument("--workers", type=int, default=None, help="reader threads")
+    parser.add_argument("--mc-dropout", type=int, default=None, metavar="N",
+                        help="Monte-Carlo dropout: N stochastic passes per patch (30 is usual); "
+                             "writes the mean to --out and the standard deviation beside it")
+    parser.add_argument("--mc-seed", type=int, default=0, help="seed of the dropout masks")
+    parser.add_argument("--std-out", default=None,
+                        help="file of the standard deviation map (default: --out with '-std' "
+                             "before its suffix)")
 
 
 def run(args) -> int:
@@ -54,13 +63,31 @@ def run(args) -> int:
     mpp = options.optional(options.mpp, args.mpp, "--mpp")
     region = options.parse_region(args.region) if args.region else None
     model = load_model(args.model, device=args.device, batch_size=batch_size)
+    mc, std_out = args.mc_dropout, None
+    if mc is not None:
+        from ..models.mc_dropout import (
+            check_samples,
+            mc_predict_region,
+            require_dropout,
+            std_path,
+        )
+
+        mc = check_samples(mc)
+        std_out = std_path(args.out, args.std_out)
+        require_dropout(model)
     with open_slide(args.slide, mpp=mpp) as slide:
         if region is not None:
             region = options.region_on_slide(region, slide.dimensions)
-        pmap = run_to_end(predict_region(slide, region, model, batch_size=batch_size,
-                                         stride=stride, tissue_threshold=threshold,
-                                         workers=workers),
-                          on_progress=text_progress("predict"))
+        kw = dict(batch_size=batch_size, stride=stride, tissue_threshold=threshold,
+                  workers=workers)
+        if mc is None:
+            pmap = run_to_end(predict_region(slide, region, model, **kw),
+                              on_progress=text_progress("predict"))
+        else:
+            umap = run_to_end(mc_predict_region(slide, region, model, n_samples=mc,
+                                                seed=args.mc_seed, **kw),
+                              on_progress=text_progress(f"predict ({mc} dropout passes)"))
+            pmap = umap.mean
         options.require_patches(pmap.provenance["n_patches"], tissue_threshold=threshold)
         values = pmap.class_map(args.class_name).astype(np.float32)
         values[~pmap.tissue_mask] = np.nan
@@ -70,6 +97,12 @@ def run(args) -> int:
                               "(nothing written): copy the slide again")
         name = args.class_name or pmap.positive_class
         prov = {**pmap.provenance, "kind": "probability", "class": name}
+        if mc is not None:
+            prov["statistic"] = "mean"
+            std = umap.std_map(args.class_name).astype(np.float32)
+            std[~pmap.tissue_mask] = np.nan
+            write_heatmap(std_out, std, pmap.placement, mpp=slide.mpp,
+                          provenance={**prov, "kind": "probability-std", "statistic": "std"})
         out = write_heatmap(args.out, values, pmap.placement, mpp=slide.mpp, provenance=prov)
     damaged = pmap.provenance.get("damaged_tiles", [])
     if damaged:
@@ -82,6 +115,10 @@ def run(args) -> int:
                "mean_probability": float(values[finite].mean()) if finite.any() else None,
                "n_damaged_cells": pmap.provenance["n_damaged_cells"],
                "damaged_tiles": damaged}
+    if mc is not None:
+        fin = np.isfinite(std)
+        summary.update({"std_out": str(std_out), "mc_dropout": mc, "mc_seed": args.mc_seed,
+                        "mean_std": float(std[fin].mean()) if fin.any() else None})
     json.dump(summary, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

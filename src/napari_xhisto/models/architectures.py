@@ -272,11 +272,18 @@ class SmallCNN(nn.Module):
         Output channels of each stage; each stage after the first halves the resolution first.
     convs_per_stage : tuple of int
         Number of 3x3 conv layers per stage.
+    dropout : float
+        Probability of an ``nn.Dropout`` on the pooled features before ``classifier`` (for
+        Monte-Carlo dropout, :mod:`.mc_dropout`). 0 (the default) puts an ``nn.Identity``
+        there; neither has parameters, so the weights' keys are the same either way.
     """
 
     def __init__(self, num_classes: int = 2, *, channels=(16, 32, 64, 128),
-                 convs_per_stage=(1, 2, 2, 2)):
+                 convs_per_stage=(1, 2, 2, 2), dropout: float = 0.0):
         super().__init__()
+        if isinstance(dropout, bool) or not isinstance(dropout, int | float) \
+                or not 0 <= dropout < 1:
+            raise ModelError(f"dropout takes a probability in [0, 1), got {dropout!r}")
         layers: list[nn.Module] = []
         c_in = 3
         for i, (c_out, n) in enumerate(zip(channels, convs_per_stage, strict=True)):
@@ -289,24 +296,29 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
+        self.dropout = nn.Dropout(float(dropout)) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(c_in, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.flatten(self.pool(self.features(x))))
+        return self.classifier(self.dropout(self.flatten(self.pool(self.features(x)))))
 
 
 @register_architecture("xhisto_cnn_s")
-def _small_cnn(num_classes: int) -> nn.Module:
-    """About 0.29 M parameters; 64 px input gives an 8 x 8 last feature map."""
-    return SmallCNN(num_classes)
+def _small_cnn(num_classes: int, *, dropout: float = 0.0) -> nn.Module:
+    """About 0.29 M parameters; 64 px input gives an 8 x 8 last feature map.
+
+    ``arch_options: {dropout: 0.3}`` adds dropout before the classifier (same weight keys).
+    """
+    return SmallCNN(num_classes, dropout=dropout)
 
 
 @register_architecture("xhisto_cnn_xs")
-def _tiny_cnn(num_classes: int) -> nn.Module:
-    """About 25 k parameters, for tests."""
-    return SmallCNN(num_classes, channels=(8, 16, 32), convs_per_stage=(1, 1, 1))
+def _tiny_cnn(num_classes: int, *, dropout: float = 0.0) -> nn.Module:
+    """About 25 k parameters, for tests; ``dropout`` as for ``xhisto_cnn_s``."""
+    return SmallCNN(num_classes, channels=(8, 16, 32), convs_per_stage=(1, 1, 1),
+                    dropout=dropout)
 
 

@@ -159,6 +159,19 @@ class ModelSpec:
         return int(self.input_size or self.patch_size)
 
     @property
+    def dropout(self) -> float | None:
+        """Largest dropout probability the spec declares (``arch_options.dropout`` of the
+        project CNNs, ``drop_rate`` of timm, ``{dropout: p}`` head layers); None: none declared.
+        Monte-Carlo dropout (:mod:`.mc_dropout`) checks the built network itself."""
+        found = [self.arch_options.get(k) for k in ("dropout", "drop_rate")
+                 if isinstance(self.arch_options, dict)]
+        for item in (self.head or {}).get("layers", []):
+            if isinstance(item, dict) and len(item) == 1 and "dropout" in item:
+                found.append(item["dropout"])
+        found = [float(p) for p in found if isinstance(p, int | float) and not isinstance(p, bool)]
+        return max(found) if found else None
+
+    @property
     def patch_um(self) -> float:
         """Side of a patch in µm on the slide."""
         return self.patch_size * self.mpp

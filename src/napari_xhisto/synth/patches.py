@@ -73,7 +73,7 @@ def sample_patches(n: int, *, patch_size: int, mpp: float = 0.5, seed: int = 0,
                    corner_square=None, tumour_ratio: float | None = None,
                    tumour_threshold: float = 0.5, exclude_max_fraction: float = 0.1,
                    field_size: int | None = None, jpeg_quality: int | None = 85,
-                   necrosis="classic") -> PatchSet:
+                   necrosis="classic", stain_style: str = "a") -> PatchSet:
     """Draw labelled patches from fields of synthetic tissue (layout "mixed").
 
     Parameters
@@ -108,6 +108,9 @@ def sample_patches(n: int, *, patch_size: int, mpp: float = 0.5, seed: int = 0,
         JPEG round trip of each field.
     necrosis : {"classic", "comedo"} or NecrosisStyle
         How necrosis looks (``napari_xhisto.synth.necrosis``).
+    stain_style : {"a", "b"}
+        Staining of every field (``napari_xhisto.synth.stain.STAIN_STYLES``): "a" as the demo
+        model's training data, "b" a second laboratory's look.
 
     Returns
     -------
@@ -145,7 +148,7 @@ def sample_patches(n: int, *, patch_size: int, mpp: float = 0.5, seed: int = 0,
         field_seed = int(seed) * 100_003 + k_field
         k_field += 1
         world = SynthWorld(fs, fs, seed=field_seed, mpp=mpp, layout="mixed", bank_seed=seed,
-                           necrosis=necrosis)
+                           necrosis=necrosis, stain_style=stain_style)
         rgb, codes = world.render(0, 0, fs, fs)
         if jpeg_quality:
             rgb = jpeg_roundtrip(rgb, jpeg_quality)

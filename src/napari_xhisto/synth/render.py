@@ -14,7 +14,7 @@ import numpy as np
 from .cells import CELL_CLASSES, KINDS, NOT_A_CELL, CellBlock, CellField, vessel_lumen
 from .layout import CODE, NECROSIS_RIM_UM, Layout, make_layout, vessel_distance
 from .necrosis import necrosis_style
-from .stain import StainParams, od_to_rgb
+from .stain import od_to_rgb, stain_for_style
 from .stamps import StampBank, paste
 from .textures import MAX_WINDOW, TextureBank
 
@@ -72,10 +72,14 @@ class SynthWorld:
     necrosis : {"classic", "comedo"} or NecrosisStyle
         How necrosis looks (``napari_xhisto.synth.necrosis``); "classic" is what the bundled
         demo model was trained on.
+    stain_style : {"a", "b"}
+        Staining (``napari_xhisto.synth.stain.stain_for_style``): "a" is what the bundled demo
+        model was trained on, "b" a second laboratory's look (domain shift).
     """
 
     def __init__(self, height: int, width: int, *, seed: int = 0, mpp: float = 0.5,
-                 layout: str = "mixed", bank_seed: int | None = None, necrosis="classic"):
+                 layout: str = "mixed", bank_seed: int | None = None, necrosis="classic",
+                 stain_style: str = "a"):
         if height <= 0 or width <= 0:
             raise ValueError(f"size must be positive, got {height} x {width}")
         if not (0.05 <= mpp <= 10):
@@ -85,7 +89,7 @@ class SynthWorld:
         self.tex, self.stamps = _banks(int(seed if bank_seed is None else bank_seed), self.mpp)
         self.necrosis = necrosis_style(necrosis)
         self.cells = CellField(self.layout, self.tex, seed, necrosis=self.necrosis)
-        self.stain = StainParams.random(np.random.default_rng([self.seed, 99]))
+        self.stain = stain_for_style(stain_style, np.random.default_rng([self.seed, 99]))
 
     # ------------------------------------------------------------------------------------
     def render(self, r0: int, c0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,12 @@ MACENKO_E = np.array([0.2159, 0.8012, 0.5581])
 RBC_VECTOR = np.array([0.10, 0.80, 0.59])
 # Pen inks: green (absorbs red and blue) and dark blue-black.
 INK_VECTORS = {"green": np.array([0.72, 0.22, 0.66]), "blue": np.array([0.62, 0.55, 0.20])}
+# Stain styles: "a" is what every synthetic field (and the bundled demo model) uses; "b" is a
+# second laboratory: a bluer, stronger haematoxylin, a weak orange-pink eosin and a scanner with a
+# warm white balance (a domain shift for MC-dropout and bias experiments).
+STAIN_STYLES = ("a", "b")
+STYLE_B_H = np.array([0.78, 0.58, 0.22])
+STYLE_B_E = np.array([0.03, 0.72, 0.69])
 
 
 def _unit(v):
@@ -62,6 +68,23 @@ class StainParams:
         white = np.array([243.0, 243.0, 244.0]) + rng.normal(0, 1.5, 3)
         return cls(h, e, float(rng.uniform(0.85, 1.15)), float(rng.uniform(0.85, 1.15)),
                    np.clip(white, 225, 252))
+
+
+def stain_for_style(style: str, rng: np.random.Generator) -> StainParams:
+    """One slide's staining in ``style`` (see ``STAIN_STYLES``); "a" is ``StainParams.random``.
+
+    Style "b" varies from slide to slide as "a" does (vectors jittered, strengths within 15%)
+    around its own vectors, haematoxylin x1.5, eosin x0.6 and white (246, 238, 222).
+    """
+    if style == "a":
+        return StainParams.random(rng)
+    if style != "b":
+        raise ValueError(f"stain_style must be one of {STAIN_STYLES}, got {style!r}")
+    h = _unit(STYLE_B_H + rng.normal(0, 0.02, 3))
+    e = _unit(STYLE_B_E + rng.normal(0, 0.02, 3))
+    white = np.array([246.0, 238.0, 222.0]) + rng.normal(0, 1.5, 3)
+    return StainParams(h, e, float(1.5 * rng.uniform(0.85, 1.15)),
+                       float(0.6 * rng.uniform(0.85, 1.15)), np.clip(white, 200, 252))
 
 
 def od_to_rgb(h_od: np.ndarray, e_od: np.ndarray, stain: StainParams, *,

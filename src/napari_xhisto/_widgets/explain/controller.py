@@ -44,6 +44,8 @@ class ExplainSettings:
     compare: list = field(default_factory=list)  # methods to compare; empty: one method
     with_probability: bool = False
     opacity: float = 0.6
+    uncertainty: bool = False  # probability map: MC-dropout mean plus a std layer
+    mc_samples: int = 30
 
     def methods(self) -> list[str]:
         return list(self.compare) or [self.method]
@@ -359,17 +361,25 @@ class ExplainController(ResultLayers):
 
         def run():
             from ...models import predict_region
+            from ...models.mc_dropout import mc_predict_region
 
             leave_a_core_to_the_gui()
+            if s.uncertainty:  # refused with the reason before any read for a model without
+                return (yield from mc_predict_region(  # dropout
+                    self.slide(layer, path), region, self.model(), n_samples=s.mc_samples))
             return (yield from predict_region(self.slide(layer, path), region, self.model()))
 
-        def done(pmap):
-            added = self.add_probability(pmap, layer, mpp, path, region, s)
-            self.last_run = {"region": region, "layers": [added.name], "slide": layer.name}
+        def done(res):
+            added = [self.add_probability(getattr(res, "mean", res), layer, mpp, path, region, s)]
+            if s.uncertainty:
+                added.append(self.add_uncertainty(res, layer, mpp, path, region, s))
+            self.last_run = {"region": region, "layers": [a.name for a in added],
+                             "slide": layer.name}
             sync_outlines(self.viewer, layer, keep_empty=self.explain_mode)
             self.on_results(None)
 
-        return self._start(run, f"probability map of the {scope}", done)
+        what = f"{s.mc_samples} MC-dropout passes" if s.uncertainty else "probability map"
+        return self._start(run, f"{what} of the {scope}", done)
 
     def _start(self, run, label, on_result):
         def finished(cancelled):

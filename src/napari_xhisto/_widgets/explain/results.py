@@ -37,6 +37,19 @@ class ResultLayers:
             slide_path=path, opacity=s.opacity, tissue_mask=getattr(pmap, "tissue_mask", None))
         return L.add_below_annotations(self.viewer, data, self._units_of_slide(kwargs, s))
 
+    def add_uncertainty(self, umap, layer, mpp, path, region, s):
+        """The MC-dropout std of the target class as its own layer (own colormap, legend),
+        above the probability layer and below the annotations."""
+        from .uncertainty import uncertainty_layer_data
+
+        names = list(umap.mean.class_names)
+        cls = s.target if s.target in names else names[-1]
+        prov = {**umap.provenance, "target_class": cls, "model_label": self.model_label()}
+        name = "std " + naming.probability_name(cls, self.model_label(), region, mpp)
+        data, kwargs = uncertainty_layer_data(umap, cls, mpp=mpp, provenance=prov, name=name,
+                                              slide_path=path, opacity=s.opacity)
+        return L.add_below_annotations(self.viewer, data, self._units_of_slide(kwargs, s))
+
     def _units_of_slide(self, kwargs: dict, s) -> dict:
         if s.slide in self.viewer.layers:
             kwargs["units"] = self.viewer.layers[s.slide].units
@@ -45,7 +58,8 @@ class ResultLayers:
     # -- display
     def result_layers(self) -> list:
         return [ly for ly in self.viewer.layers
-                if ly.metadata.get("xhisto", {}).get("kind") in ("heatmap", "probability")]
+                if ly.metadata.get("xhisto", {}).get("kind") in ("heatmap", "probability",
+                                                                  "uncertainty")]
 
     def set_opacity(self, opacity: float) -> None:
         for ly in self.result_layers():
@@ -72,6 +86,9 @@ class ResultLayers:
         meta = layer.metadata["xhisto"]
         if meta["kind"] == "probability":
             title = f"p({meta.get('class_name', '')}): clear when low"
+        elif meta["kind"] == "uncertainty":
+            n = meta.get("provenance", {}).get("mc_dropout", {}).get("n_samples", "?")
+            title = f"std of p({meta.get('class_name', '')}), {n} MC-dropout passes"
         else:
             prov = meta.get("provenance", {})
             target = prov.get("target_class") or prov.get("target", "the class")

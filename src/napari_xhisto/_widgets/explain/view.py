@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSlider,
+    QSpinBox,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -152,6 +153,16 @@ class ExplainView(QWidget):
         self.prob_scope.addItems(["view", "whole slide"])
         row = QFormLayout()
         row.addRow("of", self.prob_scope)
+        self.uncertainty_check = QCheckBox("+ uncertainty")
+        self.uncertainty_check.setToolTip(
+            "Monte-Carlo dropout: run the model's dropout layers N times per patch: the probability map shows the "
+            "mean, a second layer the standard deviation (needs a model with dropout)")
+        self.mc_spin = QSpinBox()
+        self.mc_spin.setRange(2, 1000)
+        self.mc_spin.setValue(30)
+        self.mc_spin.setToolTip("Monte-Carlo dropout passes per patch (seed 002 uses 100)")
+        row.addRow(self.uncertainty_check)
+        row.addRow("MC passes", self.mc_spin)
         lay.addWidget(self.prob_button)
         lay.addLayout(row)
         self.compare_button = QPushButton("Side by side…")

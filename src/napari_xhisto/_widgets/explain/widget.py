@@ -91,7 +91,8 @@ class ExplainWidget(ExplainView):
             target=self.target_combo.currentText(), size_um=self.size_spin.value(),
             overlap=self.overlap_spin.value(), normalize=self.norm_combo.currentText(),
             use_canvas=self.canvas_check.isChecked(), compare=compare,
-            with_probability=self.compare_prob.isChecked(), opacity=self._opacity())
+            with_probability=self.compare_prob.isChecked(), opacity=self._opacity(),
+            uncertainty=self.uncertainty_check.isChecked(), mc_samples=self.mc_spin.value())
 
     def _params(self, method) -> dict:
         form = self._forms.get(method)
@@ -192,7 +193,7 @@ class ExplainWidget(ExplainView):
                 self.viewer.layers[meta["of"]].visible = True
         self._refresh_slides()
         if layer is not None and layer.metadata.get("xhisto", {}).get("kind") in (
-                "heatmap", "probability"):
+                "heatmap", "probability", "uncertainty"):
             self.controller.update_outlines()
             self._update_legend()
 

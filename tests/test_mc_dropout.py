@@ -1,0 +1,274 @@
+"""Monte-Carlo dropout: exact agreement with predict when dropout is off, convergence, seeding,
+BatchNorm left in eval, one read per patch, refusals, and the CLI's mean and std files."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_xhisto.errors import ModelError
+from napari_xhisto.geometry import Region
+from napari_xhisto.models import (
+    ModelSpec,
+    build_architecture,
+    load_model,
+    predict_region,
+    save_model,
+)
+from napari_xhisto.models.mc_dropout import (
+    dropout_layers,
+    has_mc_dropout,
+    mc_predict_proba,
+    mc_predict_region,
+    sampling_dropout,
+)
+from napari_xhisto.progress import run_to_end
+
+torch.set_num_threads(2)
+
+
+def _patches(n=8, size=32, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def _tiny(folder, name, p):
+    torch.manual_seed(0)
+    module = build_architecture("xhisto_cnn_xs", 2, options={"dropout": p} if p else None)
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so eval vs train would show
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+        module.classifier.weight.mul_(8.0)
+    spec = ModelSpec(architecture="xhisto_cnn_xs", class_names=["other", "tumour"],
+                     patch_size=32, mpp=1.0, arch_options={"dropout": p} if p else {})
+    return load_model(save_model(module, spec, folder / f"{name}.json"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mc_models")
+    return {"drop": _tiny(folder, "drop", 0.5), "plain": _tiny(folder, "plain", 0.0)}
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory):
+    """A 256 x 384 textured tiled TIFF at 0.5 µm/px (glass below row 192)."""
+    rng = np.random.default_rng(3)
+    img = np.clip(rng.normal(150, 40, (256, 384, 3)), 0, 255).astype(np.uint8)
+    img[..., 2] = np.clip(img[..., 2].astype(int) + np.linspace(-60, 60, 384)[None], 0, 255)
+    img[192:] = 255
+    path = tmp_path_factory.mktemp("mc_slide") / "tex.tif"
+    tifffile.imwrite(path, img, tile=(128, 128), photometric="rgb")
+    from napari_xhisto.slide import open_slide
+
+    with open_slide(path, mpp=0.5) as s:
+        yield s
+
+
+def test_dropout_option_keeps_the_weight_keys_and_the_eval_output():
+    plain = build_architecture("xhisto_cnn_s", 2)
+    drop = build_architecture("xhisto_cnn_s", 2, options={"dropout": 0.3})
+    assert list(plain.state_dict()) == list(drop.state_dict())
+    assert dropout_layers(drop) == [("dropout", 0.3)] and dropout_layers(plain) == []
+    demo = load_model("demo", device="cpu")
+    spec = ModelSpec.from_file(demo.spec.source)
+    spec.arch_options = {"dropout": 0.3}
+    demo_drop = load_model(spec, device="cpu")  # the bundled weights load unchanged
+    assert spec.dropout == 0.3 and demo.spec.dropout is None
+    x = _patches(4, 64)
+    np.testing.assert_array_equal(demo.predict_proba(x), demo_drop.predict_proba(x))
+    with pytest.raises(ModelError, match=r"dropout takes a probability in \[0, 1\)"):
+        build_architecture("xhisto_cnn_xs", 2, options={"dropout": 1.5})
+
+
+def test_dropout_off_gives_std_zero_and_exactly_predict(models):
+    model = models["drop"]
+    x = _patches(8)
+    model.module.dropout.p = 0.0
+    try:
+        res = mc_predict_proba(model, x, n_samples=7, seed=0)
+        ref = model.predict_proba(x)
+    finally:
+        model.module.dropout.p = 0.5
+    np.testing.assert_array_equal(res.std, 0.0)
+    np.testing.assert_array_equal(res.mean, ref)
+    np.testing.assert_array_equal(res.median, ref)
+
+
+def test_dropout_on_std_positive_reproducible_and_mean_converges(models):
+    model = models["drop"]
+    x = _patches(6)
+    bn = [m.running_mean.clone() for m in model.module.modules()
+          if isinstance(m, torch.nn.BatchNorm2d)]
+    a = mc_predict_proba(model, x, n_samples=16, seed=5, keep_samples=True)
+    b = mc_predict_proba(model, x, n_samples=16, seed=5)
+    c = mc_predict_proba(model, x, n_samples=16, seed=6)
+    assert (a.std > 1e-4).all()
+    np.testing.assert_array_equal(a.mean, b.mean)
+    np.testing.assert_array_equal(a.std, b.std)
+    assert not np.array_equal(a.mean, c.mean)
+    # summaries are those of the passes themselves; rows sum to 1
+    np.testing.assert_allclose(a.mean, a.samples.mean(0), atol=1e-6)
+    np.testing.assert_allclose(a.std, a.samples.std(0), atol=1e-6)
+    np.testing.assert_allclose(a.median, np.median(a.samples, 0), atol=1e-6)
+    np.testing.assert_allclose(a.samples.sum(-1), 1.0, atol=1e-5)
+    # BatchNorm stayed in eval: running statistics untouched, every module still in eval mode
+    after = [m.running_mean for m in model.module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.equal(u, v) for u, v in zip(bn, after, strict=True))
+    assert not any(m.training for m in model.module.modules())
+    # convergence: the error of the mean against a long run shrinks as N grows (averaged over
+    # several seeds so a lucky short run cannot decide)
+    def mean(n, seed):
+        return mc_predict_proba(model, x, n_samples=n, seed=seed, passes_per_forward=64).mean
+
+    x = x[:3]
+    big = mean(512, 99)
+    err = [np.mean([np.abs(mean(n, s) - big).mean() for s in range(3)]) for n in (2, 16, 128)]
+    assert err[0] > err[1] > err[2], err
+    assert err[2] < 0.5 * err[0]
+
+
+def test_sampled_masks_follow_p_and_rescale():
+    drop = torch.nn.Dropout(0.25).eval()
+    chan = torch.nn.Dropout2d(0.5).eval()
+    net = torch.nn.Sequential(drop)
+    g = torch.Generator().manual_seed(0)
+    with sampling_dropout(net, g):
+        y = net(torch.ones(200, 100))
+    np.testing.assert_allclose(np.unique(y.numpy()), [0.0, 1 / 0.75], rtol=1e-6)
+    assert abs((y == 0).float().mean().item() - 0.25) < 0.02
+    net2 = torch.nn.Sequential(chan)
+    with sampling_dropout(net2, g):
+        z = net2(torch.ones(64, 32, 4, 4))
+    per_channel = z.reshape(64, 32, 16)
+    assert torch.all(per_channel.amin(-1) == per_channel.amax(-1))  # whole channels dropped
+    assert abs((per_channel[..., 0] == 0).float().mean().item() - 0.5) < 0.05
+    assert torch.equal(net(torch.ones(3, 4)), torch.ones(3, 4))  # hooks gone afterwards
+
+
+def test_refusals(models, tmp_path):
+    with pytest.raises(ModelError, match="no dropout layer.*arch_options: \\{dropout: 0.3\\}"):
+        mc_predict_proba(models["plain"], _patches(2))
+    assert not has_mc_dropout(models["plain"]) and has_mc_dropout(models["drop"])
+    with pytest.raises(ModelError, match="at least 2 passes"):
+        mc_predict_proba(models["drop"], _patches(2), n_samples=1)
+    with pytest.raises(ModelError, match="no dropout layer"):
+        next(mc_predict_region(None, None, models["plain"]))  # before any read
+
+
+class CountingSlide:
+    def __init__(self, slide):
+        self._s, self.reads = slide, 0
+
+    def read_scaled(self, *a, **k):
+        self.reads += 1
+        return self._s.read_scaled(*a, **k)
+
+    def __getattr__(self, name):
+        return getattr(self._s, name)
+
+
+def test_region_reads_each_patch_once_and_is_placed_like_predict(models, slide):
+    model = models["drop"]
+    region = Region(0, 0, 256, 384)
+    counted = CountingSlide(slide)
+    ref = run_to_end(predict_region(counted, region, model, batch_size=4, workers=1))
+    ref_reads, counted.reads = counted.reads, 0
+    umap = run_to_end(mc_predict_region(counted, region, model, n_samples=9, seed=1,
+                                        batch_size=4, workers=1))
+    assert counted.reads == ref_reads  # 9 passes, one read per patch (plus the tissue thumbnail)
+    pmap = umap.mean
+    assert pmap.placement == ref.placement
+    np.testing.assert_array_equal(pmap.tissue_mask, ref.tissue_mask)
+    assert pmap.tissue_mask.sum() == 18 and not pmap.tissue_mask[3:].any()  # glass skipped
+    assert pmap.provenance["mc_dropout"]["n_samples"] == 9
+    # the std map is exactly what mc_predict_proba gives on the patches as read, cell by cell
+    from napari_xhisto.models import plan_patches, read_patch_batch
+
+    plan = plan_patches(slide, region, model.spec)
+    imgs = read_patch_batch(slide, plan, plan.cells)
+    direct = mc_predict_proba(model, imgs, n_samples=9, seed=1, batch_size=4)
+    np.testing.assert_allclose(umap.std[plan.cells[:, 0], plan.cells[:, 1]], direct.std,
+                               atol=1e-6)
+    np.testing.assert_allclose(pmap.probs[plan.cells[:, 0], plan.cells[:, 1]], direct.mean,
+                               atol=1e-6)
+    assert (umap.std_map()[pmap.tissue_mask] > 0).all()
+    assert (umap.std_map()[~pmap.tissue_mask] == 0).all()
+
+
+def test_cli_writes_mean_and_std_maps_placed_like_predict(models, slide, tmp_path, capsys):
+    from napari_xhisto.cli import main
+    from napari_xhisto.export.heatmap_io import read_heatmap
+
+    model = models["drop"]
+    common = [str(slide.path), "--model", model.spec.source, "--region", "0,0,256,384",
+              "--mpp", "0.5", "--device", "cpu", "--batch-size", "4"]
+    plain = tmp_path / "p.ome.tif"
+    assert main(["predict", *common, "--out", str(plain)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "mc.ome.tif"
+    assert main(["predict", *common, "--out", str(out), "--mc-dropout", "6",
+                 "--mc-seed", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    std_file = tmp_path / "mc-std.ome.tif"
+    assert summary["std_out"] == str(std_file) and summary["mc_dropout"] == 6
+    ref, mean, std = read_heatmap(plain), read_heatmap(out), read_heatmap(std_file)
+    assert mean.placement == ref.placement == std.placement
+    np.testing.assert_array_equal(np.isnan(mean.values), np.isnan(ref.values))
+    np.testing.assert_array_equal(np.isnan(std.values), np.isnan(ref.values))
+    umap = run_to_end(mc_predict_region(slide, Region(0, 0, 256, 384), model, n_samples=6,
+                                        seed=2, batch_size=4))
+    fin = np.isfinite(std.values)
+    np.testing.assert_allclose(std.values[fin], umap.std_map()[fin], atol=1e-6)
+    np.testing.assert_allclose(mean.values[fin], umap.mean.positive[fin], atol=1e-6)
+    assert std.provenance["kind"] == "probability-std"
+    assert std.provenance["mc_dropout"]["seed"] == 2
+    assert summary["mean_std"] == pytest.approx(float(std.values[fin].mean()), rel=1e-5)
+    # a derived std name that holds someone else's file is refused, nothing is written
+    mine = tmp_path / "other.ome.tif"
+    (tmp_path / "other-std.ome.tif").write_text("keep me")
+    assert main(["predict", *common, "--out", str(mine), "--mc-dropout", "3"]) != 0
+    assert "other-std.ome.tif exists" in capsys.readouterr().err
+    assert (tmp_path / "other-std.ome.tif").read_text() == "keep me" and not mine.exists()
+    # a model without dropout is refused with the reason
+    assert main(["predict", *common[:1], "--model", models["plain"].spec.source, *common[3:],
+                 "--out", str(tmp_path / "x.ome.tif"), "--mc-dropout", "3"]) != 0
+    assert "no dropout layer" in capsys.readouterr().err
+
+
+def test_bundled_demo_mc_has_dropout_and_the_demo_keys():
+    from napari_xhisto.models.demo import DEMO_DIR
+
+    mc = load_model(DEMO_DIR / "demo_mc.json", device="cpu")
+    demo = load_model("demo", device="cpu")
+    assert has_mc_dropout(mc) and mc.spec.dropout == 0.3
+    assert dropout_layers(mc.module) == [("dropout", 0.3)]
+    assert list(mc.module.state_dict()) == list(demo.module.state_dict())
+    res = mc_predict_proba(mc, _patches(3, 64), n_samples=5, seed=0)
+    assert res.mean.shape == (3, 2) and (res.std >= 0).all()
+
+
+def test_damaged_tile_cells_are_nan_in_mean_median_and_std(tmp_path, cmu1_path):
+    try:
+        import conftest_slides as cs
+    except ImportError:  # tests collected as a package
+        from . import conftest_slides as cs
+    from napari_xhisto.models.demo import DEMO_DIR
+    from napari_xhisto.slide import open_slide
+
+    tile = cs.largest_tile(cmu1_path)
+    path = cs.flip_entropy_bits(cmu1_path, tmp_path / "flip.svs", *tile)
+    region = Region(960, 720, 768, 768)
+    model = load_model(DEMO_DIR / "demo_mc.json", device="cpu")
+    with open_slide(path) as slide:
+        umap = run_to_end(mc_predict_region(slide, region, model, n_samples=3, batch_size=16))
+        ref = run_to_end(predict_region(slide, region, model, batch_size=16))
+    bad = umap.mean.damaged_mask
+    assert bad is not None and bad.sum() == 9
+    np.testing.assert_array_equal(bad, ref.damaged_mask)
+    for arr in (umap.mean.probs, umap.median, umap.std):
+        assert np.isnan(arr[bad]).all() and np.isfinite(arr[~bad]).all()
+    assert umap.provenance["n_damaged_cells"] == 9
