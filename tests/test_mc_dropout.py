@@ -227,6 +227,14 @@ def test_cli_writes_mean_and_std_maps_placed_like_predict(models, slide, tmp_pat
     assert std.provenance["kind"] == "probability-std"
     assert std.provenance["mc_dropout"]["seed"] == 2
     assert summary["mean_std"] == pytest.approx(float(std.values[fin].mean()), rel=1e-5)
+    # the same run again keeps both results unless --force
+    before = std_file.read_bytes()
+    assert main(["predict", *common, "--out", str(out), "--mc-dropout", "6"]) != 0
+    assert "exists; choose another --out or pass --force" in capsys.readouterr().err
+    assert std_file.read_bytes() == before
+    assert main(["predict", *common, "--out", str(out), "--mc-dropout", "6", "--mc-seed", "2",
+                 "--force"]) == 0
+    capsys.readouterr()
     # a derived std name that holds someone else's file is refused, nothing is written
     mine = tmp_path / "other.ome.tif"
     (tmp_path / "other-std.ome.tif").write_text("keep me")

@@ -74,6 +74,7 @@ def run(args) -> int:
 
         mc = check_samples(mc)
         std_out = std_path(args.out, args.std_out)
+        refuse_existing(std_out, args.force)
         require_dropout(model)
     with open_slide(args.slide, mpp=mpp) as slide:
         if region is not None:
