@@ -14,7 +14,8 @@ import sys
 
 # Order is the order shown in --help.
 COMMANDS = ["synth", "info", "train", "predict", "methods", "explain", "evaluate", "bias_lab",
-            "spec", "export", "demo", "batch"]
+            "spec", "export", "demo", "batch",
+            "train_attribution_net"]
 
 
 def _available_commands():
