@@ -94,7 +94,9 @@ def test_optimised_mask_flips_the_class_and_covers_the_square_compactly():
     torch.manual_seed(0)
     x, truth = square_patches()
     clf = BrightSquare().eval()
-    res = optimise_masks(clf, LocalMeanInpainter(), x, 1, mean=MEAN, std=STD, steps=60, grid=8)
+    obj = Objective(area_weight=1.0, tv_weight=1.0, barrier_t=5.0)  # a tight toy answer
+    res = optimise_masks(clf, LocalMeanInpainter(), x, 1, mean=MEAN, std=STD, steps=60, grid=8,
+                         objective=obj)
     assert (res.p_before > 0.9).all()
     assert (res.p_after <= 0.5).all() and res.reached.all()
     assert np.allclose(res.drop, res.p_before - res.p_after)
@@ -105,7 +107,8 @@ def test_optimised_mask_flips_the_class_and_covers_the_square_compactly():
         assert ndimage.label(m)[1] == 1                 # in one piece
     assert clf.gain.requires_grad and float(clf.gain.detach()) == 6.0  # the classifier is left as it was
     # deterministic by seed
-    again = optimise_masks(clf, LocalMeanInpainter(), x, 1, mean=MEAN, std=STD, steps=60, grid=8)
+    again = optimise_masks(clf, LocalMeanInpainter(), x, 1, mean=MEAN, std=STD, steps=60, grid=8,
+                           objective=obj)
     assert np.array_equal(again.mask, res.mask)
 
 
@@ -247,3 +250,4 @@ def _shifted(module):
 def test_objective_defaults_are_recorded():
     obj = Objective()
     assert obj.as_dict()["theta"] == 0.5 and obj.as_dict()["delta"] == 0.5
+    assert get_explainer("counterfactual-mask").check_params()["area_weight"] == obj.area_weight

@@ -20,7 +20,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--n-patches", type=int, default=512, help="synthetic training patches")
     parser.add_argument("--steps", type=int, default=300, help="optimiser steps")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak of the cyclic learning rate")
+    parser.add_argument("--lr", type=float, default=5e-3, help="peak of the cyclic learning rate")
     parser.add_argument("--theta", type=float, default=0.5, help="p(class) to fall below")
     parser.add_argument("--delta", type=float, default=0.5, help="largest mask area fraction")
     parser.add_argument("--seed", type=int, default=0)

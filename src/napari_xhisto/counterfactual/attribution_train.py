@@ -58,9 +58,9 @@ class TrainConfig:
     n_patches: int = 512
     steps: int = 300
     batch_size: int = 16
-    lr_max: float = 2e-3
+    lr_max: float = 5e-3
     lr_min: float = 1e-4
-    cycle: int = 100
+    cycle: int = 150
     seed: int = 0
     kernel: int = 3
     objective: dict = field(default_factory=dict)

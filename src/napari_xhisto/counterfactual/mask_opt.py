@@ -60,9 +60,9 @@ class Objective:
 
     theta: float = 0.5
     delta: float = 0.5
-    tv_weight: float = 1.0
-    area_weight: float = 1.0
-    barrier_t: float = 5.0
+    tv_weight: float = 0.5
+    area_weight: float = 0.25
+    barrier_t: float = 20.0
     logistic_scale: float = 5.0
     sigma_frac: float = 0.05
     smooth_beta: float = 30.0
@@ -354,8 +354,8 @@ class CounterfactualMask(Explainer):
                         help="mask x probability drop, the binary mask, or the soft mask"),
         "theta": Param(0.5, "float", 0.0, 1.0, help="p(class) the inpainted patch must reach"),
         "delta": Param(0.5, "float", 0.01, 1.0, help="largest mask area (fraction of the patch)"),
-        "tv_weight": Param(1.0, "float", 0.0, 100.0, help="total-variation weight"),
-        "area_weight": Param(1.0, "float", 0.0, 100.0, help="area weight (smallest mask)"),
+        "tv_weight": Param(0.5, "float", 0.0, 100.0, help="total-variation weight"),
+        "area_weight": Param(0.25, "float", 0.0, 100.0, help="area weight (smallest mask)"),
         "steps": Param(120, "int", 1, 10000, help="Adam iterations"),
         "lr": Param(0.1, "float", 1e-5, 10.0, help="Adam step size"),
         "grid": Param(8, "int", 2, 256, help="side of the optimised low-resolution mask"),
