@@ -14,7 +14,7 @@ import sys
 
 # Order is the order shown in --help.
 COMMANDS = ["synth", "info", "train", "predict", "methods", "explain", "evaluate", "bias_lab",
-            "spec", "export", "demo", "batch",
+            "spec", "export", "demo", "batch", "train_inpainter",
             "train_attribution_net"]
 
 

@@ -143,6 +143,10 @@ def explain_region(slide, region: Region, model, method: str, *, target=None, ov
         params = {**params, "mean": tuple(model.spec.mean), "std": tuple(model.spec.std)}
     if "target_layer" in explainer.params and not params.get("target_layer"):
         params = {**params, "target_layer": getattr(model.spec, "target_layer", None)}
+    for key, value in (("model_mpp", model.spec.mpp), ("model_mean", model.spec.mean),
+                       ("model_std", model.spec.std)):  # scale checks (inpainter, seed 001)
+        if key in explainer.params and params.get(key) is None:
+            params = {**params, key: ",".join(str(v) for v in np.ravel(value))}
     params = explainer.check_params(**params)
     index = resolve_target(model, target)
     if "module-hooks" in explainer.needs and is_torchscript(model.module):
