@@ -151,10 +151,14 @@ def main(argv=None) -> int:
         "saliency": explain(model, images, "saliency", abs=True),
         "lrp-epsilon-plus": explain(model, images, "lrp-epsilon-plus", **lrp_params),
     }
+    from napari_xhisto.explain import get_explainer
+
     t_it = time.perf_counter()
-    cf = explain(model, images[:n_it], "counterfactual-mask", inpainter=args.inpainter,
-                 steps=args.steps, output="mask", **lrp_params)
+    cf_ex = get_explainer("counterfactual-mask")
+    cf = cf_ex.explain(model.module, model.preprocess(images[:n_it]), 1, inpainter=args.inpainter,
+                       steps=args.steps, output="mask", **lrp_params)
     sec_per_iterative = (time.perf_counter() - t_it) / n_it
+    it_res = cf_ex.last_result
     print(f"counterfactual-mask: {sec_per_iterative:.2f} s per map", flush=True)
 
     table = {}
@@ -191,9 +195,17 @@ def main(argv=None) -> int:
         rho = [map_similarity(a, b)["spearman_abs"] for a, b in zip(maps[name], rm)]
         sanity[name] = summarise(rho)
 
-    # speed, same batch and run
-    from napari_xhisto.explain import get_explainer
+    # faithfulness of the single-pass masks: p(tumour) once their region is inpainted
+    from napari_xhisto.counterfactual.mask_opt import _inpaint, resolve_inpainter, to_model, to_rgb
 
+    with torch.no_grad():
+        x_all = model.preprocess(images)
+        keep = 1.0 - torch.as_tensor(np.stack(an_masks), dtype=torch.float32)[:, None]
+        filled = _inpaint(resolve_inpainter(args.inpainter), to_rgb(x_all, *lrp_params.values()),
+                          keep)
+        p_an = torch.softmax(model.module(to_model(filled, *lrp_params.values())), 1)[:, 1].numpy()
+
+    # speed, same batch and run
     xb = model.preprocess(np.concatenate([images] * max(1, 64 // len(images)))[:64])
     speed = {}
     for name, params in (("attribution-net", {"network": args.network}), ("gradcam", {}),
@@ -218,6 +230,12 @@ def main(argv=None) -> int:
         "sanity_spearman_abs_trained_vs_randomised": sanity,
         "maps_per_second": speed,
         "counterfactual_mask_seconds_per_map": round(sec_per_iterative, 2),
+        "p_after_inpainting_mask": {
+            "attribution-net": summarise(p_an.tolist()),
+            "attribution-net_reached_theta": round(float(np.mean(p_an <= 0.5)), 3),
+            "counterfactual-mask": summarise(it_res.p_after.tolist()),
+            "counterfactual-mask_reached_theta": round(float(np.mean(it_res.reached)), 3),
+            "p_before": summarise(probs.tolist())},
         "counterfactual_mask_steps": args.steps,
         "inpainter": args.inpainter, "network": args.network,
         "torch_threads": torch.get_num_threads(), "torch": str(torch.__version__),

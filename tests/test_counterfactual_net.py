@@ -164,13 +164,14 @@ def test_attribution_net_forward_is_a_ratio_and_training_leaves_the_classifier_a
     assert a.shape == (8, 32, 32) and float(a.min()) >= 0 and float(a.max()) <= 1
     assert torch.allclose(a, c[:, 0] / (c[:, 0] + c[:, 1] + 1e-6))
     assert set(net.state_dict()) == {f"decoder.{k}" for k in net.decoder.state_dict()}
-    cfg = TrainConfig(steps=3, batch_size=4, seed=0)
+    cfg = TrainConfig(steps=3, batch_size=4, seed=0, warm_steps=1, n_donors=2)  # 1 paste step
     trained, history = run_to_end(train_attribution_net(model, LocalMeanInpainter(), cfg,
                                                         images=toy_images()))
     after = clf.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)            # encoder frozen
     assert all(p.requires_grad for p in clf.parameters())                    # and given back
     assert trained.taps == net.taps and "loss" in history[0]
+    assert [h["phase"] for h in history[:-1]] == ["paste", "inpaint"]  # steps 0 and 2 logged
     # the files record both networks and load back onto the same classifier only
     spec_path = save_attribution_net(trained, tmp_path / "net", model=model,
                                      inpainter_info={"name": "local-mean"}, config=cfg,
@@ -194,7 +195,7 @@ def test_training_step_changes_only_the_decoder():
     model = loaded(clf)
     torch.manual_seed(0)
     ref = build_attribution_net(clf, 32)  # what train_attribution_net builds with seed 0
-    cfg = TrainConfig(steps=2, batch_size=4, seed=0)
+    cfg = TrainConfig(steps=2, batch_size=4, seed=0, warm_steps=0)
     torch.manual_seed(0)
     trained, _ = run_to_end(train_attribution_net(model, LocalMeanInpainter(), cfg,
                                                   images=toy_images()))
@@ -225,7 +226,7 @@ def test_both_explainers_are_registered_and_run_through_explain_patches(tmp_path
     # attribution-net: a network trained (briefly) for this classifier, loaded from its file
     cnn = small_cnn()
     cnn_model = loaded(cnn)
-    cfg = TrainConfig(steps=2, batch_size=4)
+    cfg = TrainConfig(steps=2, batch_size=4, warm_steps=0)
     net, hist = run_to_end(train_attribution_net(cnn_model, LocalMeanInpainter(), cfg,
                                                  images=toy_images()))
     spec = save_attribution_net(net, tmp_path / "a", model=cnn_model, inpainter_info={},
@@ -250,4 +251,5 @@ def _shifted(module):
 def test_objective_defaults_are_recorded():
     obj = Objective()
     assert obj.as_dict()["theta"] == 0.5 and obj.as_dict()["delta"] == 0.5
-    assert get_explainer("counterfactual-mask").check_params()["area_weight"] == obj.area_weight
+    params = get_explainer("counterfactual-mask").check_params()
+    assert params["theta"] == obj.theta and params["delta"] == obj.delta

@@ -18,7 +18,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--inpainter", default="demo", help="inpainter: 'demo' or a spec path")
     parser.add_argument("--target", default=None, help="class to explain (default: positive)")
     parser.add_argument("--n-patches", type=int, default=512, help="synthetic training patches")
-    parser.add_argument("--steps", type=int, default=300, help="optimiser steps")
+    parser.add_argument("--steps", type=int, default=250, help="optimiser steps (all phases)")
+    parser.add_argument("--warm-steps", type=int, default=100,
+                        help="first steps marginalise by pasting healthy tissue (0: none)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-3, help="peak of the cyclic learning rate")
     parser.add_argument("--theta", type=float, default=0.5, help="p(class) to fall below")
@@ -33,6 +35,7 @@ def check_options(args) -> None:
 
     options.whole_number(args.n_patches, "--n-patches", minimum=args.batch_size)
     options.whole_number(args.steps, "--steps", minimum=1, maximum=1_000_000)
+    options.whole_number(args.warm_steps, "--warm-steps", minimum=0, maximum=args.steps)
     options.batch_size(args.batch_size)
     options.positive(args.lr, "--lr", maximum=10.0)
     options.real_number(args.theta, "--theta", minimum=0.0, maximum=1.0, low_open=True,
@@ -77,7 +80,7 @@ def run(args) -> int:
                          "µm/px; train an inpainter at the classifier's scale")
     target = resolve_target(model, args.target)
     config = TrainConfig(n_patches=args.n_patches, steps=args.steps, batch_size=args.batch_size,
-                         lr_max=args.lr, seed=args.seed,
+                         lr_max=args.lr, seed=args.seed, warm_steps=args.warm_steps,
                          objective={"theta": args.theta, "delta": args.delta})
     bar = text_progress("train-attribution-net")
     last = [-1]

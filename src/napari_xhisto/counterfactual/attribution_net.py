@@ -102,9 +102,11 @@ class AttributionDecoder(nn.Module):
         Channels of the tapped features, shallow to deep.
     kernel : int
         Kernel of the decoder convolutions (the seed: 1).
+    start : {"on", "off"}
+        Initial output: everything marked (training shrinks the mask to what matters) or nothing.
     """
 
-    def __init__(self, channels, *, kernel: int = 3):
+    def __init__(self, channels, *, kernel: int = 3, start: str = "off"):
         super().__init__()
         channels = [int(c) for c in channels]
         self.channels, self.kernel = channels, int(kernel)
@@ -122,9 +124,9 @@ class AttributionDecoder(nn.Module):
                 nn.init.normal_(m.weight, std=(2.0 / (m.in_channels * m.kernel_size[0] ** 2)) ** 0.5)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        with torch.no_grad():  # start near "no mask": |c1| small against |c2|
+        with torch.no_grad():  # start near "all" (|c1| >> |c2|) or "no" mask
             self.head.weight.mul_(0.1)
-            self.head.bias.copy_(torch.tensor([0.0, 1.0]))
+            self.head.bias.copy_(torch.tensor([1.0, 0.0] if start == "on" else [0.0, 1.0]))
 
     def forward(self, feats: list[torch.Tensor], size) -> torch.Tensor:
         """``(N, 2, H, W)`` channels ``c1, c2`` at ``size`` from the tapped features."""
@@ -179,7 +181,7 @@ class AttributionNet(nn.Module):
 
 
 def build_attribution_net(classifier: nn.Module, input_size: int, *, taps=None,
-                          kernel: int = 3) -> AttributionNet:
+                          kernel: int = 3, start: str = "off") -> AttributionNet:
     """A fresh (untrained) network on ``classifier``, taps found automatically unless given."""
     taps = list(taps) if taps else activation_taps(classifier, input_size)
     mods = dict(classifier.named_modules())
@@ -191,7 +193,7 @@ def build_attribution_net(classifier: nn.Module, input_size: int, *, taps=None,
     p = next(classifier.parameters())
     feats = probe.features(torch.zeros(1, 3, input_size, input_size, device=p.device))
     net = AttributionNet(classifier, taps, AttributionDecoder([f.shape[1] for f in feats],
-                                                              kernel=kernel))
+                                                              kernel=kernel, start=start))
     return net.to(p.device)
 
 

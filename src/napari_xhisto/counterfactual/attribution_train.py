@@ -53,10 +53,19 @@ class TrainConfig:
         :class:`Objective` fields that differ from its defaults.
     taps : list of str, optional
         Classifier modules to tap (default: found by :func:`activation_taps`).
+    start : {"off", "on"}
+        Initial mask of the decoder: nothing or everything marked.
+    warm_steps, n_donors : int
+        Warm start: the first ``warm_steps`` steps marginalise by pasting healthy tissue from
+        ``n_donors`` synthetic healthy patches (no tumour, no necrosis) instead of inpainting.
+        A briefly trained inpainter fills small holes from their (tumour) surroundings, so the
+        classifier hardly moves until holes are large and the mask never starts to grow; pasted
+        healthy tissue gives the signal that starts it, the inpainter phase then fits the mask
+        to the inpainter (the seed's loss through the seed's marginaliser). 0 = inpainter only.
     """
 
     n_patches: int = 512
-    steps: int = 300
+    steps: int = 250
     batch_size: int = 16
     lr_max: float = 5e-3
     lr_min: float = 1e-4
@@ -65,6 +74,9 @@ class TrainConfig:
     kernel: int = 3
     objective: dict = field(default_factory=dict)
     taps: list | None = None
+    start: str = "off"
+    warm_steps: int = 100
+    n_donors: int = 64
     data_seed: int = 8001
 
 
@@ -117,7 +129,8 @@ def train_attribution_net(model, inpainter: torch.nn.Module, config: TrainConfig
             images = training_patches(model, config.n_patches, config.data_seed)
         x_all = model.preprocess(images).detach()
         size = int(spec.network_input_size)
-        net = build_attribution_net(classifier, size, taps=config.taps, kernel=config.kernel)
+        net = build_attribution_net(classifier, size, taps=config.taps, kernel=config.kernel,
+                                    start=config.start)
         mean, std = tuple(spec.mean), tuple(spec.std)
         with torch.no_grad():
             lp, lq = [], []
@@ -126,6 +139,10 @@ def train_attribution_net(model, inpainter: torch.nn.Module, config: TrainConfig
                 lp.append(a)
                 lq.append(b)
             odds0 = torch.cat(lp) - torch.cat(lq)
+        donors = None
+        if config.warm_steps > 0:
+            donors = torch.as_tensor(healthy_donors(model, config.n_donors, config.data_seed + 1))
+            donors = donors.permute(0, 3, 1, 2).float().div(255.0).to(x_all.device)
         opt = torch.optim.Adam(net.decoder.parameters(), lr=config.lr_max)
         gen = torch.Generator().manual_seed(config.seed)
         history = []
@@ -145,7 +162,12 @@ def train_attribution_net(model, inpainter: torch.nn.Module, config: TrainConfig
             x = x_all[idx]
             t = _targets(target, x)
             a = net(x)[:, None]
-            loss, parts = counterfactual_loss(classifier, inpainter, to_rgb(x, mean, std),
+            warm = step < config.warm_steps and donors is not None
+            marginaliser = inpainter
+            if warm:
+                pick = torch.randint(len(donors), (len(idx),), generator=gen)
+                marginaliser = _Paste(donors[pick])
+            loss, parts = counterfactual_loss(classifier, marginaliser, to_rgb(x, mean, std),
                                               binarise(a, THRESHOLD), t, odds0[idx], mean=mean,
                                               std=std, objective=objective)
             opt.zero_grad()
@@ -154,7 +176,8 @@ def train_attribution_net(model, inpainter: torch.nn.Module, config: TrainConfig
             if step % 10 == 0 or step == config.steps - 1:
                 flip = odds0[idx] > 0
                 history.append({
-                    "step": step, "loss": float(loss.detach().mean()), "lr": lr,
+                    "step": step, "phase": "paste" if warm else "inpaint",
+                    "loss": float(loss.detach().mean()), "lr": lr,
                     "p_after_positive": float(parts["p_after"][flip].mean()) if flip.any() else None,
                     "area_positive": float(parts["area"][flip].mean()) if flip.any() else None,
                     "area_negative": (float(parts["area"][~flip].mean()) if (~flip).any()
@@ -166,6 +189,26 @@ def train_attribution_net(model, inpainter: torch.nn.Module, config: TrainConfig
         for p, r in zip(frozen, was):
             p.requires_grad_(r)
     return net, history
+
+
+def healthy_donors(model, n: int, seed: int) -> np.ndarray:
+    """uint8 synthetic patches without tumour or necrosis at the model's scale."""
+    from ..synth import sample_patches
+
+    spec = model.spec
+    return sample_patches(n, patch_size=int(spec.patch_size), mpp=float(spec.mpp), seed=seed,
+                          tumour_ratio=0.0, exclude=("tumour", "necrosis")).images
+
+
+class _Paste(torch.nn.Module):
+    """Marginaliser of the warm start: holes show a healthy donor patch."""
+
+    def __init__(self, donors: torch.Tensor):
+        super().__init__()
+        self.donors = donors
+
+    def forward(self, rgb, keep):
+        return rgb * keep + self.donors * (1.0 - keep)
 
 
 def _targets(target: int, x: torch.Tensor) -> torch.Tensor:

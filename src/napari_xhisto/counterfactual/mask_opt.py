@@ -224,7 +224,7 @@ def counterfactual_loss(classifier, inpainter, rgb: torch.Tensor, mask: torch.Te
 
 def optimise_masks(classifier, inpainter, x: torch.Tensor, targets, *, mean, std,
                    objective: Objective = Objective(), steps: int = 120, lr: float = 0.1,
-                   grid: int = 8, seed: int = 0) -> MaskResult:
+                   grid: int = 8, seed: int = 0, start: str = "off") -> MaskResult:
     """Solve the counterfactual objective per patch with Adam on a low-resolution mask.
 
     Parameters
@@ -242,7 +242,9 @@ def optimise_masks(classifier, inpainter, x: torch.Tensor, targets, *, mean, std
     grid : int
         Side of the low-resolution mask (upsampled bilinearly to the patch).
     seed : int
-        Seeds the initial mask logits (small noise around an all-off mask, sigmoid 0.27).
+        Seeds the initial mask logits (small noise around sigmoid 0.27 or 0.73).
+    start : {"off", "on"}
+        Grow the mask from nothing, or shrink it from the whole patch.
 
     Returns
     -------
@@ -259,7 +261,10 @@ def optimise_masks(classifier, inpainter, x: torch.Tensor, targets, *, mean, std
             rgb = to_rgb(x, mean, std)
             lp0, lq0 = class_log_odds(classifier(x), targets)
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        logits = (0.1 * torch.randn(n, 1, grid, grid, generator=gen) - 1.0).to(x.device)
+        if start not in ("off", "on"):
+            raise ValueError(f"start must be 'off' or 'on', got {start!r}")
+        offset = 1.0 if start == "on" else -1.0
+        logits = (0.1 * torch.randn(n, 1, grid, grid, generator=gen) + offset).to(x.device)
         logits.requires_grad_(True)
         opt = torch.optim.Adam([logits], lr=lr)
         sigma = objective.sigma_frac * max(h, w)
@@ -289,7 +294,7 @@ def optimise_masks(classifier, inpainter, x: torch.Tensor, targets, *, mean, std
         for p, r in zip(params, was):
             p.requires_grad_(r)
     info = {"objective": objective.as_dict(), "steps": int(steps), "lr": float(lr),
-            "grid": int(grid), "seed": int(seed), "optimiser": "Adam"}
+            "grid": int(grid), "seed": int(seed), "start": start, "optimiser": "Adam"}
     return MaskResult(mask=hard[:, 0].bool().cpu().numpy(), soft=soft[:, 0].float().cpu().numpy(),
                       p_before=lp0.exp().float().cpu().numpy(), p_after=lp.exp().float().cpu().numpy(),
                       area=hard.flatten(1).mean(1).float().cpu().numpy(), info=info)
@@ -346,7 +351,7 @@ class CounterfactualMask(Explainer):
     signed = False
     needs = frozenset({"gradients", "many-forwards"})
     native_resolution = "pixel"
-    cost = 240.0
+    cost = 300.0
     requires = ("a trained inpainter (default: the bundled demo one; `xhisto train-inpainter`)",)
     params = {
         "inpainter": Param("demo", "str", help="inpainter spec path or 'demo'"),
@@ -354,10 +359,10 @@ class CounterfactualMask(Explainer):
                         help="mask x probability drop, the binary mask, or the soft mask"),
         "theta": Param(0.5, "float", 0.0, 1.0, help="p(class) the inpainted patch must reach"),
         "delta": Param(0.5, "float", 0.01, 1.0, help="largest mask area (fraction of the patch)"),
-        "tv_weight": Param(0.5, "float", 0.0, 100.0, help="total-variation weight"),
-        "area_weight": Param(0.25, "float", 0.0, 100.0, help="area weight (smallest mask)"),
-        "steps": Param(120, "int", 1, 10000, help="Adam iterations"),
-        "lr": Param(0.1, "float", 1e-5, 10.0, help="Adam step size"),
+        "tv_weight": Param(0.2, "float", 0.0, 100.0, help="total-variation weight"),
+        "area_weight": Param(0.1, "float", 0.0, 100.0, help="area weight (smallest mask)"),
+        "steps": Param(150, "int", 1, 10000, help="Adam iterations"),
+        "lr": Param(0.2, "float", 1e-5, 10.0, help="Adam step size"),
         "grid": Param(8, "int", 2, 256, help="side of the optimised low-resolution mask"),
         "seed": Param(0, "int", 0, 2**31 - 1),
         "mean": Param(_DEMO_MEAN, "floats", help="the model's normalisation mean"),
