@@ -44,7 +44,7 @@ class TrainConfig:
     steps, batch_size : int
         Optimiser steps and patches per step.
     lr_max, lr_min : float
-        Bounds of the cyclic learning rate (cosine cycles of ``cycle`` steps).
+        Bounds of the cyclic learning rate (cosine cycles of ``cycle`` steps; 0 = one decay).
     seed : int
         Seeds the data, the decoder's initialisation and the batch order.
     kernel : int
@@ -69,7 +69,7 @@ class TrainConfig:
     batch_size: int = 16
     lr_max: float = 5e-3
     lr_min: float = 1e-4
-    cycle: int = 150
+    cycle: int = 0
     seed: int = 0
     kernel: int = 3
     objective: dict = field(default_factory=dict)
@@ -216,7 +216,8 @@ def _targets(target: int, x: torch.Tensor) -> torch.Tensor:
 
 
 def _cyclic_lr(step: int, config: TrainConfig) -> float:
-    phase = (step % max(1, config.cycle)) / max(1, config.cycle)
+    cycle = config.cycle or config.steps  # 0: one cosine decay over the run (a restart at
+    phase = (step % max(1, cycle)) / max(1, cycle)  # full rate once undid a trained mask)
     return config.lr_min + 0.5 * (config.lr_max - config.lr_min) * (1 + math.cos(math.pi * phase))
 
 
