@@ -149,7 +149,7 @@ def main(argv=None) -> int:
         "attribution-net": explain(model, images, "attribution-net", network=args.network),
         "gradcam": explain(model, images, "gradcam"),
         "saliency": explain(model, images, "saliency", abs=True),
-        "lrp-epsilon-plus": explain(model, images, "lrp-epsilon-plus", **lrp_params),
+        "lrp-epsilon-plus": explain(model, images, "lrp-epsilon-plus"),
     }
     from napari_xhisto.explain import get_explainer
 
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
                                    check_classifier=False),
         "gradcam": explain(rand, images, "gradcam"),
         "saliency": explain(rand, images, "saliency", abs=True),
-        "lrp-epsilon-plus": explain(rand, images, "lrp-epsilon-plus", **lrp_params),
+        "lrp-epsilon-plus": explain(rand, images, "lrp-epsilon-plus"),
     }
     for name, rm in rmaps.items():
         rho = [map_similarity(a, b)["spearman_abs"] for a, b in zip(maps[name], rm)]
