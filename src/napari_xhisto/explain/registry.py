@@ -193,6 +193,8 @@ def _load_methods():
     # importing the family modules registers their explainers
     from . import lrp, cam, cam_more, gradient, perturbation  # noqa: F401, I001
     from . import vit_lrp, vit_rollout  # noqa: F401  vision transformers: AttnLRP, rollout
+    from ..counterfactual import occlusion  # noqa: F401  inpaint-occlusion (seed 001)
+    from ..counterfactual import attribution_net, mask_opt  # noqa: F401  seed 001
 
 
 def get_explainer(name: str) -> Explainer:

@@ -79,10 +79,19 @@ def resolve_target(model, target) -> int:
 
 def model_defaults(explainer, model, params: dict) -> dict:
     """``params`` with what the model's spec decides filled in where the user gave nothing:
-    a calibrated spec's ``temperature`` for explainers that report probabilities."""
+    a calibrated spec's ``temperature`` for explainers that report probabilities, and the
+    model's µm/px, mean and std for explainers that declare ``model_mpp``/``model_mean``/
+    ``model_std``."""
     params = dict(params)
-    if "temperature" in getattr(explainer, "params", {}) and "temperature" not in params:
-        params["temperature"] = float(getattr(getattr(model, "spec", None), "temperature", 1.0))
+    declared = getattr(explainer, "params", {})
+    spec = getattr(model, "spec", None)
+    if "temperature" in declared and "temperature" not in params:
+        params["temperature"] = float(getattr(spec, "temperature", 1.0))
+    for key, attr in (("model_mpp", "mpp"), ("model_mean", "mean"), ("model_std", "std")):
+        # the scale and normalisation of the model, for explainers that check them against
+        # their own networks' (the inpainter, seed 001)
+        if key in declared and params.get(key) is None and spec is not None:
+            params[key] = ",".join(str(v) for v in np.ravel(getattr(spec, attr)))
     return params
 
 

@@ -46,6 +46,9 @@ class ExplainWidget(ExplainView):
         self._prepare_timer.setInterval(0)
         self._prepare_timer.timeout.connect(self.prepare_canvases)
         self._wire()
+        from .whatif import add_whatif_panel  # "What if healthy?" (seed 001, issue #16)
+
+        self.whatif = add_whatif_panel(self)
         self._load_spec(None)
         self._refresh_slides()
         L.watch_for_slides(napari_viewer)
