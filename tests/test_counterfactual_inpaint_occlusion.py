@@ -156,3 +156,31 @@ def test_what_if_healthy_places_and_scores_what_it_shows():
     other = Inpainter(inp.module, inp.patch_px, 0.5, inp.spec)
     with pytest.raises(ModelError, match="the inpainter was trained on 64 px patches at 0.5"):
         run_to_end(what_if_healthy(slide, poly, model, other))
+
+
+def test_explain_region_passes_the_models_scale_and_normalisation(fake_inpainter):
+    """Through ``explain_region`` (CLI, widget, compare view): the model's µm/px is checked
+    against the inpainter's, and its normalisation (not the inpainter's record) is used."""
+    from napari_xhisto.explain import explain_region
+    from napari_xhisto.geometry import Region
+    from napari_xhisto.models import LoadedModel, ModelSpec
+    from napari_xhisto.progress import run_to_end
+
+    rng = np.random.default_rng(0)
+    slide = ArraySlide(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), 0.5)
+
+    def model(mpp, mean, std):
+        spec = ModelSpec("toy", ["normal", "tumour"], patch_size=32, mpp=mpp, mean=mean, std=std)
+        return LoadedModel(module=RegionMean().eval(), spec=spec, device=torch.device("cpu"))
+
+    with pytest.raises(ModelError, match="at 1 µm/px but the model uses 32 px at 0.5 µm/px"):
+        run_to_end(explain_region(slide, Region(0, 0, 32, 32), model(0.5, (0.5,) * 3, (0.25,) * 3),
+                                  "inpaint-occlusion", inpainter="fake", normalize="none"))
+    m = model(1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    heat = run_to_end(explain_region(slide, Region(0, 0, 64, 64), m, "inpaint-occlusion",
+                                     inpainter="fake", window=8, stride=4, normalize="none"))
+    assert heat.provenance["params"]["model_mpp"] == "1.0"
+    x = m.preprocess(slide.read_scaled(Region(0, 0, 64, 64), 32, 32))
+    want = get_explainer("occlusion").explain(RegionMean(), x, 1, window=8, stride=4,
+                                              baseline=0.2)  # 0.2 in this model's units
+    np.testing.assert_allclose(heat.values, want[0], rtol=1e-5, atol=1e-6)
