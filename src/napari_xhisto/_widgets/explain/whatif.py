@@ -111,6 +111,7 @@ class WhatIfPanel(QGroupBox):
         lay.addWidget(self.summary)
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["patch", "p before", "p after", "change"])
+        self.table.verticalHeader().setVisible(False)
         self.table.setVisible(False)
         lay.addWidget(self.table)
         self.run_button.clicked.connect(self.run)
@@ -171,6 +172,7 @@ class WhatIfPanel(QGroupBox):
                      f"{p['p_after'] - p['p_before']:+.3f}")
             for j, text in enumerate(cells):
                 self.table.setItem(i, j, QTableWidgetItem(text))
+        self.table.resizeColumnsToContents()
         self.table.setVisible(bool(result.patches))
 
 
