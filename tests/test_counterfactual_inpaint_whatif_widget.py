@@ -40,7 +40,7 @@ def test_what_if_healthy_shows_the_inpainted_region_and_the_numbers(setup):
     worker = panel.run()
     assert worker is not None
     worker.returned.connect(results.append)
-    qtbot.waitUntil(lambda: panel.result is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: panel.result is not None and panel.worker is None, timeout=120_000)
     res = panel.result
     image = viewer.layers[f"what-if healthy: {slide_layer.name}"]
     # placement: the RGBA layer's pixels are model pixels (1 µm), under the rectangle exactly
@@ -79,8 +79,8 @@ def test_what_if_healthy_shows_the_inpainted_region_and_the_numbers(setup):
     # a second run replaces these layers, and nothing else
     n_layers = len(viewer.layers)
     panel.result = None
-    panel.run()
-    qtbot.waitUntil(lambda: panel.result is not None, timeout=120_000)
+    assert panel.run() is not None
+    qtbot.waitUntil(lambda: panel.result is not None and panel.worker is None, timeout=120_000)
     assert len(viewer.layers) == n_layers and "ask" in viewer.layers
 
 

@@ -96,6 +96,7 @@ class WhatIfPanel(QGroupBox):
         self.inpainter_path = None  # None: the bundled demo inpainter
         self.result = None
         self.layers = []
+        self.worker = None
         lay = QVBoxLayout(self)
         row = QHBoxLayout()
         self.run_button = QPushButton("What if healthy?")
@@ -132,6 +133,11 @@ class WhatIfPanel(QGroupBox):
         w = self.widget
         if w._busy():
             return None
+        if self.worker is not None:
+            from napari.utils.notifications import show_info
+
+            show_info("a what-if is running: wait for it or press Cancel")
+            return None
         try:
             layer, path, mpp, _ = w.controller.slide_info(w.slide_combo.currentText())
             polygon = region_polygon(w.viewer, layer)
@@ -152,8 +158,14 @@ class WhatIfPanel(QGroupBox):
         def done(result):
             self.show_result(result, mpp=mpp, slide_name=slide_name, slide_path=path)
 
+        def finished(cancelled):
+            self.worker = None
+            if cancelled:
+                self.summary.setText("cancelled")
+
         self.summary.setText("inpainting the region…")
-        return w._run(make, "what if healthy?", done, lambda cancelled: None)
+        self.worker = w._run(make, "what if healthy?", done, finished)
+        return self.worker
 
     def show_result(self, result, *, mpp: float, slide_name: str, slide_path=None):
         viewer = self.widget.viewer
