@@ -45,6 +45,7 @@ def test_registered_with_its_needs():
     assert "inpaint-occlusion" in names
     assert "inpainter" in names["inpaint-occlusion"]["description"]
     assert "inpainter" in names["inpaint-occlusion"]["params"]
+    assert "trained inpainter" in names["inpaint-occlusion"]["requires"][0]
 
 
 def test_equals_occlusion_when_the_inpainter_paints_a_constant(fake_inpainter):
