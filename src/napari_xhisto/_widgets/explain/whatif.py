@@ -16,9 +16,9 @@ import numpy as np
 from qtpy.QtWidgets import (
     QFileDialog,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -98,21 +98,21 @@ class WhatIfPanel(QGroupBox):
         self.layers = []
         self.worker = None
         lay = QVBoxLayout(self)
-        row = QHBoxLayout()
         self.run_button = QPushButton("What if healthy?")
         self.run_button.setToolTip(TOOLTIP)
         self.inpainter_button = QPushButton("Inpainter: demo")
         self.inpainter_button.setToolTip("the inpainter (YAML spec from xhisto train-inpainter); "
                                          "it must match the model's patch size and µm/px")
-        row.addWidget(self.run_button)
-        row.addWidget(self.inpainter_button)
-        lay.addLayout(row)
+        lay.addWidget(self.run_button)  # one per row: the dock must not need sideways scrolling
+        lay.addWidget(self.inpainter_button)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         lay.addWidget(self.summary)
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["patch", "p before", "p after", "change"])
         self.table.verticalHeader().setVisible(False)
+        self.table.setMinimumWidth(120)  # scrolls inside itself rather than widening the dock
+        self.table.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.table.setVisible(False)
         lay.addWidget(self.table)
         self.run_button.clicked.connect(self.run)
