@@ -45,6 +45,7 @@ def test_registered_with_its_needs():
     assert "inpaint-occlusion" in names
     assert "inpainter" in names["inpaint-occlusion"]["description"]
     assert "inpainter" in names["inpaint-occlusion"]["params"]
+    assert "trained inpainter" in names["inpaint-occlusion"]["requires"][0]
 
 
 def test_equals_occlusion_when_the_inpainter_paints_a_constant(fake_inpainter):
@@ -69,30 +70,21 @@ def test_refuses_a_patch_size_or_scale_it_was_not_trained_for(fake_inpainter):
         ex.explain(RegionMean(), torch.randn(1, 3, 32, 32), 1, inpainter="fake", model_mpp="0.5")
 
 
-def test_bundled_inpainter_on_the_demo_model_marks_the_tumour_nest():
-    """Demo model, synthetic patches half tumour: the drops are larger over the tumour."""
+def test_bundled_inpainter_occludes_healthy_tissue_in_domain():
+    """Demo model, held-out healthy patches: filling a window with healthy tissue barely moves
+    the tumour logit, while the classic grey square (out of domain) moves it ten times more."""
+    from napari_xhisto.counterfactual.inpaint_train import healthy_patches
     from napari_xhisto.explain.tiling import explain_patches
     from napari_xhisto.models import load_model
-    from napari_xhisto.synth import generate_tissue
-    from napari_xhisto.synth.layout import CODE
 
     torch.set_num_threads(2)
     model = load_model("demo", device="cpu")
-    t = generate_tissue(256, 256, seed=3, mpp=1.0)
-    tum = t.tissue_map == CODE["tumour"]
-    wins = [(r, c) for r in range(0, 193, 16) for c in range(0, 193, 16)
-            if 0.3 < tum[r:r + 64, c:c + 64].mean() < 0.7]
-    assert wins, "no window half tumour"
-    imgs = np.stack([t.rgb[r:r + 64, c:c + 64] for r, c in wins])
-    p = model.predict_proba(imgs)[:, 1]
-    pick = [k for k in np.argsort(-p)[:2] if p[k] > 0.5]
-    assert pick, "the demo model sees no tumour in the half-tumour windows"
-    maps = explain_patches(model, imgs[pick], "inpaint-occlusion", window=16, stride=8)
-    assert maps.shape == (len(pick), 64, 64) and np.isfinite(maps).all()
-    for k, i in enumerate(pick):
-        r, c = wins[i]
-        m = tum[r:r + 64, c:c + 64]
-        assert maps[k][m].mean() > maps[k][~m].mean()
+    pats = healthy_patches(1, patch_px=64, field_px=256, seed=31_000, stride=64)[:3]
+    assert len(pats) == 3 and model.predict_proba(pats)[:, 1].max() < 0.1
+    maps = explain_patches(model, pats, "inpaint-occlusion", window=16, stride=8)
+    grey = explain_patches(model, pats, "occlusion", window=16, stride=8)
+    assert maps.shape == (3, 64, 64) and np.isfinite(maps).all()
+    assert np.abs(maps).mean() < 0.25 * np.abs(grey).mean()
 
 
 class ArraySlide:
@@ -165,3 +157,31 @@ def test_what_if_healthy_places_and_scores_what_it_shows():
     other = Inpainter(inp.module, inp.patch_px, 0.5, inp.spec)
     with pytest.raises(ModelError, match="the inpainter was trained on 64 px patches at 0.5"):
         run_to_end(what_if_healthy(slide, poly, model, other))
+
+
+def test_explain_region_passes_the_models_scale_and_normalisation(fake_inpainter):
+    """Through ``explain_region`` (CLI, widget, compare view): the model's µm/px is checked
+    against the inpainter's, and its normalisation (not the inpainter's record) is used."""
+    from napari_xhisto.explain import explain_region
+    from napari_xhisto.geometry import Region
+    from napari_xhisto.models import LoadedModel, ModelSpec
+    from napari_xhisto.progress import run_to_end
+
+    rng = np.random.default_rng(0)
+    slide = ArraySlide(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), 0.5)
+
+    def model(mpp, mean, std):
+        spec = ModelSpec("toy", ["normal", "tumour"], patch_size=32, mpp=mpp, mean=mean, std=std)
+        return LoadedModel(module=RegionMean().eval(), spec=spec, device=torch.device("cpu"))
+
+    with pytest.raises(ModelError, match="at 1 µm/px but the model uses 32 px at 0.5 µm/px"):
+        run_to_end(explain_region(slide, Region(0, 0, 32, 32), model(0.5, (0.5,) * 3, (0.25,) * 3),
+                                  "inpaint-occlusion", inpainter="fake", normalize="none"))
+    m = model(1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    heat = run_to_end(explain_region(slide, Region(0, 0, 64, 64), m, "inpaint-occlusion",
+                                     inpainter="fake", window=8, stride=4, normalize="none"))
+    assert heat.provenance["params"]["model_mpp"] == "1.0"
+    x = m.preprocess(slide.read_scaled(Region(0, 0, 64, 64), 32, 32))
+    want = get_explainer("occlusion").explain(RegionMean(), x, 1, window=8, stride=4,
+                                              baseline=0.2)  # 0.2 in this model's units
+    np.testing.assert_allclose(heat.values, want[0], rtol=1e-5, atol=1e-6)

@@ -64,6 +64,8 @@ class InpaintOcclusion(Explainer):
     needs = frozenset({"many-forwards"})
     native_resolution = "pixel"
     cost = 120.0
+    requires = ("a trained inpainter at the model's scale (default: the bundled demo one; "
+                "`xhisto train-inpainter`)",)
     params = {
         "window": Param(16, "int", 1, 4096, help="side of the inpainted square, px"),
         "stride": Param(8, "int", 1, 4096, help="step between squares, px (<= window)"),
@@ -76,6 +78,9 @@ class InpaintOcclusion(Explainer):
                                               "the one recorded with the inpainter)"),
         "model_std": Param(None, "str", help="the model's normalisation std 'r,g,b'"),
     }
+
+    def info(self) -> dict:
+        return {**super().info(), "requires": list(self.requires)}
 
     def _attribute(self, module, x, targets, *, window, stride, inpainter, forward_batch,
                    model_mpp, model_mean, model_std):

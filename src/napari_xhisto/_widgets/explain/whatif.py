@@ -16,9 +16,9 @@ import numpy as np
 from qtpy.QtWidgets import (
     QFileDialog,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -96,21 +96,23 @@ class WhatIfPanel(QGroupBox):
         self.inpainter_path = None  # None: the bundled demo inpainter
         self.result = None
         self.layers = []
+        self.worker = None
         lay = QVBoxLayout(self)
-        row = QHBoxLayout()
         self.run_button = QPushButton("What if healthy?")
         self.run_button.setToolTip(TOOLTIP)
         self.inpainter_button = QPushButton("Inpainter: demo")
         self.inpainter_button.setToolTip("the inpainter (YAML spec from xhisto train-inpainter); "
                                          "it must match the model's patch size and µm/px")
-        row.addWidget(self.run_button)
-        row.addWidget(self.inpainter_button)
-        lay.addLayout(row)
+        lay.addWidget(self.run_button)  # one per row: the dock must not need sideways scrolling
+        lay.addWidget(self.inpainter_button)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         lay.addWidget(self.summary)
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["patch", "p before", "p after", "change"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setMinimumWidth(120)  # scrolls inside itself rather than widening the dock
+        self.table.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.table.setVisible(False)
         lay.addWidget(self.table)
         self.run_button.clicked.connect(self.run)
@@ -130,6 +132,11 @@ class WhatIfPanel(QGroupBox):
         """Start the what-if for the chosen shape; returns the worker (None when refused)."""
         w = self.widget
         if w._busy():
+            return None
+        if self.worker is not None:
+            from napari.utils.notifications import show_info
+
+            show_info("a what-if is running: wait for it or press Cancel")
             return None
         try:
             layer, path, mpp, _ = w.controller.slide_info(w.slide_combo.currentText())
@@ -151,8 +158,14 @@ class WhatIfPanel(QGroupBox):
         def done(result):
             self.show_result(result, mpp=mpp, slide_name=slide_name, slide_path=path)
 
+        def finished(cancelled):
+            self.worker = None
+            if cancelled:
+                self.summary.setText("cancelled")
+
         self.summary.setText("inpainting the region…")
-        return w._run(make, "what if healthy?", done, lambda cancelled: None)
+        self.worker = w._run(make, "what if healthy?", done, finished)
+        return self.worker
 
     def show_result(self, result, *, mpp: float, slide_name: str, slide_path=None):
         viewer = self.widget.viewer
@@ -171,6 +184,7 @@ class WhatIfPanel(QGroupBox):
                      f"{p['p_after'] - p['p_before']:+.3f}")
             for j, text in enumerate(cells):
                 self.table.setItem(i, j, QTableWidgetItem(text))
+        self.table.resizeColumnsToContents()
         self.table.setVisible(bool(result.patches))
 
 
