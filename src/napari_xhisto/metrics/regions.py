@@ -162,7 +162,7 @@ def _stats(h, rows: slice, cols: slice, mask: np.ndarray, *, block_pixels: int =
     return n, total / n, total, positive / n, above / n
 
 
-def region_relevance(heatmap, regions, *, placement=None) -> list[RegionRelevance]:
+def region_relevance(heatmap, regions, *, placement=None, windows=None) -> list[RegionRelevance]:
     """Mean and total relevance of each annotated region.
 
     Parameters
@@ -173,6 +173,9 @@ def region_relevance(heatmap, regions, *, placement=None) -> list[RegionRelevanc
         Regions in level-0 (row, col) pixels.
     placement : Placement, dict or None
         Where the heatmap lies on level 0.
+    windows : sequence or None
+        ``region_window(region, shape, placement=placement)`` of each region, when the caller
+        already has them (they are rasterised once for several metrics).
 
     Returns
     -------
@@ -198,7 +201,8 @@ def region_relevance(heatmap, regions, *, placement=None) -> list[RegionRelevanc
     p = as_placement(placement)
     out = []
     for k, region in enumerate(regions):
-        rows, cols, local = region_window(region, h.shape, placement=p)
+        rows, cols, local = (region_window(region, h.shape, placement=p) if windows is None
+                             else windows[k])
         n, mean, total, mean_pos, frac = _stats(h, rows, cols, local)
         out.append(RegionRelevance(k, str(getattr(region, "cls", "region")),
                                    getattr(region, "name", None), getattr(region, "id", None),

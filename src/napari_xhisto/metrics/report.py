@@ -52,13 +52,15 @@ def jsonable(obj):
     return obj
 
 
-def truth_mask(regions, shape, *, placement=None, classes) -> np.ndarray:
-    """Union of the masks of the regions whose class is in ``classes``."""
+def truth_mask(regions, shape, *, placement=None, classes, windows=None) -> np.ndarray:
+    """Union of the masks of the regions whose class is in ``classes`` (``windows``: their
+    `region_window` results, when the caller already has them)."""
     mask = np.zeros(tuple(int(s) for s in shape), dtype=bool)
     wanted = set(classes)
-    for region in regions:
+    for k, region in enumerate(regions):
         if getattr(region, "cls", None) in wanted:
-            rows, cols, local = region_window(region, shape, placement=placement)
+            rows, cols, local = (region_window(region, shape, placement=placement)
+                                 if windows is None else windows[k])
             mask[rows, cols] |= local
     return mask
 
@@ -187,13 +189,19 @@ def iter_evaluate_heatmap(heatmap, *, placement=None, mpp: float, cells=None, re
 
 def _map_pass(h, shape, p, regions, targets, *, mpp, step, convention, percentiles,
               iou_threshold, curves, max_pixels) -> dict:
-    """Finite share of the map, region relevance and localisation per target class."""
-    out = {"finite_fraction": _finite_fraction(h, shape)}
+    """Finite share of the map, region relevance and localisation per target class.
+
+    Each region is rasterised once; the finite share comes from the first localisation's
+    pixel counts (every finite pixel is a positive or a negative there) when there is one.
+    """
+    out = {}
     if regions:
-        out["regions"] = [r.to_dict() for r in region_relevance(h, regions, placement=p)]
+        windows = [region_window(r, shape, placement=p) for r in regions]
+        out["regions"] = [r.to_dict() for r in region_relevance(h, regions, placement=p,
+                                                                   windows=windows)]
         out["localization"] = {}
         for name in targets:
-            truth = truth_mask(regions, shape, placement=p, classes=(name,))
+            truth = truth_mask(regions, shape, placement=p, classes=(name,), windows=windows)
             if not truth.any():
                 continue
             entry = _localization(h, shape, truth, p, mpp=mpp, step=step, convention=convention,
@@ -201,6 +209,11 @@ def _map_pass(h, shape, p, regions, targets, *, mpp, step, convention, percentil
                                   curves=curves, max_pixels=max_pixels)
             if entry is not None:
                 out["localization"][name] = entry
+                out.setdefault("finite_fraction", (entry["n_positive_pixels"]
+                                                   + entry["n_negative_pixels"])
+                               / (shape[0] * shape[1]))
+    if "finite_fraction" not in out:
+        out["finite_fraction"] = _finite_fraction(h, shape)
     return out
 
 
