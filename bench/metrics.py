@@ -52,15 +52,22 @@ def timed(func, repeats: int = REPEATS) -> dict:
     return {"best_s": round(min(times), 4), "median_s": round(statistics.median(times), 4)}
 
 
-def timed_memory(func) -> dict:
-    """Seconds, CPU seconds and tracemalloc peak (MB) of one call."""
+def timed_memory(func, repeats: int = 2) -> dict:
+    """Seconds and CPU seconds of untraced calls (median of ``repeats``: tracemalloc slows
+    numpy's allocations, most where two threads allocate), then the tracemalloc peak (MB) of
+    one more, traced call."""
+    runs = []
+    for _ in range(repeats):
+        start, cpu = time.perf_counter(), time.process_time()
+        func()
+        runs.append((time.perf_counter() - start, time.process_time() - cpu))
+    seconds, cpu = (statistics.median(v) for v in zip(*runs))
     tracemalloc.start()
-    start, cpu = time.perf_counter(), time.process_time()
     func()
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
+            "seconds_each": [round(r[0], 3) for r in runs],
             "working_memory_mb": round(peak / 2**20, 1), "load_average": list(os.getloadavg())}
 
 
