@@ -129,24 +129,20 @@ class LoadedModel:
 
         Used to fit a temperature (``xhisto calibrate``); batches halve on out-of-memory.
         """
-        images = np.asarray(images)
-        if images.ndim == 3:
-            images = images[None]
-        if len(images) == 0:
-            return np.zeros((0, self.spec.num_classes), np.float32)
-
-        def keep(bs):
-            self.batch_size = bs
-
-        out, _ = run_halving_on_oom(lambda b: self._forward_logits_t(b).cpu().numpy(), images,
-                                    batch_size or self.batch_size, on_halve=keep)
-        return out.astype(np.float32, copy=False)
+        return self._batched(lambda b: self._forward_logits_t(b).cpu().numpy(), images,
+                             batch_size)
 
     def predict_proba(self, images, *, batch_size: int | None = None) -> np.ndarray:
         """Class probabilities (N, n_classes) float32 for uint8 NHWC patches.
 
         A CUDA out-of-memory error halves the batch and goes on; the size that worked is kept.
         """
+        return self._batched(self._forward_proba, images, batch_size)
+
+    def _batched(self, forward, images, batch_size: int | None) -> np.ndarray:
+        """``forward`` over ``images`` (uint8 NHWC, or one HWC patch) in batches, as float32
+        (N, n_classes); a CUDA out-of-memory error halves the batch and the size that worked
+        is kept."""
         images = np.asarray(images)
         if images.ndim == 3:
             images = images[None]
@@ -156,8 +152,8 @@ class LoadedModel:
         def keep(bs):
             self.batch_size = bs
 
-        out, _ = run_halving_on_oom(self._forward_proba, images,
-                                    batch_size or self.batch_size, on_halve=keep)
+        out, _ = run_halving_on_oom(forward, images, batch_size or self.batch_size,
+                                    on_halve=keep)
         return out.astype(np.float32, copy=False)
 
     @property

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from .codes import _jsonable as _plain  # one JSON-plain helper for nic's files
 
 SPEC_NAME = "slide_model.yaml"
 WEIGHTS_NAME = "model.safetensors"
@@ -274,17 +275,3 @@ def load_slide_model(path) -> SlideCNN:
     model.source = str(spec_path)
     model.weights_sha256 = d.get("weights", {}).get("sha256")
     return model
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
