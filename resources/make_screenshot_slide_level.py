@@ -34,8 +34,11 @@ def main():
     from napari_xhisto._widgets.slide_level import SlideLevelWidget
     from napari_xhisto.nic.compress import compress_slide
     from napari_xhisto.nic.slide_model import save_slide_model
-    from napari_xhisto.nic.slide_train import (SlideTrainConfig, iter_train_slide_model,
-                                               load_code_set)
+    from napari_xhisto.nic.slide_train import (
+        SlideTrainConfig,
+        iter_train_slide_model,
+        load_code_set,
+    )
     from napari_xhisto.progress import run_to_end
     from napari_xhisto.synth.cohort import make_cohort, read_lesion_mask
 
