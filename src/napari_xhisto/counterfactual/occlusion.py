@@ -15,8 +15,8 @@ import threading
 import torch
 
 from ..errors import ModelError
-from ..explain.perturbation import occlusion_windows
-from ..explain.registry import Explainer, Param, register_explainer, target_scores
+from ..explain.perturbation import occlusion_map
+from ..explain.registry import Explainer, Param, register_explainer
 from .inpainter import Inpainter, load_inpainter
 
 _CACHE: dict = {}
@@ -105,27 +105,16 @@ class InpaintOcclusion(Explainer):
         mean, std = normalisation(inp, model_mean, model_std)
         mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        boxes = [(r, cc) for r in occlusion_windows(h, window, stride)
-                 for cc in occlusion_windows(w, window, stride)]
-        with torch.no_grad():
-            base = target_scores(module(x), targets)
         rgb = (x * std_t + mean_t).clamp(0.0, 1.0)
-        total = torch.zeros(n, h, w, dtype=x.dtype, device=x.device)
-        counts = torch.zeros(h, w, dtype=x.dtype, device=x.device)
-        for (r0, r1), (c0, c1) in boxes:
-            counts[r0:r1, c0:c1] += 1
-        for i in range(n):
-            for j in range(0, len(boxes), forward_batch):
-                chunk = boxes[j:j + forward_batch]
-                masks = torch.ones(len(chunk), 1, h, w, dtype=x.dtype, device=x.device)
-                for k, ((r0, r1), (c0, c1)) in enumerate(chunk):
-                    masks[k, :, r0:r1, c0:c1] = 0.0
-                filled = inp.fill(rgb[i:i + 1].expand(len(chunk), -1, -1, -1), masks)
-                with torch.no_grad():
-                    batch = (filled.to(x.dtype) - mean_t) / std_t
-                    # outside the window the patch is the model's input exactly
-                    batch = torch.where(masks.bool(), x[i:i + 1], batch)
-                    drop = base[i] - target_scores(module(batch), targets[i].expand(len(chunk)))
-                for k, ((r0, r1), (c0, c1)) in enumerate(chunk):
-                    total[i, r0:r1, c0:c1] += drop[k]
-        return total / counts
+
+        def fill(i, chunk):
+            masks = torch.ones(len(chunk), 1, h, w, dtype=x.dtype, device=x.device)
+            for k, ((r0, r1), (c0, c1)) in enumerate(chunk):
+                masks[k, :, r0:r1, c0:c1] = 0.0
+            filled = inp.fill(rgb[i:i + 1].expand(len(chunk), -1, -1, -1), masks)
+            with torch.no_grad():
+                batch = (filled.to(x.dtype) - mean_t) / std_t
+                # outside the window the patch is the model's input exactly
+                return torch.where(masks.bool(), x[i:i + 1], batch)
+
+        return occlusion_map(module, x, targets, window, stride, forward_batch, fill)

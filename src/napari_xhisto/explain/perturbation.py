@@ -44,24 +44,35 @@ class Occlusion(Explainer):
     def _attribute(self, module, x, targets, *, window, stride, baseline, forward_batch):
         if stride > window:
             raise ValueError(f"occlusion stride ({stride}) must not exceed the window ({window})")
-        n, _, h, w = x.shape
-        boxes = [(r, c) for r in occlusion_windows(h, window, stride)
-                 for c in occlusion_windows(w, window, stride)]
-        base = _forward_scores(module, x, targets)
-        total = torch.zeros(n, h, w, dtype=x.dtype, device=x.device)
-        counts = torch.zeros(h, w, dtype=x.dtype, device=x.device)
-        for (r0, r1), (c0, c1) in boxes:
-            counts[r0:r1, c0:c1] += 1
-        for i in range(n):
-            for j in range(0, len(boxes), forward_batch):
-                chunk = boxes[j:j + forward_batch]
-                batch = x[i:i + 1].repeat(len(chunk), 1, 1, 1)
-                for k, ((r0, r1), (c0, c1)) in enumerate(chunk):
-                    batch[k, :, r0:r1, c0:c1] = baseline
-                drop = base[i] - _forward_scores(module, batch, targets[i].expand(len(chunk)))
-                for k, ((r0, r1), (c0, c1)) in enumerate(chunk):
-                    total[i, r0:r1, c0:c1] += drop[k]
-        return total / counts
+
+        def fill(i, chunk):
+            batch = x[i:i + 1].repeat(len(chunk), 1, 1, 1)
+            for k, ((r0, r1), (c0, c1)) in enumerate(chunk):
+                batch[k, :, r0:r1, c0:c1] = baseline
+            return batch
+
+        return occlusion_map(module, x, targets, window, stride, forward_batch, fill)
+
+
+def occlusion_map(module, x, targets, window: int, stride: int, forward_batch: int, fill):
+    """Score drop per pixel, averaged over the windows covering it, when ``fill(i, boxes)``
+    (the occluded copies ``(len(boxes), C, H, W)`` of patch ``i``, one per window
+    ``((r0, r1), (c0, c1))``) replaces each window: occlusion with any fill."""
+    n, _, h, w = x.shape
+    boxes = [(r, c) for r in occlusion_windows(h, window, stride)
+             for c in occlusion_windows(w, window, stride)]
+    base = _forward_scores(module, x, targets)
+    total = torch.zeros(n, h, w, dtype=x.dtype, device=x.device)
+    counts = torch.zeros(h, w, dtype=x.dtype, device=x.device)
+    for (r0, r1), (c0, c1) in boxes:
+        counts[r0:r1, c0:c1] += 1
+    for i in range(n):
+        for j in range(0, len(boxes), forward_batch):
+            chunk = boxes[j:j + forward_batch]
+            drop = base[i] - _forward_scores(module, fill(i, chunk), targets[i].expand(len(chunk)))
+            for k, ((r0, r1), (c0, c1)) in enumerate(chunk):
+                total[i, r0:r1, c0:c1] += drop[k]
+    return total / counts
 
 
 # ---------------------------------------------------------------------------------------------
