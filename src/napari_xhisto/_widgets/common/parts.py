@@ -112,3 +112,20 @@ class Relay(QObject):
     """Carries ``(key, value)`` from a worker thread to a slot in the GUI thread (queued)."""
 
     ready = Signal(object, object)
+
+
+def follow_layer_list(widget: QWidget, viewer, slot) -> None:
+    """Call ``slot`` whenever a layer is added to or removed from ``viewer``, until ``widget``
+    is destroyed (then the connections are dropped, so no slot runs on a deleted widget)."""
+    events = viewer.layers.events
+    events.inserted.connect(slot)
+    events.removed.connect(slot)
+
+    def disconnect(*_):
+        for ev in (events.inserted, events.removed):
+            try:
+                ev.disconnect(slot)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+
+    widget.destroyed.connect(disconnect)

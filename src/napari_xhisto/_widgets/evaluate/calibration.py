@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 
 from ...errors import XhistoError
 from ...progress import run_to_end
+from ..common.parts import follow_layer_list
 from .calibration_core import CalibrationRequest, iter_calibration_job, summary_rows
 from .view import PlotView, caption
 
@@ -122,18 +123,8 @@ class CalibrationPanel(QWidget):
         self.run_button.clicked.connect(self._on_run)
         self.save_button.clicked.connect(self._ask_save)
         self.browse_button.clicked.connect(self._ask_model)
-        events = viewer.layers.events
-        events.inserted.connect(self.refresh_slides)
-        events.removed.connect(self.refresh_slides)
-        self.destroyed.connect(lambda *_: self._disconnect(events))
+        follow_layer_list(self, viewer, self.refresh_slides)
         self.refresh_slides()
-
-    def _disconnect(self, events) -> None:
-        for ev in (events.inserted, events.removed):
-            try:
-                ev.disconnect(self.refresh_slides)
-            except (TypeError, ValueError, RuntimeError):
-                pass
 
     # ---- choices
     def slide_layers(self) -> list:

@@ -12,6 +12,7 @@ from qtpy.QtWidgets import QFileDialog, QMessageBox
 
 from ...errors import XhistoError
 from .._workers import notify_error, start_generator
+from ..common.parts import follow_layer_list
 from .controller import ExportController
 from .view import ExportView
 
@@ -31,18 +32,8 @@ class ExportWidget(ExportView):
         for key, button in self.buttons.items():
             button.clicked.connect(lambda _=False, k=key: self.export(k))
         self.layer_combo.currentTextChanged.connect(self._describe)
-        events = self.viewer.layers.events
-        events.inserted.connect(self._refresh)
-        events.removed.connect(self._refresh)
-        self.destroyed.connect(lambda *_: self._disconnect(events))
+        follow_layer_list(self, self.viewer, self._refresh)
         self._refresh()
-
-    def _disconnect(self, events) -> None:
-        for ev in (events.inserted, events.removed):
-            try:
-                ev.disconnect(self._refresh)
-            except (TypeError, ValueError, RuntimeError):
-                pass
 
     def _refresh(self, event=None):
         names = self.controller.layer_names()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QFileDialog
 
+from ..common.parts import follow_layer_list
 from ..common.workers import notify_error, start_generator
 from .controller import SlideLevelController
 from .view import SlideLevelView
@@ -24,18 +25,8 @@ class SlideLevelWidget(SlideLevelView):
         self.codes_button.clicked.connect(self._pick_codes)
         self.model_button.clicked.connect(self._pick_model)
         self.slide_combo.currentTextChanged.connect(self._slide_changed)
-        events = self.viewer.layers.events
-        events.inserted.connect(self._refresh)
-        events.removed.connect(self._refresh)
-        self.destroyed.connect(lambda *_: self._disconnect(events))
+        follow_layer_list(self, self.viewer, self._refresh)
         self._refresh()
-
-    def _disconnect(self, events) -> None:
-        for ev in (events.inserted, events.removed):
-            try:
-                ev.disconnect(self._refresh)
-            except (TypeError, ValueError, RuntimeError):
-                pass
 
     def _refresh(self, event=None):
         names = [ly.name for ly in self.controller.slide_layers()]
