@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["cells", "regions", "localization", "threshold_sweep", "disc", "uncertainty", "multi", "study_scale", "conventions", "bias", "calibration",
+MODULES = ["cells", "regions", "localization", "threshold_sweep", "baseline_maps", "uncertainty", "multi", "study_scale", "conventions", "bias", "calibration",
            "report", "sanity", "meta"]
 
 

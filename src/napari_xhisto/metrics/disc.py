@@ -12,12 +12,15 @@ whole height of their row are summed through per-row cumulative sums; only the p
 circle crosses get an exact weight, from the closed-form area of a disc slice left of a
 vertical line (`_left_area`). The cost per cell is about ``12 * radius / step`` look-ups.
 
-`RandomMap` and `ConstantMap` are the baselines' maps, made row window by row window.
+`RandomMap` and `ConstantMap` (the baselines' maps, made row window by row window) live in
+`baseline_maps` and are imported here too.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .baseline_maps import ConstantMap, RandomMap
 
 __all__ = ["ConstantMap", "RandomMap", "disc_means"]
 
@@ -396,57 +399,3 @@ def _window_interior(block, windows, rows, j_first, jl, jr, transform, rows_on_m
     else:
         icnt = stop - start
     return isum, icnt, vals.reshape(-1), has_nan
-
-
-class RandomMap:
-    """A uniform [0, 1) random map, made row chunk by row chunk (never held whole).
-
-    Rows ``a:b`` are the same whichever window asks for them (each chunk of ``chunk`` rows has
-    its own seeded generator), so overlapping row windows agree. Pixels that are NaN in
-    ``nan_like`` (the evaluated heatmap) are NaN here too: the baseline scores only pixels
-    where the real heatmap has values.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> m = RandomMap((10, 4), seed=3, chunk=3)
-    >>> bool(np.array_equal(m[2:7], m[0:10][2:7])), m[0:10].shape
-    (True, (10, 4))
-    """
-
-    def __init__(self, shape, *, seed: int = 0, nan_like=None, chunk: int = 64):
-        self.shape = tuple(int(s) for s in shape)
-        self.seed = tuple(int(v) for v in np.atleast_1d(seed))
-        self.nan_like = nan_like
-        self.chunk = max(int(chunk), 1)
-        if nan_like is not None and tuple(np.shape(nan_like)) != self.shape:
-            raise ValueError(f"nan_like has shape {np.shape(nan_like)}, the map {self.shape}")
-
-    def __getitem__(self, key):
-        if not isinstance(key, slice) or key.step not in (None, 1):
-            raise TypeError("RandomMap supports row slices map[a:b] only")
-        a, b, _ = key.indices(self.shape[0])
-        c0, c1 = a // self.chunk, (max(b, a + 1) - 1) // self.chunk
-        parts = [np.random.default_rng([*self.seed, c]).random(
-                 (min(self.chunk, self.shape[0] - c * self.chunk), self.shape[1]))
-                 for c in range(c0, c1 + 1)]
-        rows = np.concatenate(parts)[a - c0 * self.chunk:b - c0 * self.chunk]
-        if self.nan_like is not None:
-            rows[~np.isfinite(np.asarray(self.nan_like[a:b]))] = np.nan
-        return rows
-
-
-class ConstantMap:
-    """A constant map (NaN where ``nan_like`` is NaN), made row window by row window."""
-
-    def __init__(self, shape, value: float, *, nan_like=None):
-        self.shape = tuple(int(s) for s in shape)
-        self.value = float(value)
-        self.nan_like = nan_like
-
-    def __getitem__(self, key):
-        a, b, _ = key.indices(self.shape[0])
-        rows = np.full((b - a, self.shape[1]), self.value)
-        if self.nan_like is not None:
-            rows[~np.isfinite(np.asarray(self.nan_like[a:b]))] = np.nan
-        return rows
