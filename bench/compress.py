@@ -8,7 +8,8 @@ contrastive encoder (128 px patches, C = 128), CPU. Per size, in separate child 
    patches/s;
 2. ``compress_slide`` to a fresh ``.nic.zarr`` (tissue mask, reads prefetched on threads,
    chunk-wise Zarr writes): patches/s and the child's peak RSS;
-3. forward-only again (the machine is shared: the ratio uses the mean of 1 and 3).
+3. repeated ``--reps`` times, interleaved, then forward-only once more: the ratio is of the
+   medians (single runs on a shared 2-core machine swing by tens of percent).
 
 Goal: compress >= 85% of forward-only; peak RSS flat in slide size (the codes go to disk chunk
 by chunk). The load average is recorded beside the figures. On a shared machine the wall-clock
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -105,6 +107,7 @@ def main() -> None:
     ap.add_argument("--encoder", default="contrastive")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--forward-cap", type=int, default=1024)
+    ap.add_argument("--reps", type=int, default=3, help="interleaved forward/compress runs")
     ap.add_argument("--work", default=None, help="folder for the slides (kept between runs)")
     ap.add_argument("--out", default=str(HERE / "results" / "compress.json"))
     ap.add_argument("--child", nargs="+", default=None, help=argparse.SUPPRESS)
@@ -132,26 +135,33 @@ def main() -> None:
         slide = work / f"synth{size}.svs"
         if not slide.exists():
             write_slide(slide, size=size, seed=3, mpp=args.mpp, workers=2, ground_truth=False)
-        f1 = _child("forward", slide, args.encoder, args.forward_cap, args.batch)
         out = work / f"synth{size}.nic.zarr"
-        if out.exists():
-            import shutil
+        fw, cs = [], []
+        for _ in range(args.reps):  # interleaved, so both see the same machine
+            fw.append(_child("forward", slide, args.encoder, args.forward_cap, args.batch))
+            if out.exists():
+                import shutil
 
-            shutil.rmtree(out)
-        c = _child("compress", slide, args.encoder, args.batch, out)
-        f2 = _child("forward", slide, args.encoder, args.forward_cap, args.batch)
-        fwd = (f1["patches_per_s"] + f2["patches_per_s"]) / 2
-        fwd_cpu = (f1["patches_per_cpu_s"] + f2["patches_per_cpu_s"]) / 2
-        row = {"size_px": size, "compress": c, "forward_only": [f1, f2],
-               "forward_patches_per_s": fwd, "ratio": c["patches_per_s"] / fwd,
+                shutil.rmtree(out)
+            cs.append(_child("compress", slide, args.encoder, args.batch, out))
+        fw.append(_child("forward", slide, args.encoder, args.forward_cap, args.batch))
+        med = statistics.median
+        fwd = med(f["patches_per_s"] for f in fw)
+        fwd_cpu = med(f["patches_per_cpu_s"] for f in fw)
+        c = min(cs, key=lambda r: abs(r["patches_per_s"] - med(x["patches_per_s"] for x in cs)))
+        row = {"size_px": size, "compress": c, "compress_runs": cs, "forward_only": fw,
+               "forward_patches_per_s": fwd,
+               "compress_patches_per_s": med(x["patches_per_s"] for x in cs),
+               "ratio": med(x["patches_per_s"] for x in cs) / fwd,
                "forward_patches_per_cpu_s": fwd_cpu,
-               "ratio_cpu": c["patches_per_cpu_s"] / fwd_cpu, "loadavg": _loadavg()}
+               "ratio_cpu": med(x["patches_per_cpu_s"] for x in cs) / fwd_cpu,
+               "peak_rss_mb_max": max(x["peak_rss_mb"] for x in cs), "loadavg": _loadavg()}
         results["sizes"].append(row)
         print(f"{size} px: compress {c['patches_per_s']:.1f} patches/s "
               f"({c['n_patches']} patches), forward-only {fwd:.1f}/s, ratio {row['ratio']:.2f} "
               f"(per CPU second: {row['ratio_cpu']:.2f}), "
               f"peak RSS {c['peak_rss_mb']:.0f} MB, load {row['loadavg']}", flush=True)
-    rss = [r["compress"]["peak_rss_mb"] for r in results["sizes"]]
+    rss = [r["peak_rss_mb_max"] for r in results["sizes"]]
     results["peak_rss_mb"] = rss
     results["loadavg_end"] = _loadavg()
     results["goal"] = "compress >= 0.85 x forward-only; peak RSS flat in slide size"

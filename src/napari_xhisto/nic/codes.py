@@ -200,12 +200,24 @@ class CodeStore:
     def done_chunks(self) -> np.ndarray:
         return np.asarray(self.group["done"][...], bool)
 
-    def write_chunk(self, a: int, b: int, codes: np.ndarray, tissue: np.ndarray,
-                    damaged: np.ndarray) -> None:
+    def write_tissue(self, tissue: np.ndarray) -> None:
+        """The whole tissue mask at once (it is known before any chunk is encoded)."""
+        self.group["tissue"][...] = np.asarray(tissue, bool)
+
+    def write_chunk(self, a: int, b: int, codes: np.ndarray, tissue: np.ndarray | None = None,
+                    damaged: np.ndarray | None = None) -> None:
+        """Write one chunk of codes, then mark it done.
+
+        ``tissue`` is written when given (``compress`` writes the whole mask once with
+        :meth:`write_tissue` instead); ``damaged`` only when it marks a cell (the array is
+        False where never written), so a clean chunk costs two small writes.
+        """
         rs, cs = self.chunk_bounds(a, b)
         self.group["codes"][rs, cs, :] = np.asarray(codes, np.float32)
-        self.group["tissue"][rs, cs] = np.asarray(tissue, bool)
-        self.group["damaged"][rs, cs] = np.asarray(damaged, bool)
+        if tissue is not None:
+            self.group["tissue"][rs, cs] = np.asarray(tissue, bool)
+        if damaged is not None and np.any(damaged):
+            self.group["damaged"][rs, cs] = np.asarray(damaged, bool)
         self.group["done"][a:a + 1, b:b + 1] = True  # last: the chunk counts only once written
 
     def finish(self, final: Path, provenance: dict) -> Path:

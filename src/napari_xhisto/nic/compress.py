@@ -10,8 +10,10 @@ fixed batches over all tissue cells in that order, so a cell is always encoded i
 batch whatever ran before: with ``out`` every finished chunk is written and marked done in
 ``<out>.partial``, a killed run resumes from there (re-encoding a batch that straddles a
 finished chunk, keeping the stored codes), and kill + resume gives the same bytes as one run.
-Patch reads run on a thread pool a few batches ahead of the encoder. Cells whose patch shows a damaged tile get NaN codes and are
-counted in the provenance.
+Patch reads run on a thread pool a few batches ahead of the encoder, and finished chunks are
+written by one background thread in order (a chunk is marked done only after its codes are
+written, so resuming stays exact), keeping the encoder's thread on the network. Cells whose patch
+shows a damaged tile get NaN codes and are counted in the provenance.
 """
 
 from __future__ import annotations
@@ -100,6 +102,38 @@ def _batches(plan, chunk: int, done: np.ndarray, batch_size: int):
     return batches, remaining
 
 
+def _encode_batches(slide, plan, batches, encoder, workers: int, prefetch: int):
+    """Read (on ``workers`` threads, ``prefetch`` batches ahead) and encode ``batches`` in order.
+
+    Yields ``(cells, chunk_ids, codes, damaged, wait_s, compute_s)`` per batch; closing the
+    generator (a cancel) drops the reads not started yet.
+    """
+    from ..models.inference import damaged_cells, read_patch_batch
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xhisto-nic") as pool:
+        pending = deque()
+        todo = iter(batches)
+        for job in todo:
+            pending.append((job, pool.submit(read_patch_batch, slide, plan, job[0])))
+            if len(pending) >= prefetch:
+                break
+        try:
+            while pending:
+                (cells, chunk_ids), fut = pending.popleft()
+                t0 = time.perf_counter()
+                images = fut.result()
+                t1 = time.perf_counter()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(read_patch_batch, slide, plan, nxt[0])))
+                z = encoder.encode(images, batch_size=len(images))
+                busy = time.perf_counter() - t1
+                yield cells, chunk_ids, z, damaged_cells(slide, plan, cells), t1 - t0, busy
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+
+
 def _open_store(out: Path, plan_key: dict, *, force: bool, create):
     """The partial store to write into: resumed when its plan matches, else a fresh one."""
     part = partial_path(out)
@@ -156,13 +190,14 @@ def compress_slide(slide, encoder, *, region=None, batch_size: int = 64, out=Non
         As the generator's return value (``StopIteration.value``).
     """
     from ..cohort.fingerprint import file_fingerprint
-    from ..models.inference import damage_in_region, damaged_cells, plan_patches, read_patch_batch
+    from ..models.inference import damage_in_region, plan_patches
     from .encoders import load_encoder
 
     batch_size = options.batch_size(batch_size, "batch_size")
     chunk = int(options.whole_number(chunk, "chunk", minimum=1, maximum=4096))
     workers = options.threads(workers, "workers") if workers is not None else min(
-        4, os.cpu_count() or 1)
+        2, os.cpu_count() or 1)  # the slide decodes tiles on its own pool; more threads only
+    # take CPU from the encoder (the reads are a small share of a compress)
     prefetch = prefetch or workers + 1
     if isinstance(slide, str | os.PathLike):
         from ..slide import open_slide
@@ -194,6 +229,8 @@ def compress_slide(slide, encoder, *, region=None, batch_size: int = 64, out=Non
             p, shape=(rows, cols), code_size=C, stride=stride, patch=patch, origin=origin,
             mpp=float(slide.mpp), plan=plan_key, chunk=chunk))
         done_chunks = store.done_chunks()
+        if not resumed:
+            store.write_tissue(plan.tissue_mask)
         memory = None
     else:
         done_chunks = np.zeros((-(-rows // chunk), -(-cols // chunk)), bool)
@@ -212,12 +249,16 @@ def compress_slide(slide, encoder, *, region=None, batch_size: int = 64, out=Non
         return (slice(a * chunk, min((a + 1) * chunk, rows)),
                 slice(b * chunk, min((b + 1) * chunk, cols)))
 
+    writes: deque = deque()
+
     def finish_chunk(a, b, codes, dmg):
         rs, cs = bounds(a, b)
         dmg = dmg | thumb_damage[rs, cs]
         codes[dmg] = np.nan
         if store is not None:
-            store.write_chunk(a, b, codes, plan.tissue_mask[rs, cs], dmg)
+            writes.append(writer.submit(store.write_chunk, a, b, codes, None, dmg))
+            while writes and writes[0].done():
+                writes.popleft().result()  # a failed write stops the run here
         else:
             memory[0][rs, cs], memory[1][rs, cs] = codes, dmg
 
@@ -230,48 +271,35 @@ def compress_slide(slide, encoder, *, region=None, batch_size: int = 64, out=Non
             bufs[cid] = (np.zeros((h, w, C), np.float32), np.zeros((h, w), bool))
         return bufs[cid]
 
-    for cid in [c for c, n in remaining.items() if n == 0]:  # no tissue: written (zeros) at once
-        finish_chunk(*cid, *buf(cid))
-        bufs.pop(cid)
-        remaining.pop(cid)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xhisto-nic") as pool:
-        pending = deque()
-        todo = iter(batches)
-        for job in todo:
-            pending.append((job, pool.submit(read_patch_batch, slide, plan, job[0])))
-            if len(pending) >= prefetch:
-                break
-        try:
-            while pending:
-                (cells, chunk_ids), fut = pending.popleft()
-                t0 = time.perf_counter()
-                images = fut.result()
-                t1 = time.perf_counter()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending.append((nxt, pool.submit(read_patch_batch, slide, plan, nxt[0])))
-                z = encoder.encode(images, batch_size=len(images))
-                compute_s += time.perf_counter() - t1
-                wait_s += t1 - t0
-                hit = damaged_cells(slide, plan, cells)
-                n_new = 0
-                for k, cid in enumerate(chunk_ids):
-                    if cid not in remaining:
-                        continue  # a finished chunk's cell, re-encoded only to fill the batch
-                    codes, dmg = buf(cid)
-                    li, lj = cells[k, 0] - cid[0] * chunk, cells[k, 1] - cid[1] * chunk
-                    codes[li, lj] = z[k]
-                    dmg[li, lj] = dmg[li, lj] or bool(hit[k])
-                    remaining[cid] -= 1
-                    n_new += 1
-                    if remaining[cid] == 0:
-                        finish_chunk(*cid, *bufs.pop(cid))
-                        del remaining[cid]
-                done += n_new
-                yield done, total
-        finally:  # on cancel (generator closed) drop reads not started yet
-            for _, fut in pending:
-                fut.cancel()
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xhisto-nic-write")
+    try:
+        for cid in [c for c, n in remaining.items() if n == 0]:  # no tissue: zeros at once
+            finish_chunk(*cid, *buf(cid))
+            bufs.pop(cid)
+            remaining.pop(cid)
+        for cells, chunk_ids, z, hit, wait, busy in _encode_batches(
+                slide, plan, batches, encoder, workers, prefetch):
+            wait_s += wait
+            compute_s += busy
+            n_new = 0
+            for k, cid in enumerate(chunk_ids):
+                if cid not in remaining:
+                    continue  # a finished chunk's cell, re-encoded only to fill the batch
+                codes, dmg = buf(cid)
+                li, lj = cells[k, 0] - cid[0] * chunk, cells[k, 1] - cid[1] * chunk
+                codes[li, lj] = z[k]
+                dmg[li, lj] = dmg[li, lj] or bool(hit[k])
+                remaining[cid] -= 1
+                n_new += 1
+                if remaining[cid] == 0:
+                    finish_chunk(*cid, *bufs.pop(cid))
+                    del remaining[cid]
+            done += n_new
+            yield done, total
+    finally:  # finished chunks are kept even on cancel: a resume starts after them
+        writer.shutdown(wait=True)
+    for fut in writes:
+        fut.result()
     elapsed = time.perf_counter() - t_start
     damaged = (np.asarray(store.group["damaged"][...], bool) if store is not None
                else memory[1])
