@@ -66,7 +66,16 @@ def test_meta_widget_runs_shows_and_jumps(make_napari_viewer, qtbot, slide):
         assert px.shape[0] > 100 and px.shape[1] > 100 and px[..., :3].std() > 10
     # the list shows the confident disagreements with the mislabelled annotations
     assert widget.disagreement_list.count() == len(result.disagreements) > 0
-    assert "predicted" in widget.disagreement_list.item(0).text()
+    first = result.disagreement_records()[0]
+    item = widget.disagreement_list.item(0)
+    assert item.text().startswith(f"{first['label']} → {first['predicted']} (p {first['p']:.3f})")
+    assert f"x {first['x_um']:.0f} µm" in item.toolTip()
+    # the mean-map grid opens at full resolution in its own window
+    window = widget.enlarge_grid()
+    full = _pixmap_pixels(window.image)
+    assert full.shape[:2] == widget.controller.grid_rgba.shape[:2] and full[..., :3].std() > 10
+    assert full.shape[1] > _pixmap_pixels(widget.grid_view).shape[1]
+    window.close()
     # a click on a point (where it is drawn, at display scale) centres the view on that patch
     thumbs = {t[4] for t in widget.controller.hits["thumbs"]}
     pts = widget.controller.hits["points"]

@@ -71,3 +71,31 @@ def test_docks_opened_from_the_plugins_menu_are_tabbed(make_napari_viewer, qtbot
     tabbed = main.tabifiedDockWidgets(docks["Explain"])
     assert docks["Annotate"] in tabbed and docks["Export"] in tabbed
     assert (main.width(), main.height()) == (1366, 768)
+
+
+@pytest.mark.parametrize("size", [(1366, 768), (1600, 1200)], ids=["1366x768", "1600x1200"])
+def test_meta_and_slide_level_docks_fit_beside_the_others(make_napari_viewer, qtbot, size):
+    """The two later docks (Meta, Slide-level) tabbed with the four: no sideways scrolling."""
+    from napari_xhisto._widgets.common.docking import dock_widgets
+    from napari_xhisto._widgets.meta import MetaWidget
+    from napari_xhisto._widgets.slide_level import SlideLevelWidget
+
+    viewer = make_napari_viewer(show=True)
+    main = viewer.window._qt_window
+    main.resize(*size)
+    _settle(qtbot)
+    widgets = _four_widgets(viewer)
+    widgets.update({"Meta": MetaWidget(viewer), "Slide-level": SlideLevelWidget(viewer)})
+    # long inputs the user may have: they must scroll inside their fields, not the dock
+    widgets["Slide-level"].codes_edit.setText("/data/" + "very-long-folder-name/" * 8 + "s.nic.zarr")
+    widgets["Slide-level"].model_edit.setText("/models/" + "slide-level-model-" * 6)
+    docks = dock_widgets(viewer, widgets)
+    _settle(qtbot)
+    assert (main.width(), main.height()) == size
+    for name in ("Meta", "Slide-level"):
+        docks[name].raise_()
+        _settle(qtbot, 150)
+        scroll = docks[name].widget()
+        assert not scroll.visibleRegion().isEmpty()
+        assert scroll.viewport().width() >= scroll.inner.minimumSizeHint().width(), name
+        assert not scroll.horizontalScrollBar().isVisible(), name

@@ -141,8 +141,8 @@ class MetaController:
         r = self.result
         if r is None:
             return []
-        return [f"label {d['label']} · predicted {d['predicted']} p={d['p']:.3f} · "
-                f"x {d['x_um']:.0f} µm, y {d['y_um']:.0f} µm"
+        return [f"{d['label']} → {d['predicted']} (p {d['p']:.3f})\n"
+                f"   at x {d['x_um']:.0f} µm, y {d['y_um']:.0f} µm"
                 for d in r.disagreement_records()]
 
     def patch_at(self, x: float, y: float) -> int | None:

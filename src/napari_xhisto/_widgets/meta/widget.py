@@ -14,7 +14,6 @@ import numpy as np
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
-    QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -22,8 +21,11 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QListWidget,
+    QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -36,13 +38,15 @@ from ..common.workers import (
     release_thread_caches,
     start_generator,
 )
+from ..explain.view import compact_combo, wrapped_label
 from .controller import MetaController, MetaSettings
 
 DISPLAY_WIDTH = 300  # px the figures are shown at in the dock (scaled, aspect kept)
 
 
 class FigureView(QLabel):
-    """An RGBA image shown scaled to ``DISPLAY_WIDTH``; clicks come out in image pixels."""
+    """An RGBA image shown scaled to the dock's width (at most its own, ``DISPLAY_WIDTH`` until
+    shown); clicks come out in image pixels."""
 
     clicked = Signal(float, float)
 
@@ -51,23 +55,57 @@ class FigureView(QLabel):
         self.factor = 1.0
         self._image = None
         self.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.setMinimumWidth(120)
 
-    def set_rgba(self, rgba: np.ndarray, width: int = DISPLAY_WIDTH) -> None:
+    def set_rgba(self, rgba: np.ndarray, width: int | None = None) -> None:
         rgba = np.ascontiguousarray(rgba[..., :4], dtype=np.uint8)
         h, w = rgba.shape[:2]
         self._image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
-        self.factor = min(1.0, width / w)
+        self._rescale(width or (self.width() if self.isVisible() else DISPLAY_WIDTH))
+
+    def _rescale(self, width: int) -> None:
+        w = self._image.width()
+        width = max(1, min(int(width), w))
+        self.factor = width / w
         pix = QPixmap.fromImage(self._image)
-        if self.factor < 1.0:
-            pix = pix.scaledToWidth(int(round(w * self.factor)),
-                                    Qt.TransformationMode.SmoothTransformation)
+        if width < w:
+            pix = pix.scaledToWidth(width, Qt.TransformationMode.SmoothTransformation)
         self.setPixmap(pix)
-        self.setFixedSize(pix.size())
+        self.setFixedHeight(pix.height())
+
+    def resizeEvent(self, event):  # noqa: N802 - Qt name
+        super().resizeEvent(event)
+        if self._image is not None:
+            target = min(self.width(), self._image.width())
+            if abs(self.pixmap().width() - target) > 1:
+                self._rescale(target)
 
     def mousePressEvent(self, event):  # noqa: N802 - Qt name
         pos = event.position() if hasattr(event, "position") else event.pos()
         self.clicked.emit(pos.x() / self.factor, pos.y() / self.factor)
         super().mousePressEvent(event)
+
+
+class FigureWindow(QScrollArea):
+    """A figure at its full resolution in its own window (the dock shows it scaled down)."""
+
+    def __init__(self, title: str, parent=None):
+        super().__init__(parent)
+        self.setWindowFlag(Qt.WindowType.Window, True)
+        self.setWindowTitle(title)
+        self.image = QLabel()
+        self.setWidget(self.image)
+
+    def show_rgba(self, rgba: np.ndarray) -> None:
+        rgba = np.ascontiguousarray(rgba[..., :4], dtype=np.uint8)
+        h, w = rgba.shape[:2]
+        img = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+        self.image.setPixmap(QPixmap.fromImage(img))
+        self.image.resize(w, h)
+        self.resize(min(w + 24, 1400), min(h + 24, 1000))
+        self.show()
+        self.raise_()
 
 
 class MetaWidget(QWidget):
@@ -85,6 +123,8 @@ class MetaWidget(QWidget):
         self.save_button.clicked.connect(self._ask_save)
         self.slide_box.currentTextChanged.connect(self._slide_changed)
         self.embedding_view.clicked.connect(self._on_embedding_click)
+        self.grid_view.clicked.connect(lambda *_: self.enlarge_grid())
+        self.grid_window = None
         self.disagreement_list.currentRowChanged.connect(self._on_disagreement)
         layers = self.viewer.layers.events
         layers.inserted.connect(self.refresh_slides)
@@ -95,15 +135,16 @@ class MetaWidget(QWidget):
     def _build(self) -> None:
         outer = QVBoxLayout(self)
         form = QFormLayout()
-        self.slide_box = QComboBox()
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)  # narrow docks
+        self.slide_box = compact_combo(8)
         form.addRow("Slide", self.slide_box)
         row = QHBoxLayout()
-        self.model_label = QLabel("demo")
+        self.model_label = wrapped_label("demo")
         self.model_button = QPushButton("Model…")
         row.addWidget(self.model_label, 1)
         row.addWidget(self.model_button)
         form.addRow("Model", row)
-        self.method_box = QComboBox()
+        self.method_box = compact_combo(8)
         self.method_box.addItems(self.controller.methods())
         if self.method_box.findText("gradcam") >= 0:
             self.method_box.setCurrentText("gradcam")
@@ -142,15 +183,18 @@ class MetaWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         outer.addWidget(self.status)
-        outer.addWidget(QLabel("Mean map by predicted class × confidence"))
+        outer.addWidget(wrapped_label("Mean map by predicted class × confidence "
+                                      "(click to enlarge)"))
         self.grid_view = FigureView()
         outer.addWidget(self.grid_view)
-        outer.addWidget(QLabel("Embedding (click a point or a thumbnail)"))
+        outer.addWidget(wrapped_label("Embedding (click a point or a thumbnail)"))
         self.embedding_view = FigureView()
         outer.addWidget(self.embedding_view)
-        outer.addWidget(QLabel("Confident disagreements with the annotations"))
+        outer.addWidget(wrapped_label("Confident disagreements with the annotations"))
         self.disagreement_list = QListWidget()
         self.disagreement_list.setMinimumHeight(80)
+        self.disagreement_list.setWordWrap(True)
+        self.disagreement_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         outer.addWidget(self.disagreement_list)
         self.save_button = QPushButton("Save figures and tables…")
         self.save_button.setEnabled(False)
@@ -244,11 +288,26 @@ class MetaWidget(QWidget):
         self.grid_view.set_rgba(c.grid_rgba)
         self.embedding_view.set_rgba(c.embedding_rgba)
         self.disagreement_list.clear()
-        self.disagreement_list.addItems(c.disagreement_rows())
+        for text in c.disagreement_rows():
+            item = QListWidgetItem(text)
+            item.setToolTip(text.replace("\n  ", ""))
+            self.disagreement_list.addItem(item)
+        if self.grid_window is not None and self.grid_window.isVisible():
+            self.grid_window.show_rgba(c.grid_rgba)
         self.status.setText(c.summary_text())
         self.save_button.setEnabled(True)
 
     # ---- clicks
+    def enlarge_grid(self):
+        """The mean-map grid at full resolution in its own window (returned)."""
+        if self.controller.result is None:
+            return None
+        if self.grid_window is None:
+            self.grid_window = FigureWindow("Meta: mean map by predicted class × confidence",
+                                            self)
+        self.grid_window.show_rgba(self.controller.grid_rgba)
+        return self.grid_window
+
     def _on_embedding_click(self, x: float, y: float) -> None:
         index = self.controller.patch_at(x, y)
         if index is not None:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
 from ..common.legend import ColourLegend
+from ..explain.view import compact_combo
 
 
 def _path_row(placeholder: str):
@@ -24,6 +25,8 @@ def _path_row(placeholder: str):
     lay.setContentsMargins(0, 0, 0, 0)
     edit = QLineEdit()
     edit.setPlaceholderText(placeholder)
+    edit.setMinimumWidth(60)  # long paths scroll inside the field, not the dock sideways
+    edit.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
     button = QPushButton("…")
     button.setMaximumWidth(32)
     lay.addWidget(edit, 1)
@@ -38,14 +41,17 @@ class SlideLevelView(QWidget):
         super().__init__(parent)
         outer = QVBoxLayout(self)
         form = QFormLayout()
-        self.slide_combo = QComboBox()
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)  # narrow docks
+        self.slide_combo = compact_combo(8)
         form.addRow("Slide", self.slide_combo)
-        row, self.codes_edit, self.codes_button = _path_row("SLIDE.nic.zarr (found beside the slide)")
+        row, self.codes_edit, self.codes_button = _path_row("SLIDE.nic.zarr (beside the slide)")
         form.addRow("Codes", row)
         row, self.model_edit, self.model_button = _path_row("folder from xhisto train-slide")
         form.addRow("Slide model", row)
-        self.augment_box = QCheckBox("average over the 8 flips/rotations")
-        form.addRow("", self.augment_box)
+        self.augment_box = QCheckBox("8 flips/rotations")
+        self.augment_box.setToolTip("average p(label) and the map over the 8 flips/rotations "
+                                    "of the code grid")
+        form.addRow("Average", self.augment_box)
         outer.addLayout(form)
         self.run_button = QPushButton("Predict and explain the slide")
         outer.addWidget(self.run_button)
