@@ -88,7 +88,7 @@ def test_demo_viewer_docks_the_widgets(make_napari_viewer, small_cache):
 
     viewer = make_napari_viewer()
     viewer, widgets = build_demo_viewer(viewer, size=2048, seed=3)
-    assert set(widgets) == {"Explain", "Annotate", "Evaluate", "Export"}
+    assert set(widgets) == {"Explain", "Annotate", "Evaluate", "Export", "Meta", "Slide-level"}
     slide_layer = viewer.layers[0]
     assert slide_layer.multiscale and slide_layer.rgb
     assert slide_layer.scale[-1] == pytest.approx(slide_layer.metadata["xhisto"]["mpp"])

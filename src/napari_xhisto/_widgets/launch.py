@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def build_demo_viewer(viewer=None, *, size: int | None = None, seed: int | None = None):
-    """Put the demo slide, its ground truth and the four widgets into ``viewer`` (new if None)."""
+    """Put the demo slide, its ground truth and the plugin's six widgets into ``viewer`` (new
+    if None), tabbed in one dock with Explain in front."""
     import napari
     from napari.layers import Layer
 
@@ -17,6 +18,8 @@ def build_demo_viewer(viewer=None, *, size: int | None = None, seed: int | None 
     from .explain import ExplainWidget
     from .export_widget import ExportWidget
     from .layers import watch_for_slides
+    from .meta import MetaWidget
+    from .slide_level import SlideLevelWidget
 
     viewer = viewer or napari.Viewer(title="napari-xhisto demo")
     watch_for_slides(viewer)  # the scale bar (µm) is on whenever a slide is open
@@ -33,6 +36,8 @@ def build_demo_viewer(viewer=None, *, size: int | None = None, seed: int | None 
         "Annotate": AnnotateWidget(viewer),
         "Evaluate": EvaluateWidget(viewer),
         "Export": ExportWidget(viewer),
+        "Meta": MetaWidget(viewer),
+        "Slide-level": SlideLevelWidget(viewer),
     }
     dock_widgets(viewer, widgets)  # scrollable tabs of one dock: the slide keeps >= 60 %
     return viewer, widgets
