@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fractions", type=lambda s: tuple(float(x) for x in s.split(",")),
                     default=(0.02, 0.05, 0.1, 0.25))
     ap.add_argument("--kinds", type=lambda s: tuple(s.split(",")), default=KINDS)
-    ap.add_argument("--encoder-steps", type=int, default=120)
+    ap.add_argument("--encoder-steps", type=int, default=1000)
     ap.add_argument("--code-size", type=int, default=32)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--folds", type=int, default=2)
