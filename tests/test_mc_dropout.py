@@ -84,6 +84,57 @@ def test_dropout_option_keeps_the_weight_keys_and_the_eval_output():
         build_architecture("xhisto_cnn_xs", 2, options={"dropout": 1.5})
 
 
+def test_conv_dropout_option_builds_keeps_keys_when_off_and_refuses_bad_values():
+    for arch, stages in (("xhisto_cnn_s", 4), ("xhisto_cnn_xs", 3)):
+        plain = build_architecture(arch, 2)
+        off = build_architecture(arch, 2, options={"dropout": 0.3, "conv_dropout": 0})
+        assert list(plain.state_dict()) == list(off.state_dict())
+        assert [type(m) for m in plain.features] == [type(m) for m in off.features]
+        conv = build_architecture(arch, 2, options={"dropout": 0.3, "conv_dropout": 0.1})
+        chan = [m for m in conv.features if isinstance(m, torch.nn.Dropout2d)]
+        assert len(chan) == stages and all(m.p == 0.1 for m in chan)
+        assert isinstance(conv.features[-1], torch.nn.Dropout2d)  # after the last stage too
+        # the same parameters in the same order (only the features indices shift), and in eval
+        # mode the network computes exactly what the one without dropout computes
+        sd_plain, sd_conv = plain.state_dict(), conv.state_dict()
+        assert [v.shape for v in sd_plain.values()] == [v.shape for v in sd_conv.values()]
+        conv.load_state_dict(dict(zip(sd_conv, sd_plain.values(), strict=True)))
+        x = torch.from_numpy(_patches(3, 32).astype(np.float32) / 255).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            torch.testing.assert_close(conv.eval()(x), plain.eval()(x), rtol=0, atol=0)
+    from napari_xhisto.models.target_layers import default_target_layer
+
+    assert isinstance(default_target_layer(conv, "xhisto_cnn_xs"), torch.nn.ReLU)  # CAM layer
+    spec = ModelSpec(architecture="xhisto_cnn_xs", class_names=["a", "b"], patch_size=32,
+                     mpp=1.0, arch_options={"conv_dropout": 0.2})
+    assert spec.dropout == 0.2
+    for bad in (1.0, -0.1, True, "0.1"):
+        with pytest.raises(ModelError, match=r"conv_dropout takes a probability in \[0, 1\)"):
+            build_architecture("xhisto_cnn_xs", 2, options={"conv_dropout": bad})
+
+
+def test_conv_dropout_alone_gives_mc_spread_and_off_gives_exactly_predict(tmp_path):
+    torch.manual_seed(0)
+    opts = {"conv_dropout": 0.2}
+    module = build_architecture("xhisto_cnn_xs", 2, options=opts)
+    spec = ModelSpec(architecture="xhisto_cnn_xs", class_names=["other", "tumour"],
+                     patch_size=32, mpp=1.0, arch_options=opts)
+    model = load_model(save_model(module, spec, tmp_path / "conv.json"), device="cpu")
+    assert [n for n, _ in dropout_layers(model.module)] == ["features.3", "features.8",
+                                                             "features.13"]
+    x = _patches(6)
+    res = mc_predict_proba(model, x, n_samples=8, seed=1)
+    assert (res.std > 1e-5).all()  # no head dropout: the spread comes from the conv stages
+    again = mc_predict_proba(model, x, n_samples=8, seed=1)
+    np.testing.assert_array_equal(res.std, again.std)
+    layers = [m for m in model.module.modules() if isinstance(m, torch.nn.Dropout2d)]
+    for m in layers:
+        m.p = 0.0
+    off = mc_predict_proba(model, x, n_samples=4, seed=1)
+    np.testing.assert_array_equal(off.std, 0.0)
+    np.testing.assert_array_equal(off.mean, model.predict_proba(x))
+
+
 def test_dropout_off_gives_std_zero_and_exactly_predict(models):
     model = models["drop"]
     x = _patches(8)
