@@ -304,8 +304,14 @@ def test_bundled_demo_mc_has_dropout_and_the_demo_keys():
     mc = load_model(DEMO_DIR / "demo_mc.json", device="cpu")
     demo = load_model("demo", device="cpu")
     assert has_mc_dropout(mc) and mc.spec.dropout == 0.3
-    assert dropout_layers(mc.module) == [("dropout", 0.3)]
-    assert list(mc.module.state_dict()) == list(demo.module.state_dict())
+    assert mc.spec.arch_options == {"dropout": 0.3, "conv_dropout": 0.1}
+    # channel dropout after each of the four conv stages, dropout before the classifier
+    assert dropout_layers(mc.module) == [("features.3", 0.1), ("features.11", 0.1),
+                                         ("features.19", 0.1), ("features.27", 0.1),
+                                         ("dropout", 0.3)]
+    # demo's parameters in demo's order: only the features indices shift
+    assert ([v.shape for v in mc.module.state_dict().values()]
+            == [v.shape for v in demo.module.state_dict().values()])
     res = mc_predict_proba(mc, _patches(3, 64), n_samples=5, seed=0)
     assert res.mean.shape == (3, 2) and (res.std >= 0).all()
 
@@ -331,3 +337,26 @@ def test_damaged_tile_cells_are_nan_in_mean_median_and_std(tmp_path, cmu1_path):
     for arr in (umap.mean.probs, umap.median, umap.std):
         assert np.isnan(arr[bad]).all() and np.isfinite(arr[~bad]).all()
     assert umap.provenance["n_damaged_cells"] == 9
+
+
+def test_bundled_demo_mc_std_rises_on_the_second_stain_style_where_it_fails():
+    """demo_mc was trained on stain style "a" only; on the same tissue in style "b" it misses
+    tumour, and its MC std on those tumour patches rises (docs/uncertainty.md has the full
+    400-patch, three-seed measurement)."""
+    from napari_xhisto.models.demo import DEMO_DIR
+    from napari_xhisto.synth import sample_patches
+
+    mc = load_model(DEMO_DIR / "demo_mc.json", device="cpu")
+    std, recall = {}, {}
+    for style in ("a", "b"):
+        ps = sample_patches(64, patch_size=64, mpp=1.0, seed=11, stain_style=style)
+        y = np.asarray(ps.labels)
+        res = mc_predict_proba(mc, ps.images, n_samples=10, seed=0)
+        cls = res.mean.argmax(1)
+        std[style] = res.std[np.arange(len(cls)), cls]
+        recall[style] = (cls[y == 1] == 1).mean()
+    tumour = y == 1
+    assert tumour.sum() >= 10
+    assert recall["b"] < recall["a"] - 0.3  # the second style is a real shift for this model
+    assert std["b"][tumour].mean() > 2 * std["a"][tumour].mean()
+    assert std["b"].mean() > std["a"].mean()
