@@ -200,7 +200,9 @@ def stage_ood(args) -> None:
     all_ood = {k: [] for k in sc_in}
     for name, images in sets.items():
         sc = scores(plain, mcmodel, images, args.n, 1)
-        entry = {"mean": {k: float(v.mean()) for k, v in sc.items()}}
+        entry = {"mean": {k: float(v.mean()) for k, v in sc.items()},
+                 "fraction_called_tumour": float(np.mean(
+                     mcmodel.predict_proba(images).argmax(1) == 1))}
         for k in sc:
             y = np.r_[np.zeros(len(ind), bool), np.ones(len(images), bool)]
             entry[f"auroc_{k}"] = auc_interval(np.r_[sc_in[k], sc[k]], y, n_boot=1000, seed=0)
@@ -321,6 +323,31 @@ def stage_stain_demo(args) -> None:
                              "seconds": round(time.perf_counter() - t0, 1)})
 
 
+def _std_by_artefact(geojson, umap, std) -> dict:
+    """Mean MC std of the cells whose centre lies in each artefact polygon of the synthetic
+    slide's ground truth (pen, fold, blur, bubble), and of the cells in none of them."""
+    from matplotlib.path import Path as MplPath
+
+    pl = umap.mean.placement
+    ii, jj = np.nonzero(np.isfinite(std))
+    rows = pl.origin_row + (ii + 0.5) * pl.step_row
+    cols = pl.origin_col + (jj + 0.5) * pl.step_col
+    rest = np.ones(len(ii), bool)
+    out = {}
+    for f in json.loads(Path(geojson).read_text())["features"]:
+        if f["properties"].get("classification", {}).get("name") != "artefact":
+            continue
+        inside = MplPath(np.asarray(f["geometry"]["coordinates"][0])).contains_points(
+            np.c_[cols, rows])  # GeoJSON is (x, y)
+        rest &= ~inside
+        out[f["properties"].get("name", "artefact")] = {
+            "n_cells": int(inside.sum()),
+            "mean_std": float(std[ii[inside], jj[inside]].mean()) if inside.any() else None}
+    out["elsewhere"] = {"n_cells": int(rest.sum()), "mean_std": float(std[ii[rest], jj[rest]]
+                                                                        .mean())}
+    return out
+
+
 def stage_figure(args) -> None:
     import matplotlib
 
@@ -369,6 +396,8 @@ def stage_figure(args) -> None:
     save_part("figure", {"slide": "synth.write_slide(size=3072, seed=3)", "n_samples": args.n,
                          "n_patches": umap.mean.provenance["n_patches"],
                          "mean_std_tissue": float(np.nanmean(std)),
+                         "by_region": _std_by_artefact(path.with_suffix("").with_suffix(
+                             ".geojson"), umap, std),
                          "seconds": round(time.perf_counter() - t0, 1), "out": str(out)})
 
 
