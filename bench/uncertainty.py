@@ -35,6 +35,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from uncertainty_sets import (
+    blurred,
+    noise_patches,
+    pen_marked,
+    std_by_artefact,
+    texture_patches,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "uncertainty.json"
@@ -121,53 +128,6 @@ def stage_train(args) -> None:
                         "arch_options": ARCH_OPTIONS, "threads": THREADS,
                         "seconds": round(time.perf_counter() - t0, 1)})
     print(json.dumps(res.metrics["held_out"], indent=1))
-
-
-# ---- out-of-distribution sets ----------------------------------------------------------------
-def noise_patches(n, s, rng):
-    return rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8)
-
-
-def texture_patches(n, s, rng):
-    from skimage import data
-    from skimage.transform import resize
-
-    images = [data.brick(), data.grass(), data.gravel()]
-    out = []
-    for k in range(n):
-        im = images[k % 3]
-        side = int(rng.integers(s, min(im.shape[:2]) // 2))
-        r, c = (int(rng.integers(0, d - side)) for d in im.shape[:2])
-        crop = resize(im[r:r + side, c:c + side].astype(np.float32), (s, s), anti_aliasing=True)
-        grey = np.clip(crop, 0, 255)
-        tint = rng.uniform(0.6, 1.0, 3)  # coloured, so it is not told apart by greyness alone
-        out.append(np.clip(grey[..., None] * tint, 0, 255).astype(np.uint8))
-    return np.stack(out)
-
-
-def blurred(images, sigma=3.0):
-    from scipy.ndimage import gaussian_filter
-
-    return np.stack([gaussian_filter(im.astype(np.float32), (sigma, sigma, 0))
-                     for im in images]).round().clip(0, 255).astype(np.uint8)
-
-
-def pen_marked(images, rng):
-    """A broad pen stroke (the synth inks, Beer-Lambert) across each patch."""
-    from napari_xhisto.synth.stain import INK_VECTORS
-
-    n, s = images.shape[:2]
-    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
-    out = []
-    inks = list(INK_VECTORS.values())
-    for k, im in enumerate(images):
-        ang = rng.uniform(0, np.pi)
-        off = rng.uniform(-0.15, 0.15) * s
-        d = np.abs((yy - s / 2) * np.cos(ang) - (xx - s / 2) * np.sin(ang) - off)
-        conc = 1.1 * np.clip(0.3 * s - d + 0.5, 0, 1)
-        od = conc[..., None] * inks[k % len(inks)][None, None]
-        out.append(np.clip(im * np.exp(-od), 0, 255).astype(np.uint8))
-    return np.stack(out)
 
 
 def scores(plain, mcmodel, images, n, seed):
@@ -323,31 +283,6 @@ def stage_stain_demo(args) -> None:
                              "seconds": round(time.perf_counter() - t0, 1)})
 
 
-def _std_by_artefact(geojson, umap, std) -> dict:
-    """Mean MC std of the cells whose centre lies in each artefact polygon of the synthetic
-    slide's ground truth (pen, fold, blur, bubble), and of the cells in none of them."""
-    from matplotlib.path import Path as MplPath
-
-    pl = umap.mean.placement
-    ii, jj = np.nonzero(np.isfinite(std))
-    rows = pl.origin_row + (ii + 0.5) * pl.step_row
-    cols = pl.origin_col + (jj + 0.5) * pl.step_col
-    rest = np.ones(len(ii), bool)
-    out = {}
-    for f in json.loads(Path(geojson).read_text())["features"]:
-        if f["properties"].get("classification", {}).get("name") != "artefact":
-            continue
-        inside = MplPath(np.asarray(f["geometry"]["coordinates"][0])).contains_points(
-            np.c_[cols, rows])  # GeoJSON is (x, y)
-        rest &= ~inside
-        out[f["properties"].get("name", "artefact")] = {
-            "n_cells": int(inside.sum()),
-            "mean_std": float(std[ii[inside], jj[inside]].mean()) if inside.any() else None}
-    out["elsewhere"] = {"n_cells": int(rest.sum()), "mean_std": float(std[ii[rest], jj[rest]]
-                                                                        .mean())}
-    return out
-
-
 def stage_figure(args) -> None:
     import matplotlib
 
@@ -396,7 +331,7 @@ def stage_figure(args) -> None:
     save_part("figure", {"slide": "synth.write_slide(size=3072, seed=3)", "n_samples": args.n,
                          "n_patches": umap.mean.provenance["n_patches"],
                          "mean_std_tissue": float(np.nanmean(std)),
-                         "by_region": _std_by_artefact(path.with_suffix("").with_suffix(
+                         "by_region": std_by_artefact(path.with_suffix("").with_suffix(
                              ".geojson"), umap, std),
                          "seconds": round(time.perf_counter() - t0, 1), "out": str(out)})
 
