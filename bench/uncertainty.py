@@ -375,6 +375,18 @@ def stage_report(args) -> None:
                       f"{m(run['paired_difference_b_minus_a'])} | "
                       f"{run['fraction_b_above_a']:.0%} | {a['recall']:.3f} | "
                       f"{b['recall']:.3f} | {a['auc']:.3f} | {b['auc']:.3f} |")
+        print("\n| dropout | seed | paired b - a, tumour patches | non-tumour patches | median std "
+              "a -> b | AUROC std, b vs a | AUROC std -> wrong, a | b |")
+        print("|---|---|---|---|---|---|---|---|")
+        for vname, v in st["variants"].items():
+            for run in v["runs"]:
+                lab, med = run["by_label"], run["median_std"]
+                print(f"| {vname} | {run['seed']} | "
+                      f"{m(lab['tumour']['paired_difference_b_minus_a'])} | "
+                      f"{m(lab['non-tumour']['paired_difference_b_minus_a'])} | "
+                      f"{med['a']:.4f} -> {med['b']:.4f} | {ci(run['auroc_std_b_vs_a'])} | "
+                      f"{ci(run['style_a']['auroc_std_wrong'])} | "
+                      f"{ci(run['style_b']['auroc_std_wrong'])} |")
     if "stain_demo" in r:
         sd = r["stain_demo"]
         a, b, d = sd["style_a"], sd["style_b"], sd["paired_difference_b_minus_a"]
