@@ -2,7 +2,8 @@
 
 Stages (all by default; each writes its part of bench/results/uncertainty.json):
 
-``train``   trains ``xhisto_cnn_s`` with dropout 0.3 before the classifier on stain style "a"
+``train``   trains ``xhisto_cnn_s`` with dropout 0.3 before the classifier and channel dropout
+            0.1 after every conv stage (``ARCH_OPTIONS``) on stain style "a"
             synthetic patches only (the demo recipe, shorter) and bundles it as
             ``src/napari_xhisto/models/demo/demo_mc.{json,safetensors}``.
 ``ood``     in-distribution = fresh style "a" patches (seed 777); out-of-distribution = uniform
@@ -11,15 +12,16 @@ Stages (all by default; each writes its part of bench/results/uncertainty.json):
             (Beer-Lambert ink, the synth pen inks). AUROC (OOD positive) of three scores:
             1 - max softmax of the plain model (no dropout), 1 - max MC mean, MC std of the
             predicted class; 95% bootstrap intervals (``metrics.uncertainty.auc_interval``).
-``stain``   bias-lab style: small models (``xhisto_cnn_xs``, dropout 0.3, a few seeds) trained on
-            style "a" patches only; MC std on paired test patches (the same tissue rendered in
-            style "a" and "b"), mean with a bootstrap interval per style and of the paired
-            difference.
+``stain``   bias-lab style: models of the demo_mc recipe (``xhisto_cnn_s``, 3000 style-"a"
+            patches x 4 epochs) with each dropout variant (``VARIANTS``: head only, head + conv
+            0.1, head + conv 0.2) and three training seeds; MC std on paired test patches (the
+            same tissue rendered in style "a" and "b"), mean with a bootstrap interval per
+            style and of the paired difference.
 ``stain_demo`` the bundled demo_mc on the same paired style "a" / "b" test patches.
 ``figure``  the bundled demo_mc model over a synthetic slide with artefacts (pen, fold, blur,
             bubble): slide, mean p(tumour) and MC std side by side -> resources/uncertainty_map.png
 
-Run: ``PYTHONPATH=src OMP_NUM_THREADS=2 python bench/uncertainty.py [stage ...] [--n 30]``.
+Run: ``PYTHONPATH=src OMP_NUM_THREADS=1 python bench/uncertainty.py [stage ...] [--n 30]``.
 """
 
 from __future__ import annotations
@@ -33,12 +35,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+from uncertainty_sets import (
+    blurred,
+    noise_patches,
+    pen_marked,
+    std_by_artefact,
+    texture_patches,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "uncertainty.json"
 DEMO_DIR = ROOT / "src" / "napari_xhisto" / "models" / "demo"
 MC_SPEC = DEMO_DIR / "demo_mc.json"
 DROPOUT = 0.3
+# dropout 0.3 before the classifier + channel dropout after every conv stage
+ARCH_OPTIONS = {"dropout": DROPOUT, "conv_dropout": 0.1}
+THREADS = int(os.environ.get("OMP_NUM_THREADS", "2"))
 
 
 def load_results() -> dict:
@@ -62,29 +74,33 @@ def style_data(n, seed, style, patch_size=64):
                      ["non-tumour", "tumour"], "tumour", meta=dict(ps.meta))
 
 
-def train_dropout_model(arch, *, seed, n_train, n_val, epochs, out=None, train=None, val=None):
-    """``train_model`` on style "a" patches with ``arch`` built with dropout 0.3."""
+def train_dropout_model(arch, *, seed, n_train, n_val, epochs, out=None, train=None, val=None,
+                        options=None, weight_decay=1e-4):
+    """``train_model`` on style "a" patches with ``arch`` built with ``options`` (default
+    ``ARCH_OPTIONS``: dropout before the classifier and in the conv stages)."""
     from napari_xhisto.models import register_architecture
     from napari_xhisto.models.architectures import SmallCNN, build_architecture
     from napari_xhisto.models.training import TrainConfig, train_model
     from napari_xhisto.progress import run_to_end
 
+    options = dict(ARCH_OPTIONS if options is None else options)
     name = f"{arch}_dropout_bench"
 
     @register_architecture(name)
     def _build(num_classes):
-        m = build_architecture(arch, num_classes, options={"dropout": DROPOUT})
+        m = build_architecture(arch, num_classes, options=options)
         assert isinstance(m, SmallCNN)
         return m
 
-    cfg = TrainConfig(architecture=name, n_train=n_train, n_val=n_val, seed=seed, epochs=epochs)
+    cfg = TrainConfig(architecture=name, n_train=n_train, n_val=n_val, seed=seed, epochs=epochs,
+                      weight_decay=weight_decay, threads=THREADS)
     train = train if train is not None else style_data(n_train, seed, "a")
     val = val if val is not None else style_data(n_val, seed + 10_000, "a")
     res = run_to_end(train_model(cfg, train_data=train, val_data=val))
     res.spec.architecture = arch
-    res.spec.arch_options = {"dropout": DROPOUT}
+    res.spec.arch_options = options
     res.spec.training["config"]["architecture"] = arch
-    res.spec.training["config"]["arch_options"] = {"dropout": DROPOUT}
+    res.spec.training["config"]["arch_options"] = options
     res.spec.training["data"] = (f"synth.sample_patches({n_train}, patch_size=64, mpp=1.0, "
                                  f"seed={seed}, stain_style='a'); validation seed "
                                  f"{seed + 10_000} style 'a'")
@@ -101,62 +117,17 @@ def stage_train(args) -> None:
                               epochs=args.epochs, out=MC_SPEC)
     spec = json.loads(MC_SPEC.read_text())
     spec["description"] = ("Demo tumour vs non-tumour classifier with dropout 0.3 before the "
-                           "classifier, for Monte-Carlo dropout (xhisto predict --mc-dropout). "
-                           "Trained on synthetic H&E of stain style 'a' only by "
-                           "bench/uncertainty.py train. Not for real diagnosis.")
+                           "classifier and channel dropout 0.1 after every conv stage, for "
+                           "Monte-Carlo dropout (xhisto predict --mc-dropout). Trained on "
+                           "synthetic H&E of stain style 'a' only by bench/uncertainty.py "
+                           "train. Not for real diagnosis.")
     spec["training"]["command"] = "python bench/uncertainty.py train"
     MC_SPEC.write_text(json.dumps(spec, indent=2) + "\n")
     save_part("train", {"held_out": res.metrics["held_out"], "history": res.history,
-                        "n_train": args.n_train, "epochs": args.epochs, "dropout": DROPOUT,
+                        "n_train": args.n_train, "epochs": args.epochs,
+                        "arch_options": ARCH_OPTIONS, "threads": THREADS,
                         "seconds": round(time.perf_counter() - t0, 1)})
     print(json.dumps(res.metrics["held_out"], indent=1))
-
-
-# ---- out-of-distribution sets ----------------------------------------------------------------
-def noise_patches(n, s, rng):
-    return rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8)
-
-
-def texture_patches(n, s, rng):
-    from skimage import data
-    from skimage.transform import resize
-
-    images = [data.brick(), data.grass(), data.gravel()]
-    out = []
-    for k in range(n):
-        im = images[k % 3]
-        side = int(rng.integers(s, min(im.shape[:2]) // 2))
-        r, c = (int(rng.integers(0, d - side)) for d in im.shape[:2])
-        crop = resize(im[r:r + side, c:c + side].astype(np.float32), (s, s), anti_aliasing=True)
-        grey = np.clip(crop, 0, 255)
-        tint = rng.uniform(0.6, 1.0, 3)  # coloured, so it is not told apart by greyness alone
-        out.append(np.clip(grey[..., None] * tint, 0, 255).astype(np.uint8))
-    return np.stack(out)
-
-
-def blurred(images, sigma=3.0):
-    from scipy.ndimage import gaussian_filter
-
-    return np.stack([gaussian_filter(im.astype(np.float32), (sigma, sigma, 0))
-                     for im in images]).round().clip(0, 255).astype(np.uint8)
-
-
-def pen_marked(images, rng):
-    """A broad pen stroke (the synth inks, Beer-Lambert) across each patch."""
-    from napari_xhisto.synth.stain import INK_VECTORS
-
-    n, s = images.shape[:2]
-    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
-    out = []
-    inks = list(INK_VECTORS.values())
-    for k, im in enumerate(images):
-        ang = rng.uniform(0, np.pi)
-        off = rng.uniform(-0.15, 0.15) * s
-        d = np.abs((yy - s / 2) * np.cos(ang) - (xx - s / 2) * np.sin(ang) - off)
-        conc = 1.1 * np.clip(0.3 * s - d + 0.5, 0, 1)
-        od = conc[..., None] * inks[k % len(inks)][None, None]
-        out.append(np.clip(im * np.exp(-od), 0, 255).astype(np.uint8))
-    return np.stack(out)
 
 
 def scores(plain, mcmodel, images, n, seed):
@@ -171,13 +142,11 @@ def scores(plain, mcmodel, images, n, seed):
 
 def stage_ood(args) -> None:
     from napari_xhisto.metrics.uncertainty import auc_interval
-    from napari_xhisto.models import ModelSpec, load_model
+    from napari_xhisto.models import load_model
 
     t0 = time.perf_counter()
     mcmodel = load_model(MC_SPEC, device="cpu")
-    spec = ModelSpec.from_file(MC_SPEC)
-    spec.arch_options = {}  # the same weights without dropout: the plain softmax baseline
-    plain = load_model(spec, device="cpu")
+    plain = mcmodel  # predict_proba runs in eval mode, dropout off: the plain softmax baseline
     rng = np.random.default_rng(2)
     ind = style_data(args.n_ind, 777, "a").images
     s = ind.shape[1]
@@ -191,7 +160,9 @@ def stage_ood(args) -> None:
     all_ood = {k: [] for k in sc_in}
     for name, images in sets.items():
         sc = scores(plain, mcmodel, images, args.n, 1)
-        entry = {"mean": {k: float(v.mean()) for k, v in sc.items()}}
+        entry = {"mean": {k: float(v.mean()) for k, v in sc.items()},
+                 "fraction_called_tumour": float(np.mean(
+                     mcmodel.predict_proba(images).argmax(1) == 1))}
         for k in sc:
             y = np.r_[np.zeros(len(ind), bool), np.ones(len(images), bool)]
             entry[f"auroc_{k}"] = auc_interval(np.r_[sc_in[k], sc[k]], y, n_boot=1000, seed=0)
@@ -217,69 +188,98 @@ def _boot_mean(x, rng, n_boot=2000):
             "high": float(np.percentile(m, 97.5))}
 
 
-def stage_stain(args) -> None:
-    from napari_xhisto.models.loading import LoadedModel
+VARIANTS = {"head": {"dropout": DROPOUT},                            # the earlier demo_mc
+            "head+conv0.1": ARCH_OPTIONS,                                # the bundled demo_mc
+            "head+conv0.2": {"dropout": DROPOUT, "conv_dropout": 0.2}}
+
+
+def paired_stain_std(model, test_a, test_b, n, seed, rng) -> dict:
+    """MC std of the predicted class on the same patches in style "a" and "b": bootstrap mean
+    per style and of the paired difference, and F1/recall/AUC per style."""
+    from napari_xhisto.metrics.uncertainty import auc_interval
     from napari_xhisto.models.mc_dropout import mc_predict_proba
     from napari_xhisto.models.training import patch_metrics
 
+    run, stds = {}, {}
+    for name, data in (("a", test_a), ("b", test_b)):
+        r = mc_predict_proba(model, data.images, n_samples=n, seed=seed)
+        cls = r.mean.argmax(1)
+        stds[name] = r.std[np.arange(len(cls)), cls].astype(np.float64)
+        wrong = cls != data.labels
+        run[f"style_{name}"] = {"mc_std": _boot_mean(stds[name], rng),
+                                **{k: v for k, v in patch_metrics(r.mean, data.labels, 1).items()
+                                   if k in ("f1", "accuracy", "auc", "recall")},
+                                # does the std point at the patches the model gets wrong?
+                                "n_wrong": int(wrong.sum()),
+                                "auroc_std_wrong": auc_interval(stds[name], wrong, n_boot=1000)
+                                if 0 < wrong.sum() < len(wrong) else None}
+    diff = stds["b"] - stds["a"]
+    run["paired_difference_b_minus_a"] = _boot_mean(diff, rng)
+    run["fraction_b_above_a"] = float(np.mean(diff > 0))
+    run["median_std"] = {k: float(np.median(v)) for k, v in stds.items()}
+    # per patch: does the std tell a style-"b" patch from a style-"a" one? (b positive)
+    run["auroc_std_b_vs_a"] = auc_interval(np.r_[stds["a"], stds["b"]],
+                                           np.r_[np.zeros(len(diff), bool),
+                                                 np.ones(len(diff), bool)], n_boot=1000)
+    run["by_label"] = {name: {"n": int((test_a.labels == k).sum()),
+                              "paired_difference_b_minus_a": _boot_mean(diff[test_a.labels == k],
+                                                                        rng)}
+                       for k, name in enumerate(("non-tumour", "tumour"))}
+    return run
+
+
+def stage_stain(args) -> None:
+    """Models of the bundled recipe (``--stain-arch``, ``--stain-train`` style-"a" patches of
+    data seed = training seed, ``--stain-epochs``), each dropout variant x ``--stain-seeds``
+    training seeds; paired MC std on the seed-777 test patches in style "a" and "b"."""
+    import torch
+
+    from napari_xhisto.models.loading import LoadedModel
+
     t0 = time.perf_counter()
-    train = style_data(args.stain_train, 50, "a")
-    val = style_data(300, 10_050, "a")
     test_a = style_data(args.stain_test, 777, "a")
     test_b = style_data(args.stain_test, 777, "b")
     assert np.array_equal(test_a.labels, test_b.labels)  # the same tissue, two stain styles
     rng = np.random.default_rng(0)
-    runs = []
-    for seed in range(args.stain_seeds):
-        res = train_dropout_model("xhisto_cnn_xs", seed=seed, n_train=args.stain_train,
-                                  n_val=300, epochs=args.stain_epochs, train=train, val=val)
-        model = LoadedModel(module=res.module.eval(), spec=res.spec,
-                            device=__import__("torch").device("cpu"))
-        run = {"seed": seed}
-        stds = {}
-        for name, data in (("a", test_a), ("b", test_b)):
-            r = mc_predict_proba(model, data.images, n_samples=args.n, seed=seed)
-            cls = r.mean.argmax(1)
-            stds[name] = r.std[np.arange(len(cls)), cls].astype(np.float64)
-            run[f"style_{name}"] = {"mc_std": _boot_mean(stds[name], rng),
-                                    **{k: v for k, v in patch_metrics(r.mean, data.labels, 1)
-                                       .items() if k in ("f1", "accuracy", "auc")}}
-        run["paired_difference_b_minus_a"] = _boot_mean(stds["b"] - stds["a"], rng)
-        run["fraction_b_above_a"] = float(np.mean(stds["b"] > stds["a"]))
-        runs.append(run)
-        print(json.dumps(run))
-    diffs = np.array([r["paired_difference_b_minus_a"]["mean"] for r in runs])
+    variants = {}
+    for vname in args.variants:
+        runs = []
+        for seed in range(args.stain_seeds):
+            t1 = time.perf_counter()
+            res = train_dropout_model(args.stain_arch, seed=seed, n_train=args.stain_train,
+                                      n_val=600, epochs=args.stain_epochs,
+                                      options=VARIANTS[vname])
+            model = LoadedModel(module=res.module.eval(), spec=res.spec,
+                                device=torch.device("cpu"))
+            run = {"seed": seed, "held_out": {k: res.metrics["held_out"][k]
+                                              for k in ("f1", "auc")},
+                   **paired_stain_std(model, test_a, test_b, args.n, seed, rng),
+                   "seconds": round(time.perf_counter() - t1, 1)}
+            runs.append(run)
+            print(vname, json.dumps(run), flush=True)
+        diffs = [r["paired_difference_b_minus_a"] for r in runs]
+        variants[vname] = {"arch_options": VARIANTS[vname], "runs": runs,
+                           "seeds_with_b_above_a": int(sum(d["mean"] > 0 for d in diffs)),
+                           "seeds_with_interval_above_0": int(sum(d["low"] > 0 for d in diffs))}
     save_part("stain", {"n_samples": args.n, "n_train": args.stain_train,
                         "epochs": args.stain_epochs, "n_test_per_style": args.stain_test,
-                        "architecture": "xhisto_cnn_xs", "dropout": DROPOUT, "runs": runs,
-                        "seeds_with_b_above_a": int((diffs > 0).sum()),
-                        "seconds": round(time.perf_counter() - t0, 1)})
+                        "architecture": args.stain_arch, "variants": variants,
+                        "threads": THREADS, "seconds": round(time.perf_counter() - t0, 1)})
 
 
 def stage_stain_demo(args) -> None:
-    """The bundled demo_mc (xhisto_cnn_s, dropout 0.3, trained on style "a") on the same paired
-    style "a" / "b" test patches: MC std and accuracy per style."""
+    """The bundled demo_mc (trained on style "a") on the same paired style "a" / "b" test
+    patches: MC std and accuracy per style."""
     from napari_xhisto.models import load_model
-    from napari_xhisto.models.mc_dropout import mc_predict_proba
-    from napari_xhisto.models.training import patch_metrics
 
     t0 = time.perf_counter()
     model = load_model(MC_SPEC, device="cpu")
-    rng = np.random.default_rng(0)
-    out, stds = {}, {}
-    for name in ("a", "b"):
-        data = style_data(args.stain_test, 777, name)
-        r = mc_predict_proba(model, data.images, n_samples=args.n, seed=0)
-        cls = r.mean.argmax(1)
-        stds[name] = r.std[np.arange(len(cls)), cls].astype(np.float64)
-        out[f"style_{name}"] = {"mc_std": _boot_mean(stds[name], rng),
-                                **{k: v for k, v in patch_metrics(r.mean, data.labels, 1).items()
-                                   if k in ("f1", "accuracy", "auc", "recall")}}
-    out["paired_difference_b_minus_a"] = _boot_mean(stds["b"] - stds["a"], rng)
-    out["fraction_b_above_a"] = float(np.mean(stds["b"] > stds["a"]))
+    out = paired_stain_std(model, style_data(args.stain_test, 777, "a"),
+                           style_data(args.stain_test, 777, "b"), args.n, 0,
+                           np.random.default_rng(0))
     print(json.dumps(out))
-    save_part("stain_demo", {"model": "demo_mc", "n_samples": args.n,
-                             "n_test_per_style": args.stain_test, **out,
+    save_part("stain_demo", {"model": "demo_mc", "arch_options": model.spec.arch_options,
+                             "n_samples": args.n, "n_test_per_style": args.stain_test, **out,
                              "seconds": round(time.perf_counter() - t0, 1)})
 
 
@@ -331,6 +331,8 @@ def stage_figure(args) -> None:
     save_part("figure", {"slide": "synth.write_slide(size=3072, seed=3)", "n_samples": args.n,
                          "n_patches": umap.mean.provenance["n_patches"],
                          "mean_std_tissue": float(np.nanmean(std)),
+                         "by_region": std_by_artefact(path.with_suffix("").with_suffix(
+                             ".geojson"), umap, std),
                          "seconds": round(time.perf_counter() - t0, 1), "out": str(out)})
 
 
@@ -354,38 +356,48 @@ def stage_report(args) -> None:
             print(f"| {name} | {ci(e['auroc_msp'])} | {ci(e['auroc_mc_conf'])} | "
                   f"{ci(e['auroc_mc_std'])} | {std} |")
         print(f"| in-distribution | | | | {o['in_distribution']['mc_std']:.4f} |\n")
-    if "stain" in r:
+    def m(x):
+        return f"{x['mean']:.4f} [{x['low']:.4f}, {x['high']:.4f}]"
+
+    if "stain" in r and "variants" in r["stain"]:
         st = r["stain"]
-        print(f"Stain style ({st['architecture']}, dropout {st['dropout']}, {st['n_train']} "
-              f"style-a patches x {st['epochs']} epochs, {st['n_samples']} passes, "
-              f"{st['n_test_per_style']} paired test patches; load {' '.join(st['loadavg'])})\n")
-        print("| seed | mean MC std, style a | style b | paired b - a | patches b > a | "
-              "AUC a | AUC b |")
-        print("|---|---|---|---|---|---|---|")
-        for run in st["runs"]:
-            a, b = run["style_a"], run["style_b"]
-            d = run["paired_difference_b_minus_a"]
-
-            def m(x):
-                return f"{x['mean']:.4f} [{x['low']:.4f}, {x['high']:.4f}]"
-
-            print(f"| {run['seed']} | {m(a['mc_std'])} | {m(b['mc_std'])} | {m(d)} | "
-                  f"{run['fraction_b_above_a']:.0%} | {a['auc']:.3f} | {b['auc']:.3f} |")
+        print(f"Stain style ({st['architecture']}, {st['n_train']} style-a patches x "
+              f"{st['epochs']} epochs, {st['n_samples']} passes, {st['n_test_per_style']} "
+              f"paired test patches; load {' '.join(st['loadavg'])})\n")
+        print("| dropout | seed | held-out F1 | mean MC std, style a | style b | paired b - a | "
+              "patches b > a | recall a | recall b | AUC a | AUC b |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for vname, v in st["variants"].items():
+            for run in v["runs"]:
+                a, b = run["style_a"], run["style_b"]
+                print(f"| {vname} | {run['seed']} | {run['held_out']['f1']:.3f} | "
+                      f"{m(a['mc_std'])} | {m(b['mc_std'])} | "
+                      f"{m(run['paired_difference_b_minus_a'])} | "
+                      f"{run['fraction_b_above_a']:.0%} | {a['recall']:.3f} | "
+                      f"{b['recall']:.3f} | {a['auc']:.3f} | {b['auc']:.3f} |")
+        print("\n| dropout | seed | paired b - a, tumour patches | non-tumour patches | median std "
+              "a -> b | AUROC std, b vs a | AUROC std -> wrong, a | b |")
+        print("|---|---|---|---|---|---|---|---|")
+        for vname, v in st["variants"].items():
+            for run in v["runs"]:
+                lab, med = run["by_label"], run["median_std"]
+                print(f"| {vname} | {run['seed']} | "
+                      f"{m(lab['tumour']['paired_difference_b_minus_a'])} | "
+                      f"{m(lab['non-tumour']['paired_difference_b_minus_a'])} | "
+                      f"{med['a']:.4f} -> {med['b']:.4f} | {ci(run['auroc_std_b_vs_a'])} | "
+                      f"{ci(run['style_a']['auroc_std_wrong'])} | "
+                      f"{ci(run['style_b']['auroc_std_wrong'])} |")
     if "stain_demo" in r:
         sd = r["stain_demo"]
         a, b, d = sd["style_a"], sd["style_b"], sd["paired_difference_b_minus_a"]
-
-        def m2(x):
-            return f"{x['mean']:.4f} [{x['low']:.4f}, {x['high']:.4f}]"
-
-        print(f"\ndemo_mc (xhisto_cnn_s, dropout 0.3, style a; {sd['n_samples']} passes; load "
+        print(f"\ndemo_mc ({sd.get('arch_options')}, style a; {sd['n_samples']} passes; load "
               f"{' '.join(sd['loadavg'])})\n")
         print("| style | mean MC std | F1 | recall | accuracy | AUC |")
         print("|---|---|---|---|---|---|")
         for name, x in (("a", a), ("b", b)):
-            print(f"| {name} | {m2(x['mc_std'])} | {x['f1']:.3f} | {x['recall']:.3f} | "
+            print(f"| {name} | {m(x['mc_std'])} | {x['f1']:.3f} | {x['recall']:.3f} | "
                   f"{x['accuracy']:.3f} | {x['auc']:.3f} |")
-        print(f"| b - a (paired) | {m2(d)} | | | | |")
+        print(f"| b - a (paired) | {m(d)} | | | | |")
 
 
 def main(argv=None) -> int:
@@ -396,14 +408,16 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--n-ind", type=int, default=400)
     ap.add_argument("--n-ood", type=int, default=200)
-    ap.add_argument("--stain-train", type=int, default=1500)
+    ap.add_argument("--stain-arch", default="xhisto_cnn_s")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--stain-train", type=int, default=3000)
     ap.add_argument("--stain-epochs", type=int, default=4)
     ap.add_argument("--stain-test", type=int, default=400)
     ap.add_argument("--stain-seeds", type=int, default=3)
     args = ap.parse_args(argv)
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     for st in args.stages:
         {"train": stage_train, "ood": stage_ood, "stain": stage_stain,
          "figure": stage_figure, "report": stage_report,

@@ -84,6 +84,57 @@ def test_dropout_option_keeps_the_weight_keys_and_the_eval_output():
         build_architecture("xhisto_cnn_xs", 2, options={"dropout": 1.5})
 
 
+def test_conv_dropout_option_builds_keeps_keys_when_off_and_refuses_bad_values():
+    for arch, stages in (("xhisto_cnn_s", 4), ("xhisto_cnn_xs", 3)):
+        plain = build_architecture(arch, 2)
+        off = build_architecture(arch, 2, options={"dropout": 0.3, "conv_dropout": 0})
+        assert list(plain.state_dict()) == list(off.state_dict())
+        assert [type(m) for m in plain.features] == [type(m) for m in off.features]
+        conv = build_architecture(arch, 2, options={"dropout": 0.3, "conv_dropout": 0.1})
+        chan = [m for m in conv.features if isinstance(m, torch.nn.Dropout2d)]
+        assert len(chan) == stages and all(m.p == 0.1 for m in chan)
+        assert isinstance(conv.features[-1], torch.nn.Dropout2d)  # after the last stage too
+        # the same parameters in the same order (only the features indices shift), and in eval
+        # mode the network computes exactly what the one without dropout computes
+        sd_plain, sd_conv = plain.state_dict(), conv.state_dict()
+        assert [v.shape for v in sd_plain.values()] == [v.shape for v in sd_conv.values()]
+        conv.load_state_dict(dict(zip(sd_conv, sd_plain.values(), strict=True)))
+        x = torch.from_numpy(_patches(3, 32).astype(np.float32) / 255).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            torch.testing.assert_close(conv.eval()(x), plain.eval()(x), rtol=0, atol=0)
+    from napari_xhisto.models.target_layers import default_target_layer
+
+    assert isinstance(default_target_layer(conv, "xhisto_cnn_xs"), torch.nn.ReLU)  # CAM layer
+    spec = ModelSpec(architecture="xhisto_cnn_xs", class_names=["a", "b"], patch_size=32,
+                     mpp=1.0, arch_options={"conv_dropout": 0.2})
+    assert spec.dropout == 0.2
+    for bad in (1.0, -0.1, True, "0.1"):
+        with pytest.raises(ModelError, match=r"conv_dropout takes a probability in \[0, 1\)"):
+            build_architecture("xhisto_cnn_xs", 2, options={"conv_dropout": bad})
+
+
+def test_conv_dropout_alone_gives_mc_spread_and_off_gives_exactly_predict(tmp_path):
+    torch.manual_seed(0)
+    opts = {"conv_dropout": 0.2}
+    module = build_architecture("xhisto_cnn_xs", 2, options=opts)
+    spec = ModelSpec(architecture="xhisto_cnn_xs", class_names=["other", "tumour"],
+                     patch_size=32, mpp=1.0, arch_options=opts)
+    model = load_model(save_model(module, spec, tmp_path / "conv.json"), device="cpu")
+    assert [n for n, _ in dropout_layers(model.module)] == ["features.3", "features.8",
+                                                             "features.13"]
+    x = _patches(6)
+    res = mc_predict_proba(model, x, n_samples=8, seed=1)
+    assert (res.std > 1e-5).all()  # no head dropout: the spread comes from the conv stages
+    again = mc_predict_proba(model, x, n_samples=8, seed=1)
+    np.testing.assert_array_equal(res.std, again.std)
+    layers = [m for m in model.module.modules() if isinstance(m, torch.nn.Dropout2d)]
+    for m in layers:
+        m.p = 0.0
+    off = mc_predict_proba(model, x, n_samples=4, seed=1)
+    np.testing.assert_array_equal(off.std, 0.0)
+    np.testing.assert_array_equal(off.mean, model.predict_proba(x))
+
+
 def test_dropout_off_gives_std_zero_and_exactly_predict(models):
     model = models["drop"]
     x = _patches(8)
@@ -253,8 +304,14 @@ def test_bundled_demo_mc_has_dropout_and_the_demo_keys():
     mc = load_model(DEMO_DIR / "demo_mc.json", device="cpu")
     demo = load_model("demo", device="cpu")
     assert has_mc_dropout(mc) and mc.spec.dropout == 0.3
-    assert dropout_layers(mc.module) == [("dropout", 0.3)]
-    assert list(mc.module.state_dict()) == list(demo.module.state_dict())
+    assert mc.spec.arch_options == {"dropout": 0.3, "conv_dropout": 0.1}
+    # channel dropout after each of the four conv stages, dropout before the classifier
+    assert dropout_layers(mc.module) == [("features.3", 0.1), ("features.11", 0.1),
+                                         ("features.19", 0.1), ("features.27", 0.1),
+                                         ("dropout", 0.3)]
+    # demo's parameters in demo's order: only the features indices shift
+    assert ([v.shape for v in mc.module.state_dict().values()]
+            == [v.shape for v in demo.module.state_dict().values()])
     res = mc_predict_proba(mc, _patches(3, 64), n_samples=5, seed=0)
     assert res.mean.shape == (3, 2) and (res.std >= 0).all()
 
@@ -280,3 +337,26 @@ def test_damaged_tile_cells_are_nan_in_mean_median_and_std(tmp_path, cmu1_path):
     for arr in (umap.mean.probs, umap.median, umap.std):
         assert np.isnan(arr[bad]).all() and np.isfinite(arr[~bad]).all()
     assert umap.provenance["n_damaged_cells"] == 9
+
+
+def test_bundled_demo_mc_std_rises_on_the_second_stain_style_where_it_fails():
+    """demo_mc was trained on stain style "a" only; on the same tissue in style "b" it misses
+    tumour, and its MC std on those tumour patches rises (docs/uncertainty.md has the full
+    400-patch, three-seed measurement)."""
+    from napari_xhisto.models.demo import DEMO_DIR
+    from napari_xhisto.synth import sample_patches
+
+    mc = load_model(DEMO_DIR / "demo_mc.json", device="cpu")
+    std, recall = {}, {}
+    for style in ("a", "b"):
+        ps = sample_patches(64, patch_size=64, mpp=1.0, seed=11, stain_style=style)
+        y = np.asarray(ps.labels)
+        res = mc_predict_proba(mc, ps.images, n_samples=10, seed=0)
+        cls = res.mean.argmax(1)
+        std[style] = res.std[np.arange(len(cls)), cls]
+        recall[style] = (cls[y == 1] == 1).mean()
+    tumour = y == 1
+    assert tumour.sum() >= 10
+    assert recall["b"] < recall["a"] - 0.3  # the second style is a real shift for this model
+    assert std["b"][tumour].mean() > 2 * std["a"][tumour].mean()
+    assert std["b"].mean() > std["a"].mean()

@@ -276,14 +276,21 @@ class SmallCNN(nn.Module):
         Probability of an ``nn.Dropout`` on the pooled features before ``classifier`` (for
         Monte-Carlo dropout, :mod:`.mc_dropout`). 0 (the default) puts an ``nn.Identity``
         there; neither has parameters, so the weights' keys are the same either way.
+    conv_dropout : float
+        Probability of an ``nn.Dropout2d`` (whole channels) after every stage of ``features``,
+        before the next stage's MaxPool and before the global pooling: dropout in the
+        convolutional part as in Gal & Ghahramani's Bayesian CNN. 0 (the default) adds no
+        module, so the network and its weight keys are exactly those without the option;
+        above 0 the ``features`` indices after the first stage shift by one per stage.
     """
 
     def __init__(self, num_classes: int = 2, *, channels=(16, 32, 64, 128),
-                 convs_per_stage=(1, 2, 2, 2), dropout: float = 0.0):
+                 convs_per_stage=(1, 2, 2, 2), dropout: float = 0.0,
+                 conv_dropout: float = 0.0):
         super().__init__()
-        if isinstance(dropout, bool) or not isinstance(dropout, int | float) \
-                or not 0 <= dropout < 1:
-            raise ModelError(f"dropout takes a probability in [0, 1), got {dropout!r}")
+        for opt, p in (("dropout", dropout), ("conv_dropout", conv_dropout)):
+            if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p < 1:
+                raise ModelError(f"{opt} takes a probability in [0, 1) (0: none), got {p!r}")
         layers: list[nn.Module] = []
         c_in = 3
         for i, (c_out, n) in enumerate(zip(channels, convs_per_stage, strict=True)):
@@ -293,6 +300,8 @@ class SmallCNN(nn.Module):
                 layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
                            nn.BatchNorm2d(c_out), nn.ReLU(inplace=False)]
                 c_in = c_out
+            if conv_dropout > 0:
+                layers.append(nn.Dropout2d(float(conv_dropout)))
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
@@ -307,18 +316,21 @@ class SmallCNN(nn.Module):
 
 
 @register_architecture("xhisto_cnn_s")
-def _small_cnn(num_classes: int, *, dropout: float = 0.0) -> nn.Module:
+def _small_cnn(num_classes: int, *, dropout: float = 0.0,
+               conv_dropout: float = 0.0) -> nn.Module:
     """About 0.29 M parameters; 64 px input gives an 8 x 8 last feature map.
 
-    ``arch_options: {dropout: 0.3}`` adds dropout before the classifier (same weight keys).
+    ``arch_options: {dropout: 0.3}`` adds dropout before the classifier (same weight keys);
+    ``conv_dropout: 0.1`` channel dropout after each conv stage (see :class:`SmallCNN`).
     """
-    return SmallCNN(num_classes, dropout=dropout)
+    return SmallCNN(num_classes, dropout=dropout, conv_dropout=conv_dropout)
 
 
 @register_architecture("xhisto_cnn_xs")
-def _tiny_cnn(num_classes: int, *, dropout: float = 0.0) -> nn.Module:
-    """About 25 k parameters, for tests; ``dropout`` as for ``xhisto_cnn_s``."""
+def _tiny_cnn(num_classes: int, *, dropout: float = 0.0,
+              conv_dropout: float = 0.0) -> nn.Module:
+    """About 25 k parameters, for tests; ``dropout``, ``conv_dropout`` as for ``xhisto_cnn_s``."""
     return SmallCNN(num_classes, channels=(8, 16, 32), convs_per_stage=(1, 1, 1),
-                    dropout=dropout)
+                    dropout=dropout, conv_dropout=conv_dropout)
 
 

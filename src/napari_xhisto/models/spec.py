@@ -160,10 +160,11 @@ class ModelSpec:
 
     @property
     def dropout(self) -> float | None:
-        """Largest dropout probability the spec declares (``arch_options.dropout`` of the
-        project CNNs, ``drop_rate`` of timm, ``{dropout: p}`` head layers); None: none declared.
+        """Largest dropout probability the spec declares (``arch_options.dropout`` and
+        ``conv_dropout`` of the project CNNs, ``drop_rate`` of timm, ``{dropout: p}`` head
+        layers); None: none declared.
         Monte-Carlo dropout (:mod:`.mc_dropout`) checks the built network itself."""
-        found = [self.arch_options.get(k) for k in ("dropout", "drop_rate")
+        found = [self.arch_options.get(k) for k in ("dropout", "conv_dropout", "drop_rate")
                  if isinstance(self.arch_options, dict)]
         for item in (self.head or {}).get("layers", []):
             if isinstance(item, dict) and len(item) == 1 and "dropout" in item:
