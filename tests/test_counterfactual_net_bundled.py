@@ -116,6 +116,10 @@ def test_cli_trains_and_records_both_networks(tmp_path, capsys):
     assert spec["classifier"]["sha256"] and spec["inpainter"]["provenance"]["weights_sha256"]
     assert spec["taps"] == ["features.2", "features.9", "features.16", "features.23"]
     assert spec["training"]["config"]["steps"] == 2
+    assert spec["decoder"] == "lean" and spec["kernel"] == 1 and spec["width"] == 8
+    # bundled files are named relative to the package, not by the checkout they were in
+    assert spec["classifier"]["path"] == "napari_xhisto/models/demo/demo.json"
+    assert spec["inpainter"]["path"] == "napari_xhisto/counterfactual/bundled/inpainter-demo.yaml"
     demo_model = load_model("demo", device="cpu")
     assert load_attribution_net(tmp_path / "net.yaml", demo_model.module).taps == spec["taps"]
     before = (tmp_path / "net.safetensors").read_bytes()

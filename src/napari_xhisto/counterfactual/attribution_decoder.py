@@ -137,15 +137,16 @@ class _LeanBlock(nn.Module):
 
     def forward(self, h: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """``h`` (N, h, w, width) and ``skip`` (N, H, W, c_skip) channels-last."""
+        # activations in place on fresh outputs (none of the ops before needs its output back)
         if self.kernel == 1:
-            u = torch.relu(_lin(self.up, h))                     # at the coarse scale
+            u = _lin(self.up, h).relu_()                         # at the coarse scale
         else:
             up = F.interpolate(h.permute(0, 3, 1, 2), size=skip.shape[1:3], mode="nearest")
-            u = _nhwc(torch.relu(self.up(up)))
+            u = _nhwc(self.up(up).relu_())
         low, t = _lin(self.low, u), _lin(self.skip, skip)
         gw = self.gate_width
-        gate = torch.sigmoid(_lin(self.w_m, torch.relu(_up_add(t[..., :gw], low[..., :gw]))))
-        return torch.relu(_up_addcmul(low[..., gw:], gate, t[..., gw:]))
+        gate = _lin(self.w_m, _up_add(t[..., :gw], low[..., :gw]).relu_()).sigmoid_()
+        return _up_addcmul(low[..., gw:], gate, t[..., gw:]).relu_()
 
 
 class LeanDecoder(nn.Module):

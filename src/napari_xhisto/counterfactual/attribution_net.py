@@ -93,6 +93,7 @@ class AttributionNet(nn.Module):
         object.__setattr__(self, "_classifier", classifier)  # not a submodule: not saved/trained
         object.__setattr__(self, "_encoder", None)
         object.__setattr__(self, "_traceable", True)
+        self.trace = True  # False: always hooks on the classifier itself (for comparisons)
 
     @property
     def classifier(self) -> nn.Module:
@@ -101,7 +102,7 @@ class AttributionNet(nn.Module):
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The tapped classifier features (shallow to deep), detached from its weights."""
         clf = self._classifier
-        if self._traceable and not clf.training:
+        if self.trace and self._traceable and not clf.training:
             enc = self._encoder
             if enc is None or enc.stale(clf):
                 with torch.inference_mode(False):  # real tensors, version counters kept
