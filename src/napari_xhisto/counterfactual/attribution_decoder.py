@@ -3,8 +3,8 @@
 Both take the tapped classifier features (shallow to deep) and give the two channels
 ``c1, c2`` whose ratio ``|c1| / (|c1| + |c2|)`` is the attribution. :class:`LeanDecoder` is the
 seed's decoder (1 x 1 convolutions, attention-gated skips, a 2-channel head) made cheap: narrow,
-most of its work at the coarse scales, and run channels-last (every 1 x 1 convolution is a
-matrix product over the channel axis, ``F.linear`` on ``(N, H, W, C)``).
+most of its work at the coarse scales, and run on channels-last tensors (oneDNN's 1 x 1
+convolutions and nearest upsampling are several times faster on them than on NCHW here).
 :class:`AttributionDecoder` is the first, full-width decoder, kept so its files still load.
 """
 
@@ -83,33 +83,22 @@ class AttributionDecoder(nn.Module):
         return {"decoder": self.kind, "channels": list(self.channels), "kernel": self.kernel}
 
 
-def _lin(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """A 1 x 1 convolution applied to channels-last ``(N, H, W, C)``."""
-    return F.linear(x, conv.weight.flatten(1), conv.bias)
+_CL = torch.channels_last
 
 
-def _nhwc(t: torch.Tensor) -> torch.Tensor:
-    return t.permute(0, 2, 3, 1)  # free for channels-last tensors
+def _conv(conv: nn.Conv2d, x: torch.Tensor, rows=None) -> torch.Tensor:
+    """``conv`` (or output channels ``rows`` of it) on ``x``; channels-last in, channels-last out."""
+    w, b = conv.weight, conv.bias
+    if rows is not None:
+        w, b = w[rows], None if b is None else b[rows]
+    return F.conv2d(x, w, b, padding=conv.padding)
 
 
-def _up_add(t: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
-    """``t + nearest_upsample(low)`` for ``(N, H, W, C)``, without materialising the upsampling."""
-    n, h, w, c = t.shape
-    if low.shape[1] * 2 == h and low.shape[2] * 2 == w:
-        return (t.reshape(n, h // 2, 2, w // 2, 2, c)
-                + low.reshape(n, h // 2, 1, w // 2, 1, c)).view(n, h, w, c)
-    return t + _nhwc(F.interpolate(low.permute(0, 3, 1, 2), size=(h, w), mode="nearest"))
-
-
-def _up_addcmul(low: torch.Tensor, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``nearest_upsample(low) + g * t`` for ``(N, H, W, C)`` in one pass (``g``: one channel)."""
-    n, h, w, c = t.shape
-    if low.shape[1] * 2 == h and low.shape[2] * 2 == w:
-        return torch.addcmul(low.reshape(n, h // 2, 1, w // 2, 1, c),
-                             g.reshape(n, h // 2, 2, w // 2, 2, 1),
-                             t.reshape(n, h // 2, 2, w // 2, 2, c)).view(n, h, w, c)
-    up = _nhwc(F.interpolate(low.permute(0, 3, 1, 2), size=(h, w), mode="nearest"))
-    return torch.addcmul(up, g, t)
+def _up(low: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Nearest upsampling of ``low`` to ``like``'s size (a fast kernel for channels-last)."""
+    if low.shape[-2:] == like.shape[-2:]:
+        return low
+    return F.interpolate(low, size=like.shape[-2:], mode="nearest")
 
 
 class _LeanBlock(nn.Module):
@@ -123,8 +112,8 @@ class _LeanBlock(nn.Module):
 
     With 1 x 1 convolutions the terms in ``u`` are computed at the coarse scale and upsampled
     once (nearest upsampling commutes with pointwise maps), and ``P`` is folded into ``W_l`` and
-    ``W_b`` (one product with the skip gives both), so the fine scale sees one product with the
-    skip, two broadcast additions, the 1-channel gate and nothing else.
+    ``W_b`` (the rows of one weight), so the fine scale sees two products with the skip, two
+    upsampled additions and the 1-channel gate.
     """
 
     def __init__(self, c_skip: int, width: int, gate_width: int, kernel: int):
@@ -136,17 +125,18 @@ class _LeanBlock(nn.Module):
         self.w_m = nn.Conv2d(gate_width, 1, 1)
 
     def forward(self, h: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        """``h`` (N, h, w, width) and ``skip`` (N, H, W, c_skip) channels-last."""
-        # activations in place on fresh outputs (none of the ops before needs its output back)
-        if self.kernel == 1:
-            u = _lin(self.up, h).relu_()                         # at the coarse scale
-        else:
-            up = F.interpolate(h.permute(0, 3, 1, 2), size=skip.shape[1:3], mode="nearest")
-            u = _nhwc(self.up(up).relu_())
-        low, t = _lin(self.low, u), _lin(self.skip, skip)
+        """``h`` (N, width, h, w) and ``skip`` (N, c_skip, H, W), both channels-last."""
         gw = self.gate_width
-        gate = _lin(self.w_m, _up_add(t[..., :gw], low[..., :gw]).relu_()).sigmoid_()
-        return _up_addcmul(low[..., gw:], gate, t[..., gw:]).relu_()
+        if self.kernel == 1:
+            u = _conv(self.up, h).relu_()                        # at the coarse scale
+        else:
+            u = _conv(self.up, _up(h, skip)).relu_()
+        # activations in place on fresh outputs (no op before needs its output back)
+        gate_pre = _conv(self.skip, skip, slice(0, gw)) + _up(_conv(self.low, u, slice(0, gw)),
+                                                               skip)
+        gate = _conv(self.w_m, gate_pre.relu_()).sigmoid_()
+        merged = _up(_conv(self.low, u, slice(gw, None)), skip)
+        return torch.addcmul(merged, gate, _conv(self.skip, skip, slice(gw, None))).relu_()
 
 
 class LeanDecoder(nn.Module):
@@ -155,8 +145,7 @@ class LeanDecoder(nn.Module):
     The deepest tap is projected to ``width`` channels and filtered (``x * sigmoid(W_m relu(
     W_l x + b_l) + b_m)``); three :class:`_LeanBlock` steps climb to the shallowest tap's scale,
     each merging the attention-gated skip of its scale; a 1 x 1 convolution gives ``c1, c2``.
-    The weights are ``nn.Conv2d`` (the files say what they are); the forward pass runs them
-    channels-last.
+    Features of any memory format are accepted; the traced encoder's are channels-last already.
 
     Parameters
     ----------
@@ -192,15 +181,16 @@ class LeanDecoder(nn.Module):
         _init_decoder(self, start)
 
     def forward(self, feats: list[torch.Tensor], size) -> torch.Tensor:
-        """``(N, 2, H, W)`` channels ``c1, c2`` at ``size`` (a channels-last view)."""
-        h = _lin(self.proj, _nhwc(feats[-1]))
+        """``(N, 2, H, W)`` channels ``c1, c2`` at ``size`` (channels-last memory)."""
+        feats = [f.contiguous(memory_format=_CL) for f in feats]  # no-op for the traced encoder
+        h = _conv(self.proj, feats[-1])
         f = self.filter
-        h = h * torch.sigmoid(_lin(f.w_m, torch.relu(_lin(f.w_l, h))))
+        h = h * _conv(f.w_m, _conv(f.w_l, h).relu_()).sigmoid_()
         for block, skip in zip(self.blocks, feats[-2::-1]):
-            h = block(h, _nhwc(skip))
-        if tuple(h.shape[1:3]) != tuple(size):
-            h = _nhwc(F.interpolate(h.permute(0, 3, 1, 2), size=tuple(size), mode="nearest"))
-        return _lin(self.head, h).permute(0, 3, 1, 2)
+            h = block(h, skip)
+        if tuple(h.shape[-2:]) != tuple(size):
+            h = F.interpolate(h, size=tuple(size), mode="nearest")
+        return _conv(self.head, h)
 
     def describe(self) -> dict:
         return {"decoder": self.kind, "channels": list(self.channels), "width": self.width,

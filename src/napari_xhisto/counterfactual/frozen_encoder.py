@@ -6,7 +6,7 @@ Two ways to get the features right after the tapped activations, same values:
   cut after the last tap (the head never runs), with every BatchNorm that directly follows a
   convolution folded into it (the encoder is frozen and in eval mode, so this is exact up to
   float rounding), activations out of place (no clone of a tapped output is needed) and its
-  tensors channels-last (the lean decoder reads them as ``(N, H, W, C)`` for free). It is a
+  tensors channels-last (what the lean decoder runs fastest on). It is a
   copy made once per classifier; :meth:`TracedEncoder.stale` says when the classifier's weights
   or mode changed since (in-place writes bump each tensor's version counter), so the caller
   rebuilds it.
