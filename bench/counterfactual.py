@@ -134,7 +134,8 @@ def measure_speed(model, xb, network="demo", *, repeats: int = 7, batch: int = 3
 
     Same batch, interleaved rounds (each round runs every method once over ``xb`` in batches of
     ``batch``), best round per method; so a burst of load from other jobs hits all methods
-    alike. Two references: the classifier's forward pass alone (no gradients), and the
+    alike. The speed ratio is given twice: of the best rounds, and per round (Grad-CAM's time
+    over attribution-net's in the same round: median and quartiles). Two references: the classifier's forward pass alone (no gradients), and the
     attribution network run with hooks on the classifier itself instead of its traced,
     BatchNorm-folded, channels-last copy (how much of the speed the encoder copy gives).
     """
@@ -162,21 +163,24 @@ def measure_speed(model, xb, network="demo", *, repeats: int = 7, batch: int = 3
     runs["classifier forward (no gradients)"] = forward
     for fn in runs.values():
         fn(xb[:4])  # warm: caches, traced encoder, allocator
-    best = dict.fromkeys(runs, float("inf"))
+    rounds = {k: [] for k in runs}
     load0 = loadavg()
     for _ in range(repeats):
         for name, fn in runs.items():
             t = time.perf_counter()
             for i in range(0, len(xb), batch):
                 fn(xb[i:i + batch])
-            best[name] = min(best[name], time.perf_counter() - t)
-    rate = {k: round(len(xb) / v, 1) for k, v in best.items()}
+            rounds[name].append(time.perf_counter() - t)
+    rate = {k: round(len(xb) / min(v), 1) for k, v in rounds.items()}
+    per_round = np.array(rounds["gradcam"]) / np.array(rounds["attribution-net"])
     return {"maps_per_second": {k: rate[k] for k in ("attribution-net", "gradcam", "saliency")},
             "references_maps_per_second": {k: rate[k] for k in list(runs)[3:]},
             "ratio_attribution_net_to_gradcam": round(rate["attribution-net"] / rate["gradcam"],
                                                       3),
+            "ratio_per_round_median_iqr": [round(float(np.percentile(per_round, q)), 3)
+                                           for q in (50, 25, 75)],
             "patches": int(len(xb)), "batch": batch, "repeats": repeats,
-            "method": "interleaved rounds, best round per method",
+            "method": "interleaved rounds, best round per method; ratio also per round",
             "loadavg_before": load0, "loadavg_after": loadavg(),
             "torch_threads": torch.get_num_threads()}
 

@@ -5,8 +5,8 @@ Two ways to get the features right after the tapped activations, same values:
 * :class:`TracedEncoder` (used whenever it can be built): a ``torch.fx`` trace of the classifier
   cut after the last tap (the head never runs), with every BatchNorm that directly follows a
   convolution folded into it (the encoder is frozen and in eval mode, so this is exact up to
-  float rounding), activations out of place (no clone of a tapped output is needed) and its
-  tensors channels-last (what the lean decoder runs fastest on). It is a
+  float rounding), activations in place only where nothing else reads their input (a tapped
+  output is never overwritten, so never cloned) and its tensors channels-last (what the lean decoder runs fastest on). It is a
   copy made once per classifier; :meth:`TracedEncoder.stale` says when the classifier's weights
   or mode changed since (in-place writes bump each tensor's version counter), so the caller
   rebuilds it.
@@ -24,6 +24,9 @@ import torch
 from torch import nn
 
 __all__ = ["TracedEncoder", "hooked_features", "trace_encoder"]
+
+
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.Hardswish, nn.Hardtanh)
 
 
 class _Stop(Exception):
@@ -137,9 +140,21 @@ def trace_encoder(classifier: nn.Module, taps: list[str]) -> TracedEncoder | Non
         setattr(gm.get_submodule(parent) if parent else gm, name, fused)
         node.replace_all_uses_with(prev)
         graph.erase_node(node)
-    for m in gm.modules():
-        if hasattr(m, "inplace"):
-            m.inplace = False
+    # an activation works in place where that is safe: its input is an intermediate result
+    # used by nothing else and not a tap (a fresh buffer per activation costs page faults)
+    # (a module called at several places must be safe at all of them)
+    tapped, safe = set(nodes.values()), {}
+    mods = dict(gm.named_modules())
+    for node in graph.nodes:
+        mod = mods.get(node.target) if node.op == "call_module" else None
+        if mod is not None and hasattr(mod, "inplace"):
+            src = node.args[0] if node.args else None
+            ok = bool(isinstance(src, fx.Node) and src.op != "placeholder"
+                      and len(src.users) == 1 and src not in tapped
+                      and isinstance(mod, _ACTIVATIONS))
+            safe[node.target] = safe.get(node.target, True) and ok
+    for target, ok in safe.items():
+        mods[target].inplace = ok
     output = next(n for n in graph.nodes if n.op == "output")
     output.args = (tuple(nodes[t] for t in taps),)  # the head and all after the last tap go
     graph.eliminate_dead_code()
