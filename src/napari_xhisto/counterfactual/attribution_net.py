@@ -2,13 +2,15 @@
 
 A U-Net whose encoder is the trained classifier itself, frozen: the features right after the
 activation of its last four resolution scales (:func:`activation_taps` finds them by a probe
-forward pass; a spec may name them). The deepest features pass a feature filter
-``x * sigmoid(W_m relu(W_l x + b_l) + b_m)``; four decoder blocks upsample by neighbourhood
-(nearest) upsampling, convolve, and merge with the attention-gated features of the same scale
-(the gate also sees the decoder signal, as in Attention U-Net). A final 1 x 1 convolution gives
-two channels ``c1, c2``; the attribution is ``|c1| / (|c1| + |c2|)`` and the mask is the
-attribution above 0.55. The file holds the decoder only; the classifier comes from the caller,
-and a fingerprint of its weights guards against pairing a decoder with the wrong classifier.
+forward pass; a spec may name them), read from a traced, BatchNorm-folded copy cut after the
+last tap (:mod:`.frozen_encoder`). The decoder (:mod:`.attribution_decoder`; the lean one by
+default): the deepest features pass a feature filter ``x * sigmoid(W_m relu(W_l x + b_l) +
+b_m)``; decoder steps upsample (nearest), convolve, and merge with the attention-gated features
+of the same scale (the gate also sees the decoder signal, as in Attention U-Net). A final 1 x 1
+convolution gives two channels ``c1, c2``; the attribution is ``|c1| / (|c1| + |c2|)`` and the
+mask is the attribution above 0.55. The file holds the decoder only; the classifier comes from
+the caller, and a fingerprint of its weights guards against pairing a decoder with the wrong
+classifier.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from ..explain.registry import Explainer, Param, register_explainer
 from .attribution_decoder import AttributionDecoder, LeanDecoder, make_decoder
 from .frozen_encoder import hooked_features, trace_encoder
 
-__all__ = ["AttributionDecoder", "LeanDecoder", "AttributionNet", "make_decoder", "activation_taps", "classifier_fingerprint",
+__all__ = ["AttributionDecoder", "LeanDecoder", "AttributionNet", "make_decoder",
+           "activation_taps", "classifier_fingerprint", "build_attribution_net",
            "load_attribution_net", "DEMO_NET_PATH", "THRESHOLD"]
 
 THRESHOLD = 0.55
