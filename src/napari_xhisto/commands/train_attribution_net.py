@@ -25,6 +25,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, default=5e-3, help="peak of the cyclic learning rate")
     parser.add_argument("--theta", type=float, default=0.5, help="p(class) to fall below")
     parser.add_argument("--delta", type=float, default=0.5, help="largest mask area fraction")
+    parser.add_argument("--width", type=int, default=8, help="decoder channels (lean decoder)")
+    parser.add_argument("--kernel", type=int, default=1,
+                        help="decoder upsampling convolution kernel (odd; the seed: 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--force", action="store_true", help="replace existing OUT files")
@@ -32,6 +35,7 @@ def add_arguments(parser) -> None:
 
 def check_options(args) -> None:
     from .. import options
+    from ..errors import ModelError
 
     options.whole_number(args.n_patches, "--n-patches", minimum=args.batch_size)
     options.whole_number(args.steps, "--steps", minimum=1, maximum=1_000_000)
@@ -41,6 +45,10 @@ def check_options(args) -> None:
     options.real_number(args.theta, "--theta", minimum=0.0, maximum=1.0, low_open=True,
                         high_open=True)
     options.real_number(args.delta, "--delta", minimum=0.0, maximum=1.0, low_open=True)
+    options.whole_number(args.width, "--width", minimum=1, maximum=512)
+    options.whole_number(args.kernel, "--kernel", minimum=1, maximum=7)
+    if args.kernel % 2 == 0:
+        raise ModelError(f"--kernel takes an odd size (1, 3, 5, 7), got {args.kernel}")
     options.seed(args.seed)
     options.threads(args.threads)
 
@@ -81,6 +89,7 @@ def run(args) -> int:
     target = resolve_target(model, args.target)
     config = TrainConfig(n_patches=args.n_patches, steps=args.steps, batch_size=args.batch_size,
                          lr_max=args.lr, seed=args.seed, warm_steps=args.warm_steps,
+                         width=args.width, kernel=args.kernel,
                          objective={"theta": args.theta, "delta": args.delta})
     bar = text_progress("train-attribution-net")
     last = [-1]

@@ -2,13 +2,15 @@
 
 A U-Net whose encoder is the trained classifier itself, frozen: the features right after the
 activation of its last four resolution scales (:func:`activation_taps` finds them by a probe
-forward pass; a spec may name them). The deepest features pass a feature filter
-``x * sigmoid(W_m relu(W_l x + b_l) + b_m)``; four decoder blocks upsample by neighbourhood
-(nearest) upsampling, convolve, and merge with the attention-gated features of the same scale
-(the gate also sees the decoder signal, as in Attention U-Net). A final 1 x 1 convolution gives
-two channels ``c1, c2``; the attribution is ``|c1| / (|c1| + |c2|)`` and the mask is the
-attribution above 0.55. The file holds the decoder only; the classifier comes from the caller,
-and a fingerprint of its weights guards against pairing a decoder with the wrong classifier.
+forward pass; a spec may name them), read from a traced, BatchNorm-folded copy cut after the
+last tap (:mod:`.frozen_encoder`). The decoder (:mod:`.attribution_decoder`; the lean one by
+default): the deepest features pass a feature filter ``x * sigmoid(W_m relu(W_l x + b_l) +
+b_m)``; decoder steps upsample (nearest), convolve, and merge with the attention-gated features
+of the same scale (the gate also sees the decoder signal, as in Attention U-Net). A final 1 x 1
+convolution gives two channels ``c1, c2``; the attribution is ``|c1| / (|c1| + |c2|)`` and the
+mask is the attribution above 0.55. The file holds the decoder only; the classifier comes from
+the caller, and a fingerprint of its weights guards against pairing a decoder with the wrong
+classifier.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..errors import ModelError
 from ..explain.registry import Explainer, Param, register_explainer
+from .attribution_decoder import AttributionDecoder, LeanDecoder, make_decoder
+from .frozen_encoder import hooked_features, trace_encoder
 
-__all__ = ["AttributionDecoder", "AttributionNet", "activation_taps", "classifier_fingerprint",
+__all__ = ["AttributionDecoder", "LeanDecoder", "AttributionNet", "make_decoder",
+           "activation_taps", "classifier_fingerprint", "build_attribution_net",
            "load_attribution_net", "DEMO_NET_PATH", "THRESHOLD"]
 
 THRESHOLD = 0.55
@@ -76,81 +80,23 @@ def classifier_fingerprint(classifier: nn.Module) -> str:
     return h.hexdigest()
 
 
-class _FeatureFilter(nn.Module):
-    """``x * sigmoid(W_m relu(W_l x (+ W_g g) + b_l) + b_m)``: additive attention on features."""
-
-    def __init__(self, c_x: int, c_g: int = 0):
-        super().__init__()
-        inner = max(4, c_x // 2)
-        self.w_l = nn.Conv2d(c_x, inner, 1)
-        self.w_g = nn.Conv2d(c_g, inner, 1, bias=False) if c_g else None
-        self.w_m = nn.Conv2d(inner, 1, 1)
-
-    def forward(self, x, g=None):
-        a = self.w_l(x)
-        if self.w_g is not None:
-            a = a + self.w_g(g)
-        return x * torch.sigmoid(self.w_m(torch.relu(a)))
-
-
-class AttributionDecoder(nn.Module):
-    """The trainable part: feature filter, attention gates, decoder blocks and the 2-channel head.
-
-    Parameters
-    ----------
-    channels : sequence of int
-        Channels of the tapped features, shallow to deep.
-    kernel : int
-        Kernel of the decoder convolutions (the seed: 1).
-    start : {"on", "off"}
-        Initial output: everything marked (training shrinks the mask to what matters) or nothing.
-    """
-
-    def __init__(self, channels, *, kernel: int = 3, start: str = "off"):
-        super().__init__()
-        channels = [int(c) for c in channels]
-        self.channels, self.kernel = channels, int(kernel)
-        self.filter = _FeatureFilter(channels[-1])
-        self.ups = nn.ModuleList()
-        self.gates = nn.ModuleList()
-        self.merges = nn.ModuleList()
-        for i in range(len(channels) - 2, -1, -1):  # deep to shallow
-            self.ups.append(nn.Conv2d(channels[i + 1], channels[i], kernel, padding=kernel // 2))
-            self.gates.append(_FeatureFilter(channels[i], channels[i]))
-            self.merges.append(nn.Conv2d(2 * channels[i], channels[i], 1))
-        self.head = nn.Conv2d(channels[0], 2, 1)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):  # random-normal initialisation as the seed
-                nn.init.normal_(m.weight, std=(2.0 / (m.in_channels * m.kernel_size[0] ** 2)) ** 0.5)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        with torch.no_grad():  # start near "all" (|c1| >> |c2|) or "no" mask
-            self.head.weight.mul_(0.1)
-            self.head.bias.copy_(torch.tensor([1.0, 0.0] if start == "on" else [0.0, 1.0]))
-
-    def forward(self, feats: list[torch.Tensor], size) -> torch.Tensor:
-        """``(N, 2, H, W)`` channels ``c1, c2`` at ``size`` from the tapped features."""
-        h = self.filter(feats[-1])
-        for up, gate, merge, skip in zip(self.ups, self.gates, self.merges, feats[-2::-1]):
-            h = torch.relu(up(F.interpolate(h, size=skip.shape[-2:], mode="nearest")))
-            h = torch.relu(merge(torch.cat([h, gate(skip, h)], dim=1)))
-        if tuple(h.shape[-2:]) != tuple(size):
-            h = F.interpolate(h, size=tuple(size), mode="nearest")
-        return self.head(h)
-
-
 class AttributionNet(nn.Module):
-    """Frozen classifier (encoder) + :class:`AttributionDecoder`; ``forward(x) -> (N, H, W)``.
+    """Frozen classifier (encoder) + decoder; ``forward(x) -> (N, H, W)`` attribution in [0, 1].
 
     The classifier is held outside ``state_dict`` (the file stores the decoder only) and its
-    parameters never receive gradients from here.
+    parameters never receive gradients from here. Its features come from a traced, trimmed,
+    BatchNorm-folded copy (:func:`.frozen_encoder.trace_encoder`; rebuilt when the classifier's
+    weights change) or, where fx cannot trace it, from hooks on the classifier itself.
     """
 
-    def __init__(self, classifier: nn.Module, taps: list[str], decoder: AttributionDecoder):
+    def __init__(self, classifier: nn.Module, taps: list[str], decoder: nn.Module):
         super().__init__()
         self.decoder = decoder
         self.taps = list(taps)
         object.__setattr__(self, "_classifier", classifier)  # not a submodule: not saved/trained
+        object.__setattr__(self, "_encoder", None)
+        object.__setattr__(self, "_traceable", True)
+        self.trace = True  # False: always hooks on the classifier itself (for comparisons)
 
     @property
     def classifier(self) -> nn.Module:
@@ -158,18 +104,18 @@ class AttributionNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The tapped classifier features (shallow to deep), detached from its weights."""
-        got: dict[str, torch.Tensor] = {}
-        mods = dict(self._classifier.named_modules())
-        hooks = [mods[n].register_forward_hook(
-            lambda m, i, o, n=n: got.__setitem__(n, o.clone() if getattr(m, "inplace", False) else o))
-            for n in self.taps]
-        try:
-            with torch.no_grad():
-                self._classifier(x)
-        finally:
-            for h in hooks:
-                h.remove()
-        return [got[n] for n in self.taps]
+        clf = self._classifier
+        if self.trace and self._traceable and not clf.training:
+            enc = self._encoder
+            if enc is None or enc.stale(clf):
+                with torch.inference_mode(False):  # real tensors, version counters kept
+                    enc = trace_encoder(clf, self.taps)
+                object.__setattr__(self, "_encoder", enc)
+                object.__setattr__(self, "_traceable", enc is not None)
+            if enc is not None:
+                with torch.no_grad():
+                    return enc(x)
+        return hooked_features(clf, self.taps, x)
 
     def channels(self, x: torch.Tensor) -> torch.Tensor:
         """Raw head output ``(N, 2, H, W)``."""
@@ -177,24 +123,30 @@ class AttributionNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.channels(x).abs()
-        return c[:, 0] / (c[:, 0] + c[:, 1] + 1e-6)
+        c1, c2 = c[:, 0], c[:, 1]
+        return c1 / (c1 + c2 + 1e-6)
 
 
 def build_attribution_net(classifier: nn.Module, input_size: int, *, taps=None,
-                          kernel: int = 3, start: str = "off") -> AttributionNet:
-    """A fresh (untrained) network on ``classifier``, taps found automatically unless given."""
+                          decoder: str = "lean", width: int = 8, gate_width: int = 4,
+                          kernel: int = 1, start: str = "off") -> AttributionNet:
+    """A fresh (untrained) network on ``classifier``, taps found automatically unless given.
+
+    ``decoder="lean"`` (:class:`LeanDecoder`, ``width``, ``gate_width``, ``kernel``) or
+    ``"unet"`` (the first, full-width :class:`AttributionDecoder`; ``kernel`` only).
+    """
     taps = list(taps) if taps else activation_taps(classifier, input_size)
     mods = dict(classifier.named_modules())
     missing = [t for t in taps if t not in mods]
     if missing:
         raise ModelError(f"the classifier has no module(s) {missing} to tap; names look like "
                          f"{list(mods)[1:4]}")
-    probe = AttributionNet(classifier, taps, AttributionDecoder([1] * len(taps)))
     p = next(classifier.parameters())
-    feats = probe.features(torch.zeros(1, 3, input_size, input_size, device=p.device))
-    net = AttributionNet(classifier, taps, AttributionDecoder([f.shape[1] for f in feats],
-                                                              kernel=kernel, start=start))
-    return net.to(p.device)
+    feats = hooked_features(classifier, taps, torch.zeros(1, 3, input_size, input_size,
+                                                          device=p.device))
+    dec = make_decoder({"decoder": decoder, "channels": [f.shape[1] for f in feats],
+                        "width": width, "gate_width": gate_width, "kernel": kernel}, start=start)
+    return AttributionNet(classifier, taps, dec).to(p.device)
 
 
 _CACHE: dict = {}
@@ -236,9 +188,14 @@ def load_attribution_net(path=None, classifier: nn.Module | None = None, *,
                 f"{spec['classifier'].get('path', '?')} (weights fingerprint {want[:12]}), not on "
                 f"this one ({fp[:12]}); train one for this model with "
                 "`xhisto train-attribution-net --model M --inpainter I OUT`")
-    decoder = AttributionDecoder(spec["channels"], kernel=int(spec.get("kernel", 3)))
+    decoder = make_decoder(spec)
     weights = path.with_name(spec["weights"])
-    decoder.load_state_dict(load_file(str(weights)))
+    try:
+        decoder.load_state_dict(load_file(str(weights)))
+    except (RuntimeError, OSError) as exc:
+        raise ModelError(f"{weights.name} does not hold the decoder {path.name} describes "
+                         f"({str(exc).splitlines()[0]}); re-train it with "
+                         "`xhisto train-attribution-net`") from None
     p = next(classifier.parameters())
     net = AttributionNet(classifier, spec["taps"], decoder.to(p.device)).eval()
     net.spec = spec
@@ -285,7 +242,7 @@ class AttributionNetExplainer(Explainer):
             label = names[want] if want < len(names) else want
             raise ModelError(f"this attribution network explains class {label!r} (index {want}) "
                              "only; train one per class to explain another")
-        with torch.no_grad():
+        with torch.inference_mode():
             a = net(x)
         return (a > THRESHOLD).to(x.dtype) if output == "mask" else a.to(x.dtype)
 
@@ -295,5 +252,5 @@ class AttributionNetExplainer(Explainer):
 
 def attribution_maps(net: AttributionNet, x: torch.Tensor) -> np.ndarray:
     """``(N, H, W)`` float32 attribution of normalised patches (no gradients)."""
-    with torch.no_grad():
+    with torch.inference_mode():
         return net(x).float().cpu().numpy()

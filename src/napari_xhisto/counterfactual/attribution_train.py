@@ -30,7 +30,8 @@ from .attribution_net import (
 )
 from .mask_opt import Objective, binarise, class_log_odds, counterfactual_loss, to_rgb
 
-__all__ = ["TrainConfig", "train_attribution_net", "save_attribution_net", "file_sha256"]
+__all__ = ["TrainConfig", "train_attribution_net", "save_attribution_net", "file_sha256",
+           "portable"]
 
 
 @dataclass
@@ -47,6 +48,10 @@ class TrainConfig:
         Bounds of the cyclic learning rate (cosine cycles of ``cycle`` steps; 0 = one decay).
     seed : int
         Seeds the data, the decoder's initialisation and the batch order.
+    decoder : {"lean", "unet"}
+        :class:`.LeanDecoder` (the default) or the first, full-width decoder.
+    width, gate_width : int
+        Channels of the lean decoder and of its attention gates' hidden layer.
     kernel : int
         Decoder convolution kernel (1 = the seed's).
     objective : dict
@@ -71,7 +76,10 @@ class TrainConfig:
     lr_min: float = 1e-4
     cycle: int = 0
     seed: int = 0
-    kernel: int = 3
+    decoder: str = "lean"
+    width: int = 8
+    gate_width: int = 4
+    kernel: int = 1
     objective: dict = field(default_factory=dict)
     taps: list | None = None
     start: str = "off"
@@ -86,6 +94,28 @@ def file_sha256(path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def portable(value):
+    """``value`` with every path inside the installed package written ``napari_xhisto/...``.
+
+    Specs of bundled networks then name bundled files the same way on every machine (not by
+    the checkout or site-packages folder they were trained in); other paths stay as given.
+    """
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable(v) for v in value]
+    if isinstance(value, str) and Path(value).is_absolute():
+        try:
+            rel = Path(value).resolve().relative_to(_PACKAGE)
+        except (ValueError, OSError):
+            return value
+        return f"{_PACKAGE.name}/{rel.as_posix()}"
+    return value
 
 
 def training_patches(model, n: int, seed: int) -> np.ndarray:
@@ -129,8 +159,9 @@ def train_attribution_net(model, inpainter: torch.nn.Module, config: TrainConfig
             images = training_patches(model, config.n_patches, config.data_seed)
         x_all = model.preprocess(images).detach()
         size = int(spec.network_input_size)
-        net = build_attribution_net(classifier, size, taps=config.taps, kernel=config.kernel,
-                                    start=config.start)
+        net = build_attribution_net(classifier, size, taps=config.taps, decoder=config.decoder,
+                                    width=config.width, gate_width=config.gate_width,
+                                    kernel=config.kernel, start=config.start)
         mean, std = tuple(spec.mean), tuple(spec.std)
         with torch.no_grad():
             lp, lq = [], []
@@ -227,7 +258,8 @@ def save_attribution_net(net: AttributionNet, out, *, model, inpainter_info: dic
     """Write ``OUT.safetensors`` (decoder weights) and ``OUT.yaml`` (spec); returns the spec path.
 
     The spec records both networks: the classifier (spec path, weights sha256 and the weights
-    fingerprint checked at load time) and the inpainter (path and sha256 from ``inpainter_info``).
+    fingerprint checked at load time) and the inpainter (path and sha256 from ``inpainter_info``);
+    paths inside the package are stored as ``napari_xhisto/...`` (:func:`portable`).
     Existing files are kept unless ``overwrite``.
     """
     import yaml
@@ -257,9 +289,8 @@ def save_attribution_net(net: AttributionNet, out, *, model, inpainter_info: dic
         "patch_size": int(mspec.patch_size), "mpp": float(mspec.mpp),
         "input_size": int(mspec.network_input_size),
         "mean": list(mspec.mean), "std": list(mspec.std),
-        "taps": list(net.taps), "channels": list(net.decoder.channels),
-        "kernel": net.decoder.kernel, "threshold": THRESHOLD,
-        "classifier": classifier, "inpainter": inpainter_info,
+        "taps": list(net.taps), **net.decoder.describe(), "threshold": THRESHOLD,
+        "classifier": portable(classifier), "inpainter": portable(inpainter_info),
         "training": {"config": asdict(config),
                      "objective": Objective(**config.objective).as_dict(),
                      "history": history, "torch": str(torch.__version__),
