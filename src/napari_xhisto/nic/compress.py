@@ -103,7 +103,10 @@ def _batches(plan, chunk: int, done: np.ndarray, batch_size: int):
 
 
 def _encode_batches(slide, plan, batches, encoder, workers: int, prefetch: int):
-    """Read (on ``workers`` threads, ``prefetch`` batches ahead) and encode ``batches`` in order.
+    """Read (on ``workers`` threads, ``prefetch`` batches ahead) and encode ``batches`` in
+    order. (Normalising on the reader threads as well was tried: no clear gain on 2 cores, and
+    float batches allocated on one thread and freed on another made the peak RSS grow with
+    the slide, 750 -> 900 MB from 533 to 8355 patches.)
 
     Yields ``(cells, chunk_ids, codes, damaged, wait_s, compute_s)`` per batch; closing the
     generator (a cancel) drops the reads not started yet.

@@ -106,22 +106,40 @@ class Encoder:
         self.classifier = classifier
         self.source = source
         self.weights_sha256 = weights_sha256
-        self._mean = torch.tensor(spec["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-        self._std = torch.tensor(spec["std"], dtype=torch.float32).view(1, 3, 1, 1)
+        self._scale = self._shift = None
         self._features = None
+
+    def normalise(self, images) -> torch.Tensor:
+        """uint8 NHWC patches -> float32 NHWC in the network's units.
+
+        The conversion runs on contiguous NHWC memory (converting a permuted uint8 tensor was
+        slower than the network itself here) and the affine map in place.
+        """
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ModelError(f"patches must be (N, H, W, 3) RGB, got shape {images.shape}")
+        if self._scale is None:
+            std = torch.tensor(self.spec["std"], dtype=torch.float32)
+            self._scale = 1.0 / (255.0 * std)
+            self._shift = -torch.tensor(self.spec["mean"], dtype=torch.float32) / std
+        x = torch.as_tensor(np.ascontiguousarray(images)).to(torch.float32)
+        return x.mul_(self._scale).add_(self._shift)
+
+    def to_network(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised NHWC (:meth:`normalise`) -> NCHW at ``patch_px`` without a copy
+        (channels-last strides, which the convolutions here run fastest on), resized when
+        needed."""
+        t = x.permute(0, 3, 1, 2)
+        if t.shape[-2:] != (self.patch_px, self.patch_px):
+            t = nn.functional.interpolate(t, size=(self.patch_px, self.patch_px),
+                                          mode="bilinear", align_corners=False, antialias=True)
+        return t
 
     def preprocess(self, images) -> torch.Tensor:
         """uint8 NHWC -> normalised float NCHW at ``patch_px`` (resized when needed)."""
-        x = torch.as_tensor(np.ascontiguousarray(images))
-        if x.ndim == 3:
-            x = x[None]
-        if x.ndim != 4 or x.shape[-1] != 3:
-            raise ModelError(f"patches must be (N, H, W, 3) RGB, got shape {tuple(x.shape)}")
-        x = x.permute(0, 3, 1, 2).float().div_(255.0)
-        if x.shape[-2:] != (self.patch_px, self.patch_px):
-            x = nn.functional.interpolate(x, size=(self.patch_px, self.patch_px),
-                                          mode="bilinear", align_corners=False, antialias=True)
-        return (x - self._mean) / self._std
+        return self.to_network(self.normalise(images))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Codes of a preprocessed batch (no gradients taken here)."""
