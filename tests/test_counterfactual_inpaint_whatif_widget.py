@@ -70,6 +70,12 @@ def test_what_if_healthy_shows_the_inpainted_region_and_the_numbers(setup):
         p_after = model.predict_proba(rgb[r0:r0 + 64, c0:c0 + 64])[0, 1]
         assert widget.whatif.table.item(i, 1).text() == f"{p_before:.3f}"
         assert widget.whatif.table.item(i, 2).text() == f"{p_after:.3f}"
+    # all four columns are visible in the dock: the table never scrolls sideways
+    table = widget.whatif.table
+    assert not table.horizontalScrollBar().isVisible()
+    assert table.horizontalHeader().length() <= table.viewport().width() + 1
+    assert [table.horizontalHeaderItem(c).text() for c in range(4)] == [
+        "patch", "before", "after", "Δp"]
     before = viewer.layers[f"p(tumour) before what-if: {slide_layer.name}"]
     after = viewer.layers[f"p(tumour) after what-if: {slide_layer.name}"]
     np.testing.assert_allclose(np.asarray(before.data), res.p_before, equal_nan=True)

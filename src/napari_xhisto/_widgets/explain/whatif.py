@@ -13,9 +13,11 @@ with progress), and the panel adds
 from __future__ import annotations
 
 import numpy as np
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QFileDialog,
     QGroupBox,
+    QHeaderView,
     QLabel,
     QPushButton,
     QSizePolicy,
@@ -109,8 +111,14 @@ class WhatIfPanel(QGroupBox):
         self.summary.setWordWrap(True)
         lay.addWidget(self.summary)
         self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["patch", "p before", "p after", "change"])
+        self.table.setHorizontalHeaderLabels(["patch", "before", "after", "Δp"])
+        for col, tip in enumerate(["patch (row, col) of the model's grid", "p(class) before",
+                                   "p(class) after inpainting", "after - before"]):
+            self.table.horizontalHeaderItem(col).setToolTip(tip)
         self.table.verticalHeader().setVisible(False)
+        # the four columns share the dock's width: no sideways scrolling inside the table
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setMinimumWidth(120)  # scrolls inside itself rather than widening the dock
         self.table.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.table.setVisible(False)
