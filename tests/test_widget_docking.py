@@ -28,15 +28,21 @@ def _settle(qtbot, ms=300):
     qtbot.wait(ms)
 
 
-@pytest.mark.parametrize("size", [(1366, 768), (1600, 1200)], ids=["1366x768", "1600x1200"])
-def test_four_docks_leave_the_slide_most_of_the_window(make_napari_viewer, qtbot, size):
-    from napari_xhisto._widgets.common.docking import ScrollDock, dock_widgets
-
+def _window(make_napari_viewer, qtbot, size):
+    """A shown viewer whose window has exactly ``size``."""
     viewer = make_napari_viewer(show=True)
     main = viewer.window._qt_window
     main.resize(*size)
     _settle(qtbot)
     assert (main.width(), main.height()) == size
+    return viewer, main
+
+
+@pytest.mark.parametrize("size", [(1366, 768), (1600, 1200)], ids=["1366x768", "1600x1200"])
+def test_four_docks_leave_the_slide_most_of_the_window(make_napari_viewer, qtbot, size):
+    from napari_xhisto._widgets.common.docking import ScrollDock, dock_widgets
+
+    viewer, main = _window(make_napari_viewer, qtbot, size)
     docks = dock_widgets(viewer, _four_widgets(viewer))
     _settle(qtbot)
     canvas = viewer.window._qt_viewer.canvas.native
@@ -80,10 +86,7 @@ def test_meta_and_slide_level_docks_fit_beside_the_others(make_napari_viewer, qt
     from napari_xhisto._widgets.meta import MetaWidget
     from napari_xhisto._widgets.slide_level import SlideLevelWidget
 
-    viewer = make_napari_viewer(show=True)
-    main = viewer.window._qt_window
-    main.resize(*size)
-    _settle(qtbot)
+    viewer, main = _window(make_napari_viewer, qtbot, size)
     widgets = _four_widgets(viewer)
     widgets.update({"Meta": MetaWidget(viewer), "Slide-level": SlideLevelWidget(viewer)})
     # long inputs the user may have: they must scroll inside their fields, not the dock
