@@ -333,7 +333,7 @@ def stage_figure(args) -> None:
                          "mean_std_tissue": float(np.nanmean(std)),
                          "by_region": std_by_artefact(path.with_suffix("").with_suffix(
                              ".geojson"), umap, std),
-                         "seconds": round(time.perf_counter() - t0, 1), "out": str(out)})
+                         "seconds": round(time.perf_counter() - t0, 1), "out": str(out.relative_to(ROOT))})
 
 
 def stage_report(args) -> None:
