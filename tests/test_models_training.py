@@ -177,3 +177,31 @@ def test_train_cli_options_map_to_the_config():
                                              position=(2, 3))
     img = cfg.corner_square.apply(np.zeros((1, 10, 10, 3), np.uint8))
     assert (img[0, 2:7, 3:8] == (255, 0, 0)).all() and img.sum() == 25 * 255
+
+
+def test_train_cli_makes_a_model_with_dropout_for_mc_uncertainty(tmp_path, capsys):
+    from napari_xhisto.models import load_model
+    from napari_xhisto.models.mc_dropout import mc_predict_proba
+
+    imgs, labels = _colour_patches(96, 5)
+    for k, cls in enumerate(["stroma", "tumour"]):
+        (tmp_path / "patches" / cls).mkdir(parents=True)
+        for i in np.flatnonzero(labels == k):
+            imsave(tmp_path / "patches" / cls / f"{i:03d}.png", imgs[i], check_contrast=False)
+    rc = main(["train", str(tmp_path / "mc.json"), "--data", str(tmp_path / "patches"),
+               "--architecture", "xhisto_cnn_xs", "--patch-size", "24", "--epochs", "1",
+               "--batch-size", "16", "--dropout", "0.3", "--conv-dropout", "0.1"])
+    assert rc == 0
+    capsys.readouterr()
+    spec = ModelSpec.from_file(tmp_path / "mc.json")
+    assert spec.arch_options == {"dropout": 0.3, "conv_dropout": 0.1}
+    model = load_model(tmp_path / "mc.json", device="cpu")
+    kinds = {type(m).__name__ for m in model.module.modules()}
+    assert {"Dropout", "Dropout2d"} <= kinds
+    res = mc_predict_proba(model, imgs[:4], n_samples=8, seed=0)
+    assert float(np.max(res.std)) > 0
+    # out of range: one clear line, nothing written
+    rc = main(["train", str(tmp_path / "bad.json"), "--data", str(tmp_path / "patches"),
+               "--dropout", "1.0"])
+    assert rc != 0 and "--dropout" in capsys.readouterr().err
+    assert not (tmp_path / "bad.json").exists()

@@ -73,6 +73,8 @@ def check_options(args) -> None:
                 f"--corner-position {row},{col} puts the {args.corner_square} px square outside "
                 f"the {args.patch_size} px patch")
     options.threads(args.threads)
+    for value, name in ((args.dropout, "--dropout"), (args.conv_dropout, "--conv-dropout")):
+        options.real_number(value, name, minimum=0.0, maximum=1.0, high_open=True)
 
 
 def add_arguments(parser) -> None:
@@ -104,6 +106,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-flips", action="store_true", help="no flip/rot90 augmentation")
     parser.add_argument("--positive-class", default=None, help="folder data: the tumour class")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--dropout", type=float, default=0.0, metavar="P",
+                        help="dropout before the classifier, for MC-dropout uncertainty "
+                             "(xhisto predict --mc-dropout), e.g. 0.3")
+    parser.add_argument("--conv-dropout", type=float, default=0.0, metavar="Q",
+                        help="channel dropout after every conv stage (xhisto_cnn_* only), "
+                             "e.g. 0.1: with --dropout, the MC std rises under a stain shift")
 
 
 def config_from_args(args):
@@ -120,7 +128,8 @@ def config_from_args(args):
                        translate=not args.no_translate, label=args.label,
                        exclude=tuple(args.exclude), corner_square=square,
                        flips=not args.no_flips, positive_class=args.positive_class,
-                       threads=args.threads)
+                       threads=args.threads, dropout=args.dropout,
+                       conv_dropout=args.conv_dropout)
 
 
 def run(args) -> int:

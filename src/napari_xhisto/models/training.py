@@ -61,6 +61,13 @@ class TrainConfig:
     flips: bool = True                   # flips and 90° rotations
     positive_class: str | None = None    # folder data: which class is "tumour"
     threads: int = 2
+    dropout: float = 0.0                 # before the classifier (Monte-Carlo dropout)
+    conv_dropout: float = 0.0            # after every conv stage (xhisto_cnn_* only)
+
+    def arch_options(self) -> dict:
+        """The spec's ``arch_options``: the dropout options that are set (none by default)."""
+        return {k: float(v) for k, v in (("dropout", self.dropout),
+                                         ("conv_dropout", self.conv_dropout)) if v}
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -257,8 +264,10 @@ def train_model(cfg: TrainConfig, *, out=None, train_data: PatchData | None = No
                              f"{train_data.class_names}")
         spec = ModelSpec(architecture=cfg.architecture, class_names=train_data.class_names,
                          positive_class=train_data.positive_class, patch_size=cfg.patch_size,
-                         mpp=cfg.mpp, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-        module = build_architecture(cfg.architecture, spec.num_classes)
+                         mpp=cfg.mpp, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                         arch_options=cfg.arch_options())
+        module = build_architecture(cfg.architecture, spec.num_classes,
+                                    options=spec.arch_options or None)
         opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         per_epoch = max(1, len(train_data.labels) // cfg.batch_size)
         total = per_epoch * cfg.epochs
