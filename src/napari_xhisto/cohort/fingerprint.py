@@ -22,6 +22,15 @@ _BLOCK = 1 << 20
 _SAMPLE_BLOCK = 64 << 10
 
 
+def file_sha256(path) -> str:
+    """Hex sha256 of a whole file's content (weights and spec files: always every byte)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_BLOCK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def file_fingerprint(path) -> str:
     """``sha256:<hex>`` of a file's content (sampled above ``FULL_HASH_LIMIT`` bytes).
 

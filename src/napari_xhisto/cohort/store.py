@@ -12,7 +12,6 @@ failed attempt.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import XhistoError
+from .fingerprint import file_sha256
 
 __all__ = ["DONE", "append_history", "clean_partials", "commit", "new_workdir", "read_done",
            "study_lock", "write_json_atomic"]
@@ -41,14 +41,6 @@ def write_json_atomic(path: Path, obj) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_done(slide_dir: Path, key: str) -> dict | None:
@@ -124,7 +116,7 @@ def commit(workdir: Path, slide_dir: Path, *, key: str, row: dict, extra: dict |
             if dst.exists():  # an older result: done.json no longer vouches for it
                 shutil.rmtree(dst)
         elif src.is_file():
-            digest = _sha256(src)
+            digest = file_sha256(src)
             dst = slide_dir / src.name
         else:
             continue

@@ -60,9 +60,9 @@ def run(args) -> int:
 
     import torch
 
+    from ..cohort.fingerprint import file_sha256
     from ..counterfactual.attribution_train import (
         TrainConfig,
-        file_sha256,
         save_attribution_net,
         train_attribution_net,
     )

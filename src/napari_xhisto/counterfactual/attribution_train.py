@@ -11,7 +11,6 @@ thousands of epochs on a GPU; here minutes of CPU).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import platform
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cohort.fingerprint import file_sha256
 from ..errors import ModelError
 from .attribution_net import (
     THRESHOLD,
@@ -30,7 +30,7 @@ from .attribution_net import (
 )
 from .mask_opt import Objective, binarise, class_log_odds, counterfactual_loss, to_rgb
 
-__all__ = ["TrainConfig", "train_attribution_net", "save_attribution_net", "file_sha256",
+__all__ = ["TrainConfig", "train_attribution_net", "save_attribution_net",
            "portable"]
 
 
@@ -86,14 +86,6 @@ class TrainConfig:
     warm_steps: int = 100
     n_donors: int = 64
     data_seed: int = 8001
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _PACKAGE = Path(__file__).resolve().parents[1]

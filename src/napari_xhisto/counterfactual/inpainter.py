@@ -14,7 +14,6 @@ tissue only).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cohort.fingerprint import file_sha256
 from ..errors import ModelError
 from .partial_conv import PartialConv2d
 
@@ -196,7 +196,7 @@ class Inpainter:
         if self.path is not None and weights:
             wpath = Path(self.path).with_name(weights)
             if wpath.exists():
-                digest = hashlib.sha256(wpath.read_bytes()).hexdigest()
+                digest = file_sha256(wpath)
         return {"name": self.spec.get("name", "inpainter"),
                 "path": None if self.path is None else str(self.path),
                 "weights_sha256": digest, "patch_px": int(self.patch_px), "mpp": float(self.mpp),

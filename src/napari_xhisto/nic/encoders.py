@@ -11,7 +11,6 @@ model ``models.load_model`` reads; no weights of its own).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cohort.fingerprint import file_sha256
 from ..errors import ModelError
 
 __all__ = ["KINDS", "SPEC_KEY", "ConvEncoder", "Encoder", "bundled_dir", "default_spec",
@@ -72,14 +72,6 @@ class ConvEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.features(x)).flatten(1))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Encoder:
@@ -202,7 +194,7 @@ def save_encoder(path, spec: dict, net: nn.Module | None) -> Path:
         save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
                   str(weights))
         spec["weights"] = weights.name
-        spec["weights_sha256"] = _sha256(weights)
+        spec["weights_sha256"] = file_sha256(weights)
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
@@ -262,4 +254,4 @@ def load_encoder(source) -> Encoder:
     except Exception as exc:  # noqa: BLE001 - shapes that do not fit the spec
         raise ModelError(f"{weights}: weights do not fit the spec in {path.name} "
                          f"({type(exc).__name__}); re-train or fix the spec") from exc
-    return Encoder(spec, net, source=str(path), weights_sha256=_sha256(weights))
+    return Encoder(spec, net, source=str(path), weights_sha256=file_sha256(weights))
