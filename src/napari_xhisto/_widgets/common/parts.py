@@ -101,6 +101,21 @@ class ParamForm(QWidget):
         return out
 
 
+def set_items(box, items, preferred=None) -> bool:
+    """Refill a combo box without emitting signals, keeping the current choice when it is
+    still there (``preferred`` first when given); True when the shown text changed."""
+    current = box.currentText()
+    box.blockSignals(True)
+    box.clear()
+    box.addItems(list(items))
+    if preferred in items:
+        box.setCurrentText(preferred)
+    elif current in items:
+        box.setCurrentText(current)
+    box.blockSignals(False)
+    return box.currentText() != current
+
+
 def qimage(rgba: np.ndarray) -> QPixmap:
     rgba = np.ascontiguousarray(rgba)
     h, w = rgba.shape[:2]

@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 
 from ...errors import XhistoError
 from ...progress import run_to_end
-from ..common.parts import follow_layer_list
+from ..common.parts import follow_layer_list, set_items
 from .calibration_core import CalibrationRequest, iter_calibration_job, summary_rows
 from .view import PlotView, caption
 
@@ -133,14 +133,7 @@ class CalibrationPanel(QWidget):
         return [ly for ly in self.viewer.layers if is_slide_layer(ly)]
 
     def refresh_slides(self, *_) -> None:
-        current = self.slide_box.currentText()
-        names = [ly.name for ly in self.slide_layers()]
-        self.slide_box.blockSignals(True)
-        self.slide_box.clear()
-        self.slide_box.addItems(names)
-        if current in names:
-            self.slide_box.setCurrentText(current)
-        self.slide_box.blockSignals(False)
+        set_items(self.slide_box, [ly.name for ly in self.slide_layers()])
 
     def request(self) -> CalibrationRequest:
         """The current choices; XhistoError with one line when something is missing."""

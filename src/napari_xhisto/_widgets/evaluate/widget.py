@@ -13,6 +13,7 @@ from qtpy.QtWidgets import QFileDialog, QListWidgetItem
 
 from ...errors import XhistoError
 from ...progress import run_to_end
+from ..common.parts import set_items
 from .controller import NONE, EvaluateController, Settings
 from .core import iter_evaluate_job
 from .view import EvaluateView, fill
@@ -21,19 +22,6 @@ from .view import EvaluateView, fill
 def _checked(lst) -> list[str]:
     return [lst.item(i).text() for i in range(lst.count())
             if lst.item(i).checkState() == Qt.CheckState.Checked]
-
-
-def _set_items(box, items, preferred=None) -> None:
-    """Refill a combo box, keeping the current choice when it is still there."""
-    current = box.currentText()
-    box.blockSignals(True)
-    box.clear()
-    box.addItems(items)
-    if preferred in items:
-        box.setCurrentText(preferred)
-    elif current in items:
-        box.setCurrentText(current)
-    box.blockSignals(False)
 
 
 class EvaluateWidget(EvaluateView):
@@ -108,14 +96,14 @@ class EvaluateWidget(EvaluateView):
         self._fill_checkable(self.points_list, c.points_names(), c.checked_by_default)
         self._fill_checkable(self.shapes_list, c.shapes_names(), c.checked_by_default)
         heatmaps = c.heatmap_names()
-        _set_items(self.heatmap_box, heatmaps, newest)
+        set_items(self.heatmap_box, heatmaps, newest)
         if self.heatmap_box.currentText() not in heatmaps and heatmaps:
             self.heatmap_box.setCurrentIndex(0)  # the newest
         current = self.heatmap_box.currentText()
         self._fill_checkable(self.compare_list, [n for n in heatmaps if n != current])
         probs = c.probability_names()
         propose = probs[0] if probs and not self._user_prob else None
-        _set_items(self.prob_box, [NONE, *probs],
+        set_items(self.prob_box, [NONE, *probs],
                    None if self.prob_box.currentText() in probs else propose)
         self._refresh_classes()
 
@@ -123,11 +111,11 @@ class EvaluateWidget(EvaluateView):
         c, heatmap = self.controller, self.heatmap_box.currentText() or None
         classes = c.cell_classes(_checked(self.points_list), heatmap)
         current = self.positive_box.currentText()
-        _set_items(self.positive_box, classes,
+        set_items(self.positive_box, classes,
                    current if current in classes else c.default_positive(heatmap, classes))
         regions = c.region_classes(_checked(self.shapes_list))
         default = "tumour area" if "tumour area" in regions else None
-        _set_items(self.localize_box, [NONE, *regions],
+        set_items(self.localize_box, [NONE, *regions],
                    None if self.localize_box.currentText() in regions else default)
         if heatmap != self._patch_for:
             self._patch_for = heatmap

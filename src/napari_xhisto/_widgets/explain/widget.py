@@ -13,7 +13,7 @@ from qtpy.QtWidgets import QFileDialog
 
 from ...geometry import Region
 from .. import layers as L
-from ..common.parts import ParamForm
+from ..common.parts import ParamForm, set_items
 from ..common.workers import AFTER_THE_FRAME_MS, import_heavy_modules, notify_error, start_generator
 from . import naming
 from .controller import ExplainController, ExplainSettings
@@ -174,14 +174,7 @@ class ExplainWidget(ExplainView):
 
     # -- slides
     def _refresh_slides(self, event=None):
-        names = self.controller.slide_names()
-        current = self.slide_combo.currentText()
-        self.slide_combo.blockSignals(True)
-        self.slide_combo.clear()
-        self.slide_combo.addItems(names)
-        if current in names:
-            self.slide_combo.setCurrentText(current)
-        self.slide_combo.blockSignals(False)
+        set_items(self.slide_combo, self.controller.slide_names())
         self._slide_changed()
 
     def _on_removed(self, event=None):

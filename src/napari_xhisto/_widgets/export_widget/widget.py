@@ -12,7 +12,7 @@ from qtpy.QtWidgets import QFileDialog, QMessageBox
 
 from ...errors import XhistoError
 from .._workers import notify_error, start_generator
-from ..common.parts import follow_layer_list
+from ..common.parts import follow_layer_list, set_items
 from .controller import ExportController
 from .view import ExportView
 
@@ -37,13 +37,7 @@ class ExportWidget(ExportView):
 
     def _refresh(self, event=None):
         names = self.controller.layer_names()
-        current = self.layer_combo.currentText()
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        self.layer_combo.addItems(names)
-        if current in names:
-            self.layer_combo.setCurrentText(current)
-        self.layer_combo.blockSignals(False)
+        set_items(self.layer_combo, names)
         for button in self.buttons.values():
             button.setEnabled(bool(names))
         self._describe()

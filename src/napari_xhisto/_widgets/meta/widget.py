@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
@@ -31,6 +30,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..common.parts import follow_layer_list, qimage, set_items
 from ..common.workers import (
     import_heavy_modules,
     leave_a_core_to_the_gui,
@@ -53,22 +53,20 @@ class FigureView(QLabel):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.factor = 1.0
-        self._image = None
+        self._full = None  # the figure at full resolution
         self.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.setMinimumWidth(120)
 
     def set_rgba(self, rgba: np.ndarray, width: int | None = None) -> None:
-        rgba = np.ascontiguousarray(rgba[..., :4], dtype=np.uint8)
-        h, w = rgba.shape[:2]
-        self._image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+        self._full = qimage(np.asarray(rgba[..., :4], dtype=np.uint8))
         self._rescale(width or (self.width() if self.isVisible() else DISPLAY_WIDTH))
 
     def _rescale(self, width: int) -> None:
-        w = self._image.width()
+        w = self._full.width()
         width = max(1, min(int(width), w))
         self.factor = width / w
-        pix = QPixmap.fromImage(self._image)
+        pix = self._full
         if width < w:
             pix = pix.scaledToWidth(width, Qt.TransformationMode.SmoothTransformation)
         self.setPixmap(pix)
@@ -76,8 +74,8 @@ class FigureView(QLabel):
 
     def resizeEvent(self, event):  # noqa: N802 - Qt name
         super().resizeEvent(event)
-        if self._image is not None:
-            target = min(self.width(), self._image.width())
+        if self._full is not None:
+            target = min(self.width(), self._full.width())
             if abs(self.pixmap().width() - target) > 1:
                 self._rescale(target)
 
@@ -98,10 +96,8 @@ class FigureWindow(QScrollArea):
         self.setWidget(self.image)
 
     def show_rgba(self, rgba: np.ndarray) -> None:
-        rgba = np.ascontiguousarray(rgba[..., :4], dtype=np.uint8)
         h, w = rgba.shape[:2]
-        img = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
-        self.image.setPixmap(QPixmap.fromImage(img))
+        self.image.setPixmap(qimage(np.asarray(rgba[..., :4], dtype=np.uint8)))
         self.image.resize(w, h)
         self.resize(min(w + 24, 1400), min(h + 24, 1000))
         self.show()
@@ -126,10 +122,7 @@ class MetaWidget(QWidget):
         self.grid_view.clicked.connect(lambda *_: self.enlarge_grid())
         self.grid_window = None
         self.disagreement_list.currentRowChanged.connect(self._on_disagreement)
-        layers = self.viewer.layers.events
-        layers.inserted.connect(self.refresh_slides)
-        layers.removed.connect(self.refresh_slides)
-        self.destroyed.connect(lambda *_: self._disconnect(layers))
+        follow_layer_list(self, self.viewer, self.refresh_slides)
         self.refresh_slides()
 
     def _build(self) -> None:
@@ -201,24 +194,9 @@ class MetaWidget(QWidget):
         outer.addWidget(self.save_button)
         outer.addStretch(1)
 
-    def _disconnect(self, layers) -> None:
-        for ev in (layers.inserted, layers.removed):
-            try:
-                ev.disconnect(self.refresh_slides)
-            except (TypeError, ValueError, RuntimeError):
-                pass
-
     # ---- inputs
     def refresh_slides(self, *_):
-        current = self.slide_box.currentText()
-        names = self.controller.slide_names()
-        self.slide_box.blockSignals(True)
-        self.slide_box.clear()
-        self.slide_box.addItems(names)
-        if current in names:
-            self.slide_box.setCurrentText(current)
-        self.slide_box.blockSignals(False)
-        if self.slide_box.currentText() != current:
+        if set_items(self.slide_box, self.controller.slide_names()):
             self._slide_changed(self.slide_box.currentText())
 
     def _slide_changed(self, name: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QFileDialog
 
-from ..common.parts import follow_layer_list
+from ..common.parts import follow_layer_list, set_items
 from ..common.workers import notify_error, start_generator
 from .controller import SlideLevelController
 from .view import SlideLevelView
@@ -30,14 +30,7 @@ class SlideLevelWidget(SlideLevelView):
 
     def _refresh(self, event=None):
         names = [ly.name for ly in self.controller.slide_layers()]
-        current = self.slide_combo.currentText()
-        self.slide_combo.blockSignals(True)
-        self.slide_combo.clear()
-        self.slide_combo.addItems(names)
-        if current in names:
-            self.slide_combo.setCurrentText(current)
-        self.slide_combo.blockSignals(False)
-        if self.slide_combo.currentText() != current:
+        if set_items(self.slide_combo, names):
             self._slide_changed(self.slide_combo.currentText())
 
     def _slide_changed(self, name: str):
