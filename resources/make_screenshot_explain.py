@@ -57,7 +57,10 @@ def look_at(viewer, layer, rows, cols):
     viewer.scene.camera.zoom = 0.9 * min(h / abs(b[0] - a[0]), w / abs(b[1] - a[1]))
 
 
-def main():
+def demo_with_probability_map():
+    """The demo viewer at 1600 x 1200 with its whole-slide probability map (cheap): where the
+    demo model sees tumour. Returns viewer, widgets, the slide layer, the map layer, its values
+    (NaN as 0) and its step in level-0 px."""
     import napari
     import numpy as np
 
@@ -66,16 +69,20 @@ def main():
     viewer = napari.Viewer(show=True, title="napari-xhisto")
     viewer.window._qt_window.resize(1600, 1200)
     viewer, widgets = build_demo_viewer(viewer)
-    explain = widgets["Explain"]
-    slide = viewer.layers[0]
     pump_for(1.0)
-
-    # where the demo model sees tumour: the whole-slide probability map, cheap
-    explain.probability_map("whole slide")
-    pump_until(lambda: explain.worker is None)
+    widgets["Explain"].probability_map("whole slide")
+    pump_until(lambda: widgets["Explain"].worker is None)
     (pmap,) = results(viewer, "probability")
     p = np.nan_to_num(np.asarray(pmap.data), nan=0.0)
-    step = pmap.metadata["xhisto"]["placement"]["step_row"]
+    return viewer, widgets, viewer.layers[0], pmap, p, pmap.metadata["xhisto"]["placement"][
+        "step_row"]
+
+
+def main():
+    import numpy as np
+
+    viewer, widgets, slide, pmap, p, step = demo_with_probability_map()
+    explain = widgets["Explain"]
     i, j = np.unravel_index(np.argmax(p), p.shape)
     centre = (int((i + 0.5) * step), int((j + 0.5) * step))
     viewer.layers.remove(pmap)

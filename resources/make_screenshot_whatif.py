@@ -15,26 +15,14 @@ sys.path.insert(0, str(HERE.parent / "bench"))
 sys.path.insert(0, str(HERE))
 
 from click_latency import pump_for, pump_until  # noqa: E402
-from make_screenshot_explain import look_at, results, shot  # noqa: E402
+from make_screenshot_explain import demo_with_probability_map, look_at, shot  # noqa: E402
 
 
 def main():
-    import napari
     import numpy as np
 
-    from napari_xhisto._widgets.launch import build_demo_viewer
-
-    viewer = napari.Viewer(show=True, title="napari-xhisto")
-    viewer.window._qt_window.resize(1600, 1200)
-    viewer, widgets = build_demo_viewer(viewer)
+    viewer, widgets, slide, pmap, p, step = demo_with_probability_map()
     explain = widgets["Explain"]
-    slide = viewer.layers[0]
-    pump_for(1.0)
-    explain.probability_map("whole slide")
-    pump_until(lambda: explain.worker is None)
-    (pmap,) = results(viewer, "probability")
-    p = np.nan_to_num(np.asarray(pmap.data), nan=0.0)
-    step = pmap.metadata["xhisto"]["placement"]["step_row"]
     from scipy.ndimage import uniform_filter
 
     i, j = np.unravel_index(np.argmax(uniform_filter(p, 5)), p.shape)  # inside a tumour area
