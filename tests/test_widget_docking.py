@@ -102,3 +102,26 @@ def test_meta_and_slide_level_docks_fit_beside_the_others(make_napari_viewer, qt
         assert not scroll.visibleRegion().isEmpty()
         assert scroll.viewport().width() >= scroll.inner.minimumSizeHint().width(), name
         assert not scroll.horizontalScrollBar().isVisible(), name
+
+
+def test_six_tabs_show_their_names_in_full(make_napari_viewer, qtbot):
+    """With all six docks tabbed at 1366 px, no tab name is cut ("Ex…" could be Explain or
+    Export): the tab bar scrolls instead."""
+    from qtpy.QtWidgets import QTabBar
+
+    from napari_xhisto._widgets.common.docking import dock_widgets
+    from napari_xhisto._widgets.meta import MetaWidget
+    from napari_xhisto._widgets.slide_level import SlideLevelWidget
+
+    viewer, main = _window(make_napari_viewer, qtbot, (1366, 768))
+    widgets = _four_widgets(viewer)
+    widgets.update({"Meta": MetaWidget(viewer), "Slide-level": SlideLevelWidget(viewer)})
+    dock_widgets(viewer, widgets)
+    _settle(qtbot)
+    (bar,) = [b for b in main.findChildren(QTabBar)
+              if "Explain" in [b.tabText(i) for i in range(b.count())]]
+    assert [bar.tabText(i) for i in range(bar.count())] == list(widgets)
+    metrics = bar.fontMetrics()
+    for i in range(bar.count()):
+        assert bar.tabRect(i).width() >= metrics.horizontalAdvance(bar.tabText(i)), \
+            bar.tabText(i)

@@ -14,7 +14,7 @@ The ``*Dock`` classes are the npe2 widget contributions (``napari.yaml``).
 from __future__ import annotations
 
 from qtpy.QtCore import QSize, Qt, QTimer
-from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QStyle
+from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QStyle, QTabBar
 
 MIN_DOCK_HEIGHT = 120
 MIN_DOCK_WIDTH = 200  # a dock never asks for more; wider content scrolls sideways
@@ -133,9 +133,23 @@ def dock_widgets(viewer, widgets: dict, *, area: str = "right", raise_first: boo
     return docks
 
 
+def readable_tabs(main, docks) -> list:
+    """The tab bars that hold ``docks``: names in full (no "Ex…" for both Explain and Export),
+    scroll arrows when they do not fit. Returns those tab bars."""
+    titles = {d.windowTitle() for d in docks}
+    bars = [bar for bar in main.findChildren(QTabBar)
+            if any(bar.tabText(i) in titles for i in range(bar.count()))]
+    for bar in bars:
+        bar.setElideMode(Qt.TextElideMode.ElideNone)
+        bar.setUsesScrollButtons(True)
+    return bars
+
+
 def _refit(main, docks, canvas, raise_first: bool) -> None:
-    """Once laid out: the area's width again, then less by what the canvas still lacks."""
+    """Once laid out: the area's width again, then less by what the canvas still lacks; the
+    tabs' names in full."""
     try:
+        readable_tabs(main, docks)
         if raise_first:
             docks[0].raise_()
         fit_docks(main, docks)
