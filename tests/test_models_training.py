@@ -126,12 +126,18 @@ def test_corner_square_is_a_shortcut_the_model_takes():
     assert res.metrics["held_out"]["accuracy"] <= 0.7  # without the square: chance
 
 
-def test_train_and_predict_clis_on_a_patch_folder(tmp_path, capsys):
-    imgs, labels = _colour_patches(160, 5)
+def _patch_folder(folder, n):
+    """``n`` colour patches written as PNGs into ``folder``/stroma and ``folder``/tumour."""
+    imgs, labels = _colour_patches(n, 5)
     for k, cls in enumerate(["stroma", "tumour"]):
-        (tmp_path / "patches" / cls).mkdir(parents=True)
+        (folder / cls).mkdir(parents=True)
         for i in np.flatnonzero(labels == k):
-            imsave(tmp_path / "patches" / cls / f"{i:03d}.png", imgs[i], check_contrast=False)
+            imsave(folder / cls / f"{i:03d}.png", imgs[i], check_contrast=False)
+    return imgs
+
+
+def test_train_and_predict_clis_on_a_patch_folder(tmp_path, capsys):
+    imgs = _patch_folder(tmp_path / "patches", 160)
     (tmp_path / "patches" / "necrosis").mkdir()
     imsave(tmp_path / "patches" / "necrosis" / "x.png", imgs[0], check_contrast=False)
     rc = main(["train", str(tmp_path / "m.json"), "--data", str(tmp_path / "patches"),
@@ -183,11 +189,7 @@ def test_train_cli_makes_a_model_with_dropout_for_mc_uncertainty(tmp_path, capsy
     from napari_xhisto.models import load_model
     from napari_xhisto.models.mc_dropout import mc_predict_proba
 
-    imgs, labels = _colour_patches(96, 5)
-    for k, cls in enumerate(["stroma", "tumour"]):
-        (tmp_path / "patches" / cls).mkdir(parents=True)
-        for i in np.flatnonzero(labels == k):
-            imsave(tmp_path / "patches" / cls / f"{i:03d}.png", imgs[i], check_contrast=False)
+    imgs = _patch_folder(tmp_path / "patches", 96)
     rc = main(["train", str(tmp_path / "mc.json"), "--data", str(tmp_path / "patches"),
                "--architecture", "xhisto_cnn_xs", "--patch-size", "24", "--epochs", "1",
                "--batch-size", "16", "--dropout", "0.3", "--conv-dropout", "0.1"])
