@@ -196,6 +196,9 @@ def load_model(model, *, device=None, amp: bool | None = None,
     batch_size : int
         Starting batch size (halved on out-of-memory).
     """
+    from .._runtime import tune_malloc
+
+    tune_malloc()
     if isinstance(model, LoadedModel):
         return model
     if isinstance(model, str) and model == "demo":

@@ -216,6 +216,9 @@ def load_encoder(source) -> Encoder:
     """
     import yaml
 
+    from .._runtime import tune_malloc
+
+    tune_malloc()
     if isinstance(source, Encoder):
         return source
     path = _spec_path(source)
