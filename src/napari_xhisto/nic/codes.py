@@ -156,6 +156,14 @@ class CodeStore:
         self.meta = m
         self.chunk = int(m["chunk"])
         self.shape = tuple(int(v) for v in m["shape"])
+        self._arrays: dict = {}
+
+    def _array(self, name: str):
+        """The group's array ``name``, opened once (zarr re-reads its metadata on every
+        ``group[name]``: a file read per chunk written)."""
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
 
     @classmethod
     def create(cls, path, *, shape, code_size: int, stride: int, patch: int, origin, mpp: float,
@@ -198,11 +206,11 @@ class CodeStore:
                 slice(b * c, min((b + 1) * c, self.shape[1])))
 
     def done_chunks(self) -> np.ndarray:
-        return np.asarray(self.group["done"][...], bool)
+        return np.asarray(self._array("done")[...], bool)
 
     def write_tissue(self, tissue: np.ndarray) -> None:
         """The whole tissue mask at once (it is known before any chunk is encoded)."""
-        self.group["tissue"][...] = np.asarray(tissue, bool)
+        self._array("tissue")[...] = np.asarray(tissue, bool)
 
     def write_chunk(self, a: int, b: int, codes: np.ndarray, tissue: np.ndarray | None = None,
                     damaged: np.ndarray | None = None) -> None:
@@ -213,12 +221,12 @@ class CodeStore:
         False where never written), so a clean chunk costs two small writes.
         """
         rs, cs = self.chunk_bounds(a, b)
-        self.group["codes"][rs, cs, :] = np.asarray(codes, np.float32)
+        self._array("codes")[rs, cs, :] = np.asarray(codes, np.float32)
         if tissue is not None:
-            self.group["tissue"][rs, cs] = np.asarray(tissue, bool)
+            self._array("tissue")[rs, cs] = np.asarray(tissue, bool)
         if damaged is not None and np.any(damaged):
-            self.group["damaged"][rs, cs] = np.asarray(damaged, bool)
-        self.group["done"][a:a + 1, b:b + 1] = True  # last: the chunk counts only once written
+            self._array("damaged")[rs, cs] = np.asarray(damaged, bool)
+        self._array("done")[a:a + 1, b:b + 1] = True  # last: the chunk counts only once written
 
     def finish(self, final: Path, provenance: dict) -> Path:
         """Record ``provenance``, mark complete and move the store to ``final`` (not existing)."""
