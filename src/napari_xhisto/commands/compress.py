@@ -28,7 +28,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--chunk", type=int, default=16, help="cells per Zarr chunk side")
     parser.add_argument("--mpp", type=float, default=None,
                         help="override the slide's µm per level-0 pixel")
-    parser.add_argument("--workers", type=int, default=None, help="reader threads")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="threads that each read and encode a batch (default: torch's "
+                             "thread count, at most 8)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing output (once the new one is complete)")

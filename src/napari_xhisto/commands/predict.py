@@ -31,7 +31,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if present)")
     parser.add_argument("--mpp", type=float, default=None,
                         help="override the slide's µm per level-0 pixel")
-    parser.add_argument("--workers", type=int, default=None, help="reader threads")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="batch threads on CPU, each reading and running a batch (default: "
+                             "torch's thread count, at most 8); reader threads on a GPU")
     parser.add_argument("--mc-dropout", type=int, default=None, metavar="N",
                         help="Monte-Carlo dropout: N stochastic passes per patch (30 is usual); "
                              "writes the mean to --out and the standard deviation beside it")

@@ -2,8 +2,9 @@
 
 The region is cut into a grid of cells of ``stride`` level-0 pixels; each cell's patch is the
 model's field of view (``patch_size * spec.mpp / slide.mpp`` level-0 px) centred on the cell.
-Background cells (a cheap saturation/brightness mask read at a coarse scale) are skipped. Patch
-reads run on a thread pool, a few batches ahead, while the model runs on the current batch.
+Background cells (a cheap saturation/brightness mask read at a coarse scale) are skipped. On CPU
+batches run on a few threads at once, each reading its patches and running the model with one
+torch thread; on a GPU reads run on threads a few batches ahead of the model (``run_batches``).
 
 A cell whose patch (or tissue-mask thumbnail) shows a damaged tile of the slide (see
 ``Slide.damage_mask``) gets NaN for every class and is listed in the provenance: the model's
@@ -210,6 +211,90 @@ def read_patch_batch(slide, plan: PatchPlan, cells: np.ndarray) -> np.ndarray:
     return out
 
 
+MAX_BATCH_THREADS = 8  # batch threads by default at most: each holds a batch's activations
+
+
+def batch_threads(readers_only: bool = False) -> int:
+    """Default number of :func:`run_batches` threads: when they run the model (CPU), one per
+    torch intra-op thread the caller allows (widgets leave a core to the GUI), at most
+    ``MAX_BATCH_THREADS``; when they only read (GPU, or a model that runs batches in order),
+    min(4, CPUs)."""
+    import torch
+
+    if readers_only:
+        return min(4, os.cpu_count() or 1)
+    return max(1, min(MAX_BATCH_THREADS, torch.get_num_threads()))
+
+
+def run_batches(jobs, read, forward, *, workers: int, prefetch: int | None = None,
+                forward_in_threads: bool = True):
+    """Read and run ``jobs`` on ``workers`` threads: a generator of ``(job, result, read_s,
+    forward_s)`` in job order (``read_s``, ``forward_s``: seconds spent in each, per batch).
+
+    With ``forward_in_threads`` (CPU), each thread reads its batch (``read(job)``) and runs
+    ``forward(images)`` on it with one torch thread, ``prefetch`` (default ``workers + 1``)
+    batches in flight. Readers beside one multi-threaded forward pass were slower on CPU:
+    every read that took a core stalled all torch threads at their next barrier (compress ran
+    at 0.63 of the encoder's forward-only speed on 2 cores, 0.79 this way, in back-to-back
+    passes: ``bench/compress.py --paired``). The caller's torch thread count is restored at the
+    end.
+
+    Without it (a GPU model), the threads only read, ``prefetch`` batches ahead, and
+    ``forward`` runs in the calling thread. Closing the generator (a cancel) drops the batches
+    not started yet.
+    """
+    import torch
+
+    from ..slide.core import decode_on_this_thread
+
+    prefetch = prefetch or workers + 1
+
+    def start():
+        decode_on_this_thread()  # these threads are the parallel readers already
+        if forward_in_threads:
+            torch.set_num_threads(1)
+
+    def timed_read(job):
+        t0 = time.perf_counter()
+        return read(job), time.perf_counter() - t0
+
+    def read_and_run(job):
+        images, read_s = timed_read(job)
+        t0 = time.perf_counter()
+        return forward(images), read_s, time.perf_counter() - t0
+
+    task = read_and_run if forward_in_threads else timed_read
+    threads = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xhisto-batch",
+                                initializer=start) as pool:
+            pending = deque()
+            todo = iter(jobs)
+            for job in todo:
+                pending.append((job, pool.submit(task, job)))
+                if len(pending) >= prefetch:
+                    break
+            try:
+                while pending:
+                    job, fut = pending.popleft()
+                    got = fut.result()
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        pending.append((nxt, pool.submit(task, nxt)))
+                    if forward_in_threads:
+                        yield (job, *got)
+                    else:
+                        t0 = time.perf_counter()
+                        result = forward(got[0])
+                        yield job, result, got[1], time.perf_counter() - t0
+            finally:
+                for _, fut in pending:
+                    fut.cancel()
+    finally:
+        if forward_in_threads:
+            torch.set_num_threads(threads)  # torch keeps the last count set in any thread
+
+
 def predict_region(slide, region: Region | None, model, *, batch_size: int = 64,
                    stride: float | None = None, tissue_threshold: float = 0.1,
                    workers: int | None = None, prefetch: int | None = None):
@@ -229,9 +314,9 @@ def predict_region(slide, region: Region | None, model, *, batch_size: int = 64,
     tissue_threshold : float
         Minimum tissue fraction of a cell for its patch to run.
     workers : int, optional
-        Reader threads (default min(4, CPUs)).
+        Batch threads (default :func:`batch_threads`; see :func:`run_batches`).
     prefetch : int, optional
-        Batches read ahead (default workers + 1).
+        Batches in flight (default workers + 1).
 
     Returns
     -------
@@ -264,44 +349,29 @@ def predict_region(slide, region: Region | None, model, *, batch_size: int = 64,
                else np.zeros((rows, cols), bool))
     total = len(plan.cells)
     batches = [plan.cells[i:i + batch_size] for i in range(0, total, batch_size)]
-    workers = workers or min(4, os.cpu_count() or 1)
-    prefetch = prefetch or workers + 1
-    t_start, wait_s, compute_s, done = time.perf_counter(), 0.0, 0.0, 0
+    in_threads = model.device.type == "cpu" and model.parallel_batches
+    workers = workers or batch_threads(readers_only=not in_threads)
+    t_start, read_s, compute_s, done = time.perf_counter(), 0.0, 0.0, 0
     yield 0, total
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xhisto-read") as pool:
-        pending = deque()
-        todo = iter(batches)
-        for b in todo:
-            pending.append((b, pool.submit(read_patch_batch, slide, plan, b)))
-            if len(pending) >= prefetch:
-                break
-        try:
-            while pending:
-                cells, fut = pending.popleft()
-                t0 = time.perf_counter()
-                images = fut.result()
-                t1 = time.perf_counter()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending.append((nxt, pool.submit(read_patch_batch, slide, plan, nxt)))
-                p = model.predict_proba(images, batch_size=batch_size)
-                compute_s += time.perf_counter() - t1
-                wait_s += t1 - t0
-                probs[cells[:, 0], cells[:, 1]] = p
-                hit = damaged_cells(slide, plan, cells)
-                if hit.any():
-                    damaged[cells[hit, 0], cells[hit, 1]] = True
-                done += len(cells)
-                yield done, total
-        finally:  # on cancel (generator closed) drop reads not started yet
-            for _, fut in pending:
-                fut.cancel()
+    for cells, p, t_read, t_model in run_batches(
+            batches, lambda cells: read_patch_batch(slide, plan, cells),
+            lambda images: model.predict_proba(images, batch_size=batch_size),
+            workers=workers, prefetch=prefetch,
+            forward_in_threads=in_threads):
+        read_s += t_read
+        compute_s += t_model
+        probs[cells[:, 0], cells[:, 1]] = p
+        hit = damaged_cells(slide, plan, cells)
+        if hit.any():
+            damaged[cells[hit, 0], cells[hit, 1]] = True
+        done += len(cells)
+        yield done, total
     elapsed = time.perf_counter() - t_start
     probs[damaged] = np.nan
     prov = {**model.provenance(), "region": list(plan.region.as_tuple()),
             "stride_level0": plan.stride, "footprint_level0": plan.footprint,
             "slide_mpp": float(slide.mpp), "tissue_threshold": tissue_threshold,
-            "n_patches": total, "seconds": elapsed, "read_wait_seconds": wait_s,
+            "n_patches": total, "seconds": elapsed, "workers": workers, "read_seconds": read_s,
             "compute_seconds": compute_s, "slide": str(getattr(slide, "path", "")),
             "n_damaged_cells": int(damaged.sum()),
             "damaged_tiles": damage_in_region(slide, plan.region)}

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -86,6 +87,9 @@ class LoadedModel:
     amp: bool = False
     batch_size: int = 64
     notes: list = field(default_factory=list)
+    # batches may run on several threads at once (``inference.run_batches``); False for
+    # wrappers whose forward keeps state in call order (MC dropout's seeded masks)
+    parallel_batches: ClassVar[bool] = True
 
     def preprocess(self, images) -> torch.Tensor:
         """uint8 NHWC RGB (numpy or tensor) -> normalised float NCHW on the model's device."""

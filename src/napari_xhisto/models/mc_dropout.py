@@ -300,6 +300,8 @@ class UncertaintyMap:
 class _MCModel(LoadedModel):
     """A LoadedModel whose ``predict_proba`` returns the MC mean and keeps median and std."""
 
+    parallel_batches = False  # one generator and the kept results follow the batch order
+
     def __init__(self, base: LoadedModel, n_samples: int, seed: int, layers):
         super().__init__(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
         self.n_samples, self.seed, self.layers = n_samples, seed, layers

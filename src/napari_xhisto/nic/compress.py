@@ -10,10 +10,10 @@ fixed batches over all tissue cells in that order, so a cell is always encoded i
 batch whatever ran before: with ``out`` every finished chunk is written and marked done in
 ``<out>.partial``, a killed run resumes from there (re-encoding a batch that straddles a
 finished chunk, keeping the stored codes), and kill + resume gives the same bytes as one run.
-Patch reads run on a thread pool a few batches ahead of the encoder, and finished chunks are
-written by one background thread in order (a chunk is marked done only after its codes are
-written, so resuming stays exact), keeping the encoder's thread on the network. Cells whose patch
-shows a damaged tile get NaN codes and are counted in the provenance.
+Batches run on a few threads at once, each reading its patches and encoding them with one
+torch thread (see ``_encode_batches``), and finished chunks are written by one background
+thread in order (a chunk is marked done only after its codes are written, so resuming stays
+exact). Cells whose patch shows a damaged tile get NaN codes and are counted in the provenance.
 """
 
 from __future__ import annotations
@@ -103,38 +103,16 @@ def _batches(plan, chunk: int, done: np.ndarray, batch_size: int):
 
 
 def _encode_batches(slide, plan, batches, encoder, workers: int, prefetch: int):
-    """Read (on ``workers`` threads, ``prefetch`` batches ahead) and encode ``batches`` in
-    order. (Normalising on the reader threads as well was tried: no clear gain on 2 cores, and
-    float batches allocated on one thread and freed on another made the peak RSS grow with
-    the slide, 750 -> 900 MB from 533 to 8355 patches.)
+    """Read and encode ``batches`` (``models.inference.run_batches``: on ``workers`` threads,
+    each reading a batch and encoding it with one torch thread): a generator of ``(cells,
+    chunk_ids, codes, damaged, read_s, encode_s)`` in order."""
+    from ..models.inference import damaged_cells, read_patch_batch, run_batches
 
-    Yields ``(cells, chunk_ids, codes, damaged, wait_s, compute_s)`` per batch; closing the
-    generator (a cancel) drops the reads not started yet.
-    """
-    from ..models.inference import damaged_cells, read_patch_batch
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xhisto-nic") as pool:
-        pending = deque()
-        todo = iter(batches)
-        for job in todo:
-            pending.append((job, pool.submit(read_patch_batch, slide, plan, job[0])))
-            if len(pending) >= prefetch:
-                break
-        try:
-            while pending:
-                (cells, chunk_ids), fut = pending.popleft()
-                t0 = time.perf_counter()
-                images = fut.result()
-                t1 = time.perf_counter()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending.append((nxt, pool.submit(read_patch_batch, slide, plan, nxt[0])))
-                z = encoder.encode(images, batch_size=len(images))
-                busy = time.perf_counter() - t1
-                yield cells, chunk_ids, z, damaged_cells(slide, plan, cells), t1 - t0, busy
-        finally:
-            for _, fut in pending:
-                fut.cancel()
+    for (cells, chunk_ids), z, read_s, encode_s in run_batches(
+            batches, lambda job: read_patch_batch(slide, plan, job[0]),
+            lambda images: encoder.encode(images, batch_size=len(images)),
+            workers=workers, prefetch=prefetch):
+        yield cells, chunk_ids, z, damaged_cells(slide, plan, cells), read_s, encode_s
 
 
 def _open_store(out: Path, plan_key: dict, *, force: bool, create):
@@ -182,7 +160,9 @@ def compress_slide(slide, encoder, *, region=None, batch_size: int = 64, out=Non
         Minimum tissue fraction of a cell for it to be encoded.
     chunk : int
         Cells per Zarr chunk side (the unit of resuming).
-    workers, prefetch : reader threads and batches read ahead.
+    workers, prefetch : int, optional
+        Threads that each read and encode a whole batch (default
+        ``models.inference.batch_threads()``) and batches in flight (default ``workers + 1``).
     force : bool
         Replace an existing ``out`` (only once the new one is complete) or a partial run with
         other settings.
@@ -193,14 +173,12 @@ def compress_slide(slide, encoder, *, region=None, batch_size: int = 64, out=Non
         As the generator's return value (``StopIteration.value``).
     """
     from ..cohort.fingerprint import file_fingerprint
-    from ..models.inference import damage_in_region, plan_patches
+    from ..models.inference import batch_threads, damage_in_region, plan_patches
     from .encoders import load_encoder
 
     batch_size = options.batch_size(batch_size, "batch_size")
     chunk = int(options.whole_number(chunk, "chunk", minimum=1, maximum=4096))
-    workers = options.threads(workers, "workers") if workers is not None else min(
-        2, os.cpu_count() or 1)  # the slide decodes tiles on its own pool; more threads only
-    # take CPU from the encoder (the reads are a small share of a compress)
+    workers = options.threads(workers, "workers") if workers is not None else batch_threads()
     prefetch = prefetch or workers + 1
     if isinstance(slide, str | os.PathLike):
         from ..slide import open_slide
@@ -245,7 +223,7 @@ def compress_slide(slide, encoder, *, region=None, batch_size: int = 64, out=Non
     todo_cells = sum(remaining.values())
     done = total - todo_cells
     n_reused = int(done_chunks.sum())
-    t_start, wait_s, compute_s = time.perf_counter(), 0.0, 0.0
+    t_start, read_s, encode_s = time.perf_counter(), 0.0, 0.0
     yield done, total
 
     def bounds(a, b):
@@ -280,10 +258,10 @@ def compress_slide(slide, encoder, *, region=None, batch_size: int = 64, out=Non
             finish_chunk(*cid, *buf(cid))
             bufs.pop(cid)
             remaining.pop(cid)
-        for cells, chunk_ids, z, hit, wait, busy in _encode_batches(
+        for cells, chunk_ids, z, hit, t_read, t_encode in _encode_batches(
                 slide, plan, batches, encoder, workers, prefetch):
-            wait_s += wait
-            compute_s += busy
+            read_s += t_read
+            encode_s += t_encode
             n_new = 0
             for k, cid in enumerate(chunk_ids):
                 if cid not in remaining:
@@ -313,7 +291,7 @@ def compress_slide(slide, encoder, *, region=None, batch_size: int = 64, out=Non
             "tissue_threshold": float(tissue_threshold), "batch_size": batch_size,
             "chunk": chunk, "n_patches": total, "n_encoded_this_run": todo_cells,
             "chunks_reused": n_reused, "resumed": resumed, "seconds": elapsed,
-            "read_wait_seconds": wait_s, "compute_seconds": compute_s,
+            "workers": workers, "read_seconds": read_s, "encode_seconds": encode_s,
             "n_damaged_cells": int(damaged.sum()),
             "damaged_tiles": damage_in_region(slide, plan.region)}
     if store is None:

@@ -12,6 +12,7 @@ model ``models.load_model`` reads; no weights of its own).
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -148,8 +149,13 @@ class Encoder:
                 raise ModelError(f"{self.classifier.name}: no Linear layer whose input would be "
                                  "the penultimate features; choose another model")
             self._features = linears[-1]
-        got = []
-        handle = self._features.register_forward_hook(lambda m, inp, out: got.append(inp[0]))
+        got, me = [], threading.get_ident()  # batches may run on several threads at once
+
+        def keep(m, inp, out):
+            if threading.get_ident() == me:
+                got.append(inp[0])
+
+        handle = self._features.register_forward_hook(keep)
         try:
             module(x)
         finally:

@@ -35,6 +35,12 @@ _shared_cache = TileCache(DEFAULT_CACHE_BYTES)
 _worker_flag = threading.local()
 
 
+def decode_on_this_thread() -> None:
+    """Let the calling thread decode the tiles its reads miss itself, instead of handing them
+    to the slide's pool: for threads that are already one of several parallel readers."""
+    _worker_flag.active = True
+
+
 def shared_tile_cache() -> TileCache:
     """The process-wide decoded-tile cache every slide uses unless given its own."""
     return _shared_cache
