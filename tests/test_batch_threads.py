@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_xhisto.models.inference import batch_threads, run_batches
+from napari_xhisto.models.inference import batch_scheme, batch_threads, run_batches
 
 
 def test_results_come_in_job_order_and_torch_threads_are_restored():
@@ -59,25 +59,44 @@ def test_closing_early_drops_batches_not_started():
     assert len(started) < 10
 
 
-def test_default_thread_counts():
-    assert 1 <= batch_threads() <= 8
-    assert batch_threads() <= max(1, torch.get_num_threads())
-    assert batch_threads(readers_only=True) >= 1
+def test_the_scheme_follows_device_model_and_torch_threads():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert batch_threads() == 2
+        assert batch_scheme("cpu") == (True, 2)
+        assert batch_scheme("cpu", parallel_batches=False)[0] is False
+        assert batch_scheme("cuda")[0] is False
+        torch.set_num_threads(1)  # a widget on 2 cores: readers beside the model instead
+        readers = batch_scheme("cpu")
+        assert readers[0] is False and 1 <= readers[1] <= 4
+        torch.set_num_threads(12)
+        assert batch_threads() == 8
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("kind", ["contrastive", "supervised"])
 def test_encoders_give_the_same_codes_on_several_threads(kind):
-    """The supervised encoder reads its features with a forward hook: with batches on two
-    threads at once, each must get its own batch's features."""
+    """Several threads encode at once from a fresh encoder: its lazily built normalisation
+    must be whole when another thread uses it, and the supervised encoder's feature hook must
+    give each thread its own batch's features."""
     from napari_xhisto.nic.encoders import load_encoder
 
-    enc = load_encoder(kind)
+    enc = load_encoder(kind)  # fresh: its lazily built state is built by the threads below
     rng = np.random.default_rng(0)
     batches = [rng.integers(0, 256, (8, enc.patch_px, enc.patch_px, 3), np.uint8)
                for _ in range(6)]
-    ref = [enc.encode(b, batch_size=8) for b in batches]
-    got = [z for _, z, _, _ in run_batches(range(6), lambda k: batches[k],
+    together = threading.Barrier(3)
+
+    def read(k):
+        if k < 3:
+            together.wait(timeout=10)  # the first three batches start encoding at once
+        return batches[k]
+
+    got = [z for _, z, _, _ in run_batches(range(6), read,
                                            lambda x: enc.encode(x, batch_size=8), workers=3)]
+    ref = [enc.encode(b, batch_size=8) for b in batches]
     for a, b in zip(ref, got):
         np.testing.assert_array_equal(a, b)
 

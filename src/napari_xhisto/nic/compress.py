@@ -102,16 +102,18 @@ def _batches(plan, chunk: int, done: np.ndarray, batch_size: int):
     return batches, remaining
 
 
-def _encode_batches(slide, plan, batches, encoder, workers: int, prefetch: int):
+def _encode_batches(slide, plan, batches, encoder, workers: int, prefetch: int,
+                    in_threads: bool = True):
     """Read and encode ``batches`` (``models.inference.run_batches``: on ``workers`` threads,
-    each reading a batch and encoding it with one torch thread): a generator of ``(cells,
-    chunk_ids, codes, damaged, read_s, encode_s)`` in order."""
+    each reading a batch and encoding it with one torch thread, or with ``in_threads`` False
+    reading ahead of the encoder): a generator of ``(cells, chunk_ids, codes, damaged, read_s,
+    encode_s)`` in order."""
     from ..models.inference import damaged_cells, read_patch_batch, run_batches
 
     for (cells, chunk_ids), z, read_s, encode_s in run_batches(
             batches, lambda job: read_patch_batch(slide, plan, job[0]),
             lambda images: encoder.encode(images, batch_size=len(images)),
-            workers=workers, prefetch=prefetch):
+            workers=workers, prefetch=prefetch, forward_in_threads=in_threads):
         yield cells, chunk_ids, z, damaged_cells(slide, plan, cells), read_s, encode_s
 
 
@@ -161,8 +163,9 @@ def compress_slide(slide, encoder, *, region=None, batch_size: int = 64, out=Non
     chunk : int
         Cells per Zarr chunk side (the unit of resuming).
     workers, prefetch : int, optional
-        Threads that each read and encode a whole batch (default
-        ``models.inference.batch_threads()``) and batches in flight (default ``workers + 1``).
+        Threads that each read and encode a whole batch, or reader threads where torch may use
+        one thread only (see ``models.inference.batch_scheme``, which sets the default), and
+        batches in flight (default ``workers + 1``).
     force : bool
         Replace an existing ``out`` (only once the new one is complete) or a partial run with
         other settings.
@@ -173,12 +176,13 @@ def compress_slide(slide, encoder, *, region=None, batch_size: int = 64, out=Non
         As the generator's return value (``StopIteration.value``).
     """
     from ..cohort.fingerprint import file_fingerprint
-    from ..models.inference import batch_threads, damage_in_region, plan_patches
+    from ..models.inference import batch_scheme, damage_in_region, plan_patches
     from .encoders import load_encoder
 
     batch_size = options.batch_size(batch_size, "batch_size")
     chunk = int(options.whole_number(chunk, "chunk", minimum=1, maximum=4096))
-    workers = options.threads(workers, "workers") if workers is not None else batch_threads()
+    in_threads, default_workers = batch_scheme()
+    workers = options.threads(workers, "workers") if workers is not None else default_workers
     prefetch = prefetch or workers + 1
     if isinstance(slide, str | os.PathLike):
         from ..slide import open_slide
@@ -259,7 +263,7 @@ def compress_slide(slide, encoder, *, region=None, batch_size: int = 64, out=Non
             bufs.pop(cid)
             remaining.pop(cid)
         for cells, chunk_ids, z, hit, t_read, t_encode in _encode_batches(
-                slide, plan, batches, encoder, workers, prefetch):
+                slide, plan, batches, encoder, workers, prefetch, in_threads):
             read_s += t_read
             encode_s += t_encode
             n_new = 0

@@ -99,7 +99,7 @@ class Encoder:
         self.classifier = classifier
         self.source = source
         self.weights_sha256 = weights_sha256
-        self._scale = self._shift = None
+        self._affine: tuple[torch.Tensor, torch.Tensor] | None = None
         self._features = None
 
     def normalise(self, images) -> torch.Tensor:
@@ -113,12 +113,13 @@ class Encoder:
             images = images[None]
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ModelError(f"patches must be (N, H, W, 3) RGB, got shape {images.shape}")
-        if self._scale is None:
+        if self._affine is None:  # set in one assignment: batch threads may race here
             std = torch.tensor(self.spec["std"], dtype=torch.float32)
-            self._scale = 1.0 / (255.0 * std)
-            self._shift = -torch.tensor(self.spec["mean"], dtype=torch.float32) / std
+            self._affine = (1.0 / (255.0 * std),
+                            -torch.tensor(self.spec["mean"], dtype=torch.float32) / std)
+        scale, shift = self._affine
         x = torch.as_tensor(np.ascontiguousarray(images)).to(torch.float32)
-        return x.mul_(self._scale).add_(self._shift)
+        return x.mul_(scale).add_(shift)
 
     def to_network(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised NHWC (:meth:`normalise`) -> NCHW at ``patch_px`` without a copy
