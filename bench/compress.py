@@ -178,7 +178,7 @@ def child_paired(slide_path: str, encoder: str, batch: int, out: str, passes: in
 
     batch_threads_scheme = nic_compress._encode_batches
 
-    def readers_scheme(slide, plan, batches, encoder, workers, prefetch):
+    def readers_scheme(slide, plan, batches, encoder, workers, prefetch, in_threads=True):
         # the scheme before batch threads: 2 reader threads a few batches ahead of one
         # forward pass on all torch threads, for the A/B beside it
         for (cells, ids), z, r, e in run_batches(

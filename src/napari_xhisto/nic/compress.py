@@ -10,8 +10,8 @@ fixed batches over all tissue cells in that order, so a cell is always encoded i
 batch whatever ran before: with ``out`` every finished chunk is written and marked done in
 ``<out>.partial``, a killed run resumes from there (re-encoding a batch that straddles a
 finished chunk, keeping the stored codes), and kill + resume gives the same bytes as one run.
-Batches run on a few threads at once, each reading its patches and encoding them with one
-torch thread (see ``_encode_batches``), and finished chunks are written by one background
+On CPU, batches run on a few threads at once, each reading its patches and encoding them with
+one torch thread (``models.inference.batch_scheme`` says when), and finished chunks are written by one background
 thread in order (a chunk is marked done only after its codes are written, so resuming stays
 exact). Cells whose patch shows a damaged tile get NaN codes and are counted in the provenance.
 """
