@@ -51,6 +51,14 @@ def _loadavg() -> list[float]:
         return []
 
 
+def encode_in_threads(enc, images, batch: int) -> None:
+    """Forward-only in compress's scheme: ``models.inference.run_batches`` without reads."""
+    from napari_xhisto.models.inference import batch_threads, run_batches
+
+    list(run_batches(range(0, len(images), batch), lambda a: images[a:a + batch],
+                     lambda x: enc.encode(x, batch_size=batch), workers=batch_threads()))
+
+
 def child_forward(slide_path: str, encoder: str, cap: int, batch: int, mode: str) -> dict:
     """Forward-only on patches read beforehand. ``mode`` "omp": one batch at a time on all of
     torch's threads (``Encoder.encode`` as a user calls it); "streams": batches on as many
@@ -73,18 +81,9 @@ def child_forward(slide_path: str, encoder: str, cap: int, batch: int, mode: str
     enc.encode(images[:batch], batch_size=batch)  # warm-up
     starts = range(0, len(images), batch)
     if mode == "streams":
-        from concurrent.futures import ThreadPoolExecutor
-
-        import torch
-
-        from napari_xhisto.models.inference import batch_threads
-
-        with ThreadPoolExecutor(batch_threads(), initializer=torch.set_num_threads,
-                                initargs=(1,)) as pool:
-            list(pool.map(lambda a: enc.encode(images[a:a + batch], batch_size=batch),
-                          starts[:pool._max_workers]))  # warm-up of each thread
-            t0, c0 = time.perf_counter(), time.process_time()
-            list(pool.map(lambda a: enc.encode(images[a:a + batch], batch_size=batch), starts))
+        encode_in_threads(enc, images[:batch * 2], batch)  # warm-up: one-thread kernels
+        t0, c0 = time.perf_counter(), time.process_time()
+        encode_in_threads(enc, images, batch)
     else:
         t0, c0 = time.perf_counter(), time.process_time()
         for a in starts:
@@ -141,12 +140,9 @@ def child_paired(slide_path: str, encoder: str, batch: int, out: str, passes: in
     to the mean of the faster scheme's two forward runs around it. Back-to-back pairs see the
     same machine, so their ratios swing less than separate processes' medians."""
     import shutil
-    from concurrent.futures import ThreadPoolExecutor
     from types import SimpleNamespace
 
-    import torch
-
-    from napari_xhisto.models.inference import batch_threads, plan_patches, read_patch_batch
+    from napari_xhisto.models.inference import plan_patches, read_patch_batch
     from napari_xhisto.nic.compress import _footprint, compress_slide
     from napari_xhisto.nic.encoders import load_encoder
     from napari_xhisto.progress import run_to_end
@@ -159,8 +155,6 @@ def child_paired(slide_path: str, encoder: str, batch: int, out: str, passes: in
         plan = plan_patches(slide, None, spec)
         images = read_patch_batch(slide, plan, plan.cells)
     starts = range(0, len(images), batch)
-    pool = ThreadPoolExecutor(batch_threads(), initializer=torch.set_num_threads,
-                              initargs=(1,))
 
     def omp():
         t0 = time.perf_counter()
@@ -170,7 +164,7 @@ def child_paired(slide_path: str, encoder: str, batch: int, out: str, passes: in
 
     def streams():
         t0 = time.perf_counter()
-        list(pool.map(lambda a: enc.encode(images[a:a + batch], batch_size=batch), starts))
+        encode_in_threads(enc, images, batch)
         return len(images) / (time.perf_counter() - t0)
 
     import napari_xhisto.nic.compress as nic_compress
@@ -207,7 +201,6 @@ def child_paired(slide_path: str, encoder: str, batch: int, out: str, passes: in
         rows.append({"forward_before": before, "forward_after": after, "compress": c,
                      "compress_readers_scheme": old, "ratio": c / fwd,
                      "ratio_readers_scheme": old / fwd})
-    pool.shutdown()
     ratios = [r["ratio"] for r in rows]
     return {"n_patches": len(images), "passes": rows, "ratio_median": statistics.median(ratios),
             "ratio_min": min(ratios), "ratio_max": max(ratios),

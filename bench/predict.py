@@ -131,20 +131,18 @@ def main(argv=None) -> int:
         sync()
         return time.perf_counter() - t
 
-    def forward_streams():  # predict_region's CPU scheme: a batch per thread, 1 torch thread
-        from concurrent.futures import ThreadPoolExecutor
+    def forward_streams():  # predict_region's CPU scheme: run_batches without reads
+        from napari_xhisto.models.inference import batch_threads, run_batches
 
-        from napari_xhisto.models.inference import batch_threads
+        def run(ims):
+            list(run_batches(range(len(ims)), ims.__getitem__,
+                             lambda im: model.predict_proba(im, batch_size=args.batch_size),
+                             workers=batch_threads()))
 
-        with ThreadPoolExecutor(batch_threads(), initializer=torch.set_num_threads,
-                                initargs=(1,)) as pool:
-            list(pool.map(lambda im: model.predict_proba(im[:8]), images[:pool._max_workers]))
-            t = time.perf_counter()
-            list(pool.map(lambda im: model.predict_proba(im, batch_size=args.batch_size),
-                          images))
-            dt = time.perf_counter() - t
-        torch.set_num_threads(args.threads)
-        return dt
+        run(images[:2])  # warm-up: one-thread kernels
+        t = time.perf_counter()
+        run(images)
+        return time.perf_counter() - t
 
     e2e, fwd = [], {"omp": [], "streams": []}
     for _ in range(args.reps):  # interleaved; each end-to-end run decodes cold

@@ -102,7 +102,7 @@ def _batches(plan, chunk: int, done: np.ndarray, batch_size: int):
     return batches, remaining
 
 
-def _encode_batches(slide, plan, batches, encoder, workers: int, prefetch: int,
+def _encode_batches(slide, plan, batches, encoder, workers: int, prefetch: int | None,
                     in_threads: bool = True):
     """Read and encode ``batches`` (``models.inference.run_batches``: on ``workers`` threads,
     each reading a batch and encoding it with one torch thread, or with ``in_threads`` False
@@ -183,7 +183,6 @@ def compress_slide(slide, encoder, *, region=None, batch_size: int = 64, out=Non
     chunk = int(options.whole_number(chunk, "chunk", minimum=1, maximum=4096))
     in_threads, default_workers = batch_scheme()
     workers = options.threads(workers, "workers") if workers is not None else default_workers
-    prefetch = prefetch or workers + 1
     if isinstance(slide, str | os.PathLike):
         from ..slide import open_slide
 
