@@ -286,3 +286,23 @@ def test_evaluate_class_map_and_numbers_errors_are_one_line(files, tmp_path, cap
         err = capsys.readouterr().err
         assert rc == 1 and words in err and len(err.strip().splitlines()) == 1, (extra, err)
     assert not (tmp_path / "x.json").exists()
+
+
+def test_no_tumour_cell_on_the_heatmap_skips_the_auc_and_scores_the_regions(files, tmp_path,
+                                                                             capsys):
+    # the tumour cells all lie above the heatmap: the cell AUC is skipped with the reason,
+    # the regions and localisation are still written (before, the whole run failed)
+    heat_path, _, heat, placement, cells, regions = files
+    off = np.where(cells.classes == "tumour", 100.0, cells.rows)
+    path = tmp_path / "off.geojson"
+    write_annotations(path, AnnotationSet(CellPoints(off, cells.cols, cells.classes), regions, {}))
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--heatmap", str(heat_path), "--cells", str(path), "--radius-um",
+                 "4", "--out", str(out), "--random-runs", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "no cell AUC: a cell ROC needs scored cells of both groups, got 0 positive (tumour)" in text
+    m = json.loads(out.read_text())
+    assert "roc" not in m and m["cells"]["roc_skipped"].startswith("a cell ROC needs")
+    truth = truth_mask(regions, heat.shape, placement=placement, classes=("tumour area",))
+    assert m["localization"]["tumour area"]["pxap"] == pytest.approx(pxap(heat, truth).pxap)
+    assert len(m["regions"]) == 2

@@ -439,3 +439,28 @@ def test_annotate_class_map_is_used_when_scoring(make_napari_viewer, tmp_path):
     assert result["cells"]["n"] == int(keep.sum())
     assert result["roc"]["auc"] == pytest.approx(
         roc_auc_score(names[keep] == "Tumor", scores[keep]), abs=1e-9)
+
+
+def test_cells_of_one_class_show_why_there_is_no_auc_and_keep_the_regions(make_napari_viewer,
+                                                                          tmp_path):
+    # every cell on the area is stroma: no cell ROC (said under the AUC table), while the
+    # regions, localisation and plots are filled as usual
+    from napari_xhisto._widgets.evaluate import EvaluateWidget
+
+    viewer = make_napari_viewer()
+    heat, cells, regions = _scene()
+    cells = CellPoints(cells.rows, cells.cols, np.full(len(cells.rows), "stroma"))
+    _add(viewer, heat, cells, regions)
+    widget = EvaluateWidget(viewer)
+    widget.random_spin.setValue(2)
+    result = widget.evaluate()
+    assert "roc" not in result and widget.auc_table.rowCount() == 0
+    assert widget.auc_caption.text().startswith("No cell AUC: a cell ROC needs scored cells of")
+    assert widget.auc_caption.isVisibleTo(widget)
+    expected = region_relevance(heat, regions, placement=PLACEMENT)
+    assert [g["mean"] for g in result["regions"]] == pytest.approx([e.mean for e in expected])
+    assert widget.region_table.rowCount() == 2 and widget.loc_table.rowCount() == 3
+    truth = truth_mask(regions, heat.shape, placement=PLACEMENT, classes=("tumour area",))
+    assert widget.loc_table.item(0, 1).text() == f"{pxap(heat, truth).pxap:.4g}"
+    pngs = widget.save_plots(tmp_path / "plots")
+    assert pngs and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)

@@ -183,3 +183,15 @@ def test_report_and_figures_docstring_examples():
 
     for module in (report, figures):
         assert doctest.testmod(module).failed == 0
+
+
+def test_report_says_why_there_is_no_cell_roc(tmp_path):
+    from napari_xhisto.metrics.report import evaluate_heatmap
+
+    heat = np.random.default_rng(1).random((64, 64)).astype(np.float32)
+    cells = CellPoints(np.full(5, 10.0), np.arange(5) * 10.0, np.full(5, "stroma"))
+    metrics = evaluate_heatmap(heat, mpp=0.5, cells=cells, radius_um=2.0, n_random=0)
+    path = write_report(tmp_path / "r.html", heatmap=ArrayTiles(heat, Placement()),
+                        metrics=metrics)
+    text = path.read_text()
+    assert "Cell-level ROC</h3><p>Not computed: a cell ROC needs scored cells of both groups" in text

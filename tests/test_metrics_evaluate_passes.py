@@ -38,3 +38,33 @@ def test_parallel_passes_equal_the_functions_alone(with_regions):
     pos, neg, thr = threshold_histograms(heat, truth)
     want_pxap = pxap_from_histograms(pos, neg, thr).pxap
     assert out["localization"]["tumour area"]["pxap"] == pytest.approx(want_pxap, abs=1e-12)
+
+
+def test_cells_of_one_group_only_skip_the_roc_and_keep_the_regions():
+    # an area annotated with stroma cells only (no tumour cell): the cell ROC cannot be
+    # computed, which is said, and the regions and localisation are still scored
+    rng = np.random.default_rng(5)
+    heat = rng.standard_normal((200, 200)).astype(np.float32)
+    heat[50:150, 50:150] += 2.0
+    cells = CellPoints(rng.uniform(0, 200, 40), rng.uniform(0, 200, 40), np.full(40, "stroma"))
+    square = RegionShape("tumour area", np.array([[50.0, 50], [50, 150], [150, 150], [150, 50]]))
+    steps = []
+    from napari_xhisto.metrics.report import iter_evaluate_heatmap
+
+    gen = iter_evaluate_heatmap(heat, mpp=0.5, cells=cells, regions=[square], radius_um=3.0,
+                                n_random=3, n_boot=50, radius_sweep=[2.0, 4.0])
+    try:
+        while True:
+            steps.append(next(gen))
+    except StopIteration as stop:
+        out = stop.value
+    assert "roc" not in out and "baselines" not in out and "radius_sweep" not in out
+    assert "0 positive (tumour) and 40 negative (all other classes)" in out["cells"]["roc_skipped"]
+    assert out["cells"]["n"] == 40 and len(out["regions"]) == 1
+    truth = truth_mask([square], heat.shape, classes=("tumour area",))
+    pos, neg, thr = threshold_histograms(heat, truth)
+    assert out["localization"]["tumour area"]["pxap"] == pytest.approx(
+        pxap_from_histograms(pos, neg, thr).pxap, abs=1e-12)
+    assert steps[-1][0] == steps[-1][1] and all(a[0] <= b[0] for a, b in zip(steps, steps[1:]))
+    with pytest.raises(ValueError, match="0 positive"):  # the function alone still refuses
+        cell_roc(np.ones(40), cells.classes)

@@ -259,6 +259,16 @@ def _annotations(args):
     if cells is None and not regions:
         raise XhistoError("the annotation files hold no cells and no regions (after the class "
                           "map: classes mapped to 'ignore' are left out)")
+    if cells is not None:  # a class named on the command line that no cell has: a typo
+        import numpy as np
+
+        present = sorted(set(np.asarray(cells.classes).astype(str).tolist()))
+        for flag in ("positive", "negative"):
+            for name in getattr(args, flag) or ():
+                if name not in present:
+                    raise XhistoError(f"--{flag} {name}: no cell of that class in {args.cells} "
+                                      f"(its classes: {', '.join(present)}); give one of those "
+                                      "or map names with --class-map")
     return cells, regions, class_map
 
 
@@ -299,6 +309,8 @@ def _summary(multi, labels) -> list[str]:
                          f"({roc['n_positive']} vs {roc['n_negative']} cells, "
                          f"{res['cells']['n_off_heatmap']} off the heatmap; random baseline "
                          f"{b['random_mean']:.3f} ± {b['random_std']:.3f})")
+        elif (res.get("cells") or {}).get("roc_skipped"):
+            parts.append(f"{pre}no cell AUC: {res['cells']['roc_skipped']}")
         for name, loc in res.get("localization", {}).items():
             parts.append(f"{pre}{name}: PxAP {loc['pxap']:.3f}")
         if "regions" in res and len(labels) == 1:

@@ -268,6 +268,9 @@ def _single_sections(metrics: dict, *, figures: bool = True) -> list[str]:
         parts.append("<h3>Cell-level ROC</h3>" + table(summary))
         if roc.get("fpr") and roc.get("tpr"):
             parts.append(png_img(roc_png(roc, baselines), caption="cell-level ROC", alt="ROC curve"))
+    elif cells and cells.get("roc_skipped"):
+        parts.append("<h3>Cell-level ROC</h3><p>Not computed: "
+                     f"{html.escape(cells['roc_skipped'])}.</p>")
     tiles = m.pop("per_tile", None)
     if tiles:
         keys = list(tiles[0])

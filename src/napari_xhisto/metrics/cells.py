@@ -161,6 +161,19 @@ def _labels(classes, positive, negative) -> tuple[np.ndarray, np.ndarray]:
     return is_pos, is_neg
 
 
+def roc_groups_problem(n_pos: int, n_neg: int, positive, negative=None) -> str | None:
+    """Why a cell ROC cannot be computed from ``n_pos`` positive and ``n_neg`` negative scored
+    cells (None: it can). The message says what to change."""
+    if n_pos and n_neg:
+        return None
+    pos_names = ", ".join(as_class_set(positive, name="positive"))
+    neg_names = ("all other classes" if negative is None
+                 else ", ".join(as_class_set(negative, name="negative")))
+    return (f"a cell ROC needs scored cells of both groups, got {n_pos} positive ({pos_names}) "
+            f"and {n_neg} negative ({neg_names}); check the class names and that cells of both "
+            "groups lie on the heatmap")
+
+
 def _roc(scores: np.ndarray, y: np.ndarray):
     """fpr, tpr, thresholds, auc for finite scores and boolean labels (both classes present)."""
     order = np.argsort(-scores, kind="mergesort")
@@ -216,11 +229,9 @@ def cell_roc(scores, classes, *, positive=("tumour",), negative=None) -> RocResu
     n_pos, n_neg = int(np.sum(is_pos & keep)), int(np.sum(is_neg & keep))
     pos_names = as_class_set(positive, name="positive")
     neg_names = None if negative is None else as_class_set(negative, name="negative")
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError(
-            f"cell ROC needs scored cells of both groups, got {n_pos} positive {pos_names} and "
-            f"{n_neg} negative ({'all others' if neg_names is None else neg_names}); check the "
-            f"class names and that the cells lie on the heatmap")
+    problem = roc_groups_problem(n_pos, n_neg, positive, negative)
+    if problem:
+        raise ValueError(problem)
     fpr, tpr, thr, auc = _roc(s[keep], is_pos[keep])
     return RocResult(fpr, tpr, thr, auc, n_pos, n_neg, int(np.sum(considered & ~finite)),
                      pos_names, neg_names)

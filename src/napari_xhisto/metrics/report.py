@@ -15,7 +15,7 @@ from collections import Counter
 import numpy as np
 
 from ._common import as_placement, cell_arrays
-from .cells import _labels, _rows_source, cell_roc, cell_scores, per_tile_roc
+from .cells import _labels, _rows_source, cell_roc, cell_scores, per_tile_roc, roc_groups_problem
 from .conventions import check_convention, conventions_record
 from .localization import localization_at_percentiles
 from .regions import region_relevance, region_window
@@ -240,10 +240,18 @@ def _evaluate(h, shape, p, map_pass, rows, classes, cells, regions, *, mpp, radi
                         "n_partly_on_heatmap": int(np.sum((cover > 0) & (cover < 1 - 1e-9))),
                         "classes": dict(Counter(classes.tolist())), "radius_um": radius_um,
                         "scores": scores}
-        roc = cell_roc(scores, classes, positive=positive, negative=negative)
-        out["roc"] = roc.to_dict(curve=curves)
         is_pos, is_neg = _labels(classes, positive, negative)
         considered = is_pos | is_neg
+        scored = np.isfinite(scores)
+        problem = roc_groups_problem(int(np.sum(is_pos & scored)), int(np.sum(is_neg & scored)),
+                                     positive, negative)
+        if problem:  # e.g. no tumour cell on this area: say so, and go on with the regions
+            out["cells"]["roc_skipped"] = problem
+            done = total - (1 if regions else 0)
+            yield done, total
+    if rows.size and "roc_skipped" not in out["cells"]:
+        roc = cell_roc(scores, classes, positive=positive, negative=negative)
+        out["roc"] = roc.to_dict(curve=curves)
         out["roc"]["ci"] = auc_interval(scores[considered], is_pos[considered], n_boot=n_boot,
                                         level=ci_level, seed=seed)
         done += 1

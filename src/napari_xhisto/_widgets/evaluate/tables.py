@@ -102,7 +102,8 @@ def auc_caption(result: dict) -> str:
     """The conventions of the cell AUCs, in plain words."""
     p, conv = result.get("parameters") or {}, result.get("conventions") or {}
     if "roc" not in result:
-        return ""
+        skipped = (result.get("cells") or {}).get("roc_skipped")
+        return f"No cell AUC: {skipped}." if skipped else ""
     cell_map = (conv.get("cell_scores") or {}).get("map", "rectified")
     ci = result["roc"].get("ci") or {}
     level = 100 * float(ci.get("level", p.get("ci_level", 0.95)))
