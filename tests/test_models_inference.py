@@ -170,3 +170,17 @@ def test_predict_cli_writes_a_map_that_reads_back(half_slide, colour_model, tmp_
     pmap = run_to_end(predict_region(half_slide, Region(10, 10, 480, 620), colour_model))
     np.testing.assert_allclose(back.values[:7], pmap.positive[:7], rtol=1e-6)
     assert back.provenance["model"] == "colour" and back.provenance["kind"] == "probability"
+
+
+def test_tissue_test_on_uint8_planes_equals_the_float_formula():
+    from napari_xhisto.models.inference import tissue_pixels
+
+    # every green/blue pair, red in steps of 5 (3.3 M colours): the fast uint8 path answers
+    # exactly as the float formula does, thresholds included
+    r, g, b = np.meshgrid(np.arange(0, 256, 5), np.arange(256), np.arange(256), indexing="ij")
+    rgb = np.stack([r, g, b], -1).reshape(-1, 256, 3).astype(np.uint8)
+    fast = tissue_pixels(rgb)
+    assert np.array_equal(fast, tissue_pixels(rgb.astype(np.float32)))
+    assert fast.sum() > 10**6 and (~fast).sum() > 10**4  # both answers occur
+    white, pink, dark = np.array([[[250, 250, 250], [230, 150, 200], [60, 60, 60]]], np.uint8)[0]
+    assert tissue_pixels(np.array([[white, pink, dark]])).tolist() == [[False, True, True]]
