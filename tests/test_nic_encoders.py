@@ -101,3 +101,22 @@ def test_bundled_encoders_load_by_name():
         assert (enc.kind, enc.patch_px, enc.mpp, enc.code_size) == (kind, patch, 1.0, 128)
         z = enc.encode(np.full((2, patch, patch, 3), 180, np.uint8))
         assert z.shape == (2, 128) and np.isfinite(z).all()
+
+
+@pytest.mark.parametrize("kind", ["contrastive", "vae", "bigan"])
+def test_loaded_encoders_fold_batch_norms_and_give_the_same_codes(kind):
+    from safetensors.torch import load_file
+
+    from napari_xhisto.nic.encoders import Encoder, build_net, bundled_dir, fold_batchnorm
+
+    enc = load_encoder(kind)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.net.modules())
+    net = build_net(enc.spec)
+    net.load_state_dict(load_file(str(bundled_dir() / enc.spec["weights"])))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    plain = Encoder(enc.spec, net)  # the network as trained: conv, batch norm, LeakyReLU
+    patches = np.random.default_rng(0).integers(0, 256, (8, 128, 128, 3), dtype=np.uint8)
+    z, want = enc.encode(patches), plain.encode(patches)
+    np.testing.assert_allclose(z, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    fold_batchnorm(net)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # untouched

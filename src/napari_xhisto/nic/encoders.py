@@ -23,7 +23,7 @@ from ..cohort.fingerprint import file_sha256
 from ..errors import ModelError
 
 __all__ = ["KINDS", "SPEC_KEY", "ConvEncoder", "Encoder", "bundled_dir", "default_spec",
-           "load_encoder", "save_encoder"]
+           "fold_batchnorm", "load_encoder", "save_encoder"]
 
 KINDS = ("contrastive", "vae", "bigan", "supervised")
 SPEC_KEY = "xhisto_encoder_spec"
@@ -184,6 +184,38 @@ class Encoder:
                 **({"training": self.spec["training"]} if "training" in self.spec else {})}
 
 
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """An inference copy of a :class:`ConvEncoder` whose batch norms are folded into the
+    convolutions before them and whose LeakyReLUs work in place.
+
+    In eval mode a batch norm is a fixed per-channel affine map, so ``conv -> bn`` is one
+    convolution with weights ``w * gamma / sqrt(var + eps)`` and bias ``beta - mean * gamma /
+    sqrt(var + eps)`` (``torch.nn.utils.fusion.fuse_conv_bn_eval``): the same codes to float
+    rounding, without the two passes over every activation that the batch norm and a new
+    LeakyReLU output cost on CPU. ``net`` itself is left as it is.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    layers = list(net.eval().features)
+    fused: list[nn.Module] = []
+    k = 0
+    while k < len(layers):
+        layer = layers[k]
+        if (isinstance(layer, nn.Conv2d) and k + 1 < len(layers)
+                and isinstance(layers[k + 1], nn.BatchNorm2d)):
+            fused.append(fuse_conv_bn_eval(layer, layers[k + 1]))
+            k += 2
+            continue
+        if isinstance(layer, nn.LeakyReLU):
+            layer = nn.LeakyReLU(layer.negative_slope, inplace=True)
+        fused.append(layer)
+        k += 1
+    out = ConvEncoder.__new__(ConvEncoder)
+    nn.Module.__init__(out)
+    out.features, out.pool, out.head = nn.Sequential(*fused), net.pool, net.head
+    return out.eval()
+
+
 def build_net(spec: dict) -> ConvEncoder:
     out = 2 * spec["code_size"] if spec["kind"] == "vae" else spec["code_size"]
     return ConvEncoder(spec["patch_px"], spec["code_size"], spec["width"], out=out)
@@ -264,4 +296,5 @@ def load_encoder(source) -> Encoder:
     except Exception as exc:  # noqa: BLE001 - shapes that do not fit the spec
         raise ModelError(f"{weights}: weights do not fit the spec in {path.name} "
                          f"({type(exc).__name__}); re-train or fix the spec") from exc
-    return Encoder(spec, net, source=str(path), weights_sha256=file_sha256(weights))
+    return Encoder(spec, fold_batchnorm(net), source=str(path),
+                   weights_sha256=file_sha256(weights))
