@@ -262,6 +262,23 @@ def test_results_table_reads_back_with_extra_columns(tmp_path):
     assert data["study"] == {"task": "predict"} and len(data["rows"]) == 2
 
 
+def test_a_slide_without_a_cell_auc_says_why_in_its_row(tmp_path):
+    # no tumour cell on the slide: its evaluation has no cell AUC, and the row's note says why
+    from napari_xhisto.annotations import CellPoints
+    from napari_xhisto.cohort.tasks import _metric_headline
+    from napari_xhisto.metrics.report import evaluate_heatmap
+
+    heat = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    cells = CellPoints(np.full(4, 8.0), np.arange(4) * 8.0, np.full(4, "stroma"))
+    head = _metric_headline(evaluate_heatmap(heat, mpp=1.0, cells=cells, radius_um=2.0,
+                                             n_random=0))
+    assert "cell_auc" not in head and head["note"].startswith("no cell AUC: a cell ROC needs")
+    csv_path, _ = write_results(tmp_path, [{"slide_id": "a", "status": "ok", **head}], {})
+    with open(csv_path, newline="") as fh:
+        got = next(csv.DictReader(fh))
+    assert got["status"] == "ok" and got["cell_auc"] == "" and got["note"] == head["note"]
+
+
 # ---- tasks --------------------------------------------------------------------------------
 def test_compress_needs_an_encoder(files, capsys):
     # --task compress runs since #17 (tests/test_nic_batch.py); without --encoder it is refused

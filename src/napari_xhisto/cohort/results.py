@@ -19,7 +19,7 @@ __all__ = ["COLUMNS", "Reporter", "progress_line", "write_results"]
 COLUMNS = ("slide_id", "path", "region", "label", "annotations", "status", "cached", "seconds",
            "device", "worker", "mean_p", "n_patches", "cell_auc", "cell_auc_low",
            "cell_auc_high", "n_positive_cells", "n_negative_cells", "random_auc", "pxap",
-           "heat_min", "heat_max", "error")
+           "heat_min", "heat_max", "error", "note")
 
 
 def _fmt(value) -> str:

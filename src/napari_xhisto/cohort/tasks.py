@@ -109,6 +109,8 @@ def _metric_headline(result: dict) -> dict:
         base = result.get("baselines", {})
         if "random_mean" in base:
             out["random_auc"] = base["random_mean"]
+    elif (result.get("cells") or {}).get("roc_skipped"):  # e.g. no tumour cell on this slide
+        out["note"] = f"no cell AUC: {result['cells']['roc_skipped']}"
     loc = result.get("localization") or {}
     if loc:
         first = next(iter(loc.values()))
