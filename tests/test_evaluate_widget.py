@@ -464,3 +464,7 @@ def test_cells_of_one_class_show_why_there_is_no_auc_and_keep_the_regions(make_n
     assert widget.loc_table.item(0, 1).text() == f"{pxap(heat, truth).pxap:.4g}"
     pngs = widget.save_plots(tmp_path / "plots")
     assert pngs and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    from napari_xhisto._widgets.evaluate.plots import roc_figure
+
+    assert roc_figure(result).axes[0].get_title() == (
+        "no cell ROC: the cells scored are all of one group")

@@ -54,6 +54,8 @@ def roc_figure(result: dict):
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1))
     if level:
         ax.set_title(f"cell ROC; AUC [{100 * level:.0f}% interval]", fontsize=8)
+    elif (result.get("cells") or {}).get("roc_skipped"):  # the reason is under the table
+        ax.set_title("no cell ROC: the cells scored are all of one group", fontsize=8)
     ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     return fig
