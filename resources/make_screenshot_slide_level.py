@@ -11,7 +11,9 @@ of ``resources/make_figure_slide_level.py``) and that slide is shown: a real, he
 prediction. Without it, a tiny cohort (8 slides) is made, compressed with the bundled contrastive
 encoder and a *toy* model trained on all 8 (the widget, not a validated model). The slide opens
 with its hidden lesion outlined (green), the Slide-level dock runs the model on its codes and
-the window shows p(label), the legend and the slide-wide Grad-CAM map.
+the window shows p(label), the legend and the slide-wide Grad-CAM map. With
+``--compress-first`` the shown slide's codes are removed first, so the dock compresses it with
+the model's encoder, then explains (``screenshot_slide_level_compress.png``).
 """
 
 import sys
@@ -51,6 +53,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default=None, help="bench/nic_findings.py work folder")
     ap.add_argument("--kind", default="contrastive")
+    ap.add_argument("--compress-first", action="store_true",
+                    help="remove the shown slide's codes first: the dock compresses it, then "
+                         "explains (resources/screenshot_slide_level_compress.png)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     tmp = Path(tempfile.mkdtemp(prefix="xhisto_slide_level_"))
@@ -104,13 +109,20 @@ def main():
     widget = SlideLevelWidget(viewer)
     viewer.window.add_dock_widget(ScrollDock(widget), name="Slide-level", area="right")
     widget.slide_combo.setCurrentText(slide.name)
-    widget.codes_edit.setText(str(codes))
+    if args.compress_first:
+        import shutil
+
+        shutil.rmtree(codes)  # the dock finds no codes and compresses the slide first
+        widget.slide_combo.setCurrentText(slide.name)
+    else:
+        widget.codes_edit.setText(str(codes))
     widget.model_edit.setText(str(tmp / "model"))
     pump_for(0.5)
     widget.run()
     pump_until(lambda: widget.worker is None, timeout=300)
     viewer.reset_view()
-    shot(viewer, "screenshot_slide_level.png")
+    shot(viewer, "screenshot_slide_level_compress.png" if args.compress_first
+         else "screenshot_slide_level.png")
     print(key, best["lesion_fraction"], widget.result_label.text())
     viewer.close()
 

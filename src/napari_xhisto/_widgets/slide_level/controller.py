@@ -1,9 +1,11 @@
 """What the Slide-level widget does, without Qt: find the codes, run the model, place the map.
 
-The compute (``nic.slide_explain.explain_slide``) runs in a worker through :meth:`run`, a plain
-generator; :meth:`add_result` puts the slide-wide heatmap on the viewer exactly as patch
-heatmaps are put there (``heatmap_layer_data``: same colormap, provenance, export paths),
-above the slide and below the annotations.
+The compute runs in a worker through :meth:`run`, a plain generator: when the slide has no codes
+yet it is compressed first (``nic.compress.compress_slide`` into ``SLIDE.nic.zarr`` beside it,
+with the encoder the slide model was trained on; resumable, so a cancelled run goes on where it
+stopped), then ``nic.slide_explain.explain_slide``. :meth:`add_result` puts the slide-wide
+heatmap on the viewer exactly as patch heatmaps are put there (``heatmap_layer_data``: same
+colormap, provenance, export paths), above the slide and below the annotations.
 """
 
 from __future__ import annotations
@@ -18,18 +20,56 @@ _SLIDE_SUFFIXES = (".ome.tiff", ".ome.tif", ".svs", ".tiff", ".tif", ".ndpi", ".
                    ".bif", ".qptiff", ".svslide")
 
 
-def codes_beside(slide_path) -> Path | None:
-    """``SLIDE.nic.zarr`` next to ``SLIDE.svs`` (any slide suffix), or None when absent."""
-    if not slide_path:
-        return None
+def codes_path_for(slide_path) -> Path:
+    """Where a slide's codes go: ``SLIDE.nic.zarr`` next to ``SLIDE.svs`` (any slide suffix)."""
     p = Path(slide_path)
     name = p.name
     for suffix in _SLIDE_SUFFIXES:
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
-    cand = p.with_name(name + CODES_SUFFIX)
+    return p.with_name(name + CODES_SUFFIX)
+
+
+def codes_beside(slide_path) -> Path | None:
+    """``SLIDE.nic.zarr`` next to ``SLIDE.svs`` (any slide suffix), or None when absent."""
+    if not slide_path:
+        return None
+    cand = codes_path_for(slide_path)
     return cand if cand.is_dir() else None
+
+
+def encoder_for(model_spec, chosen: str | None = None):
+    """The encoder to compress a slide with for a slide model: ``chosen`` (a spec file or a
+    bundled kind) when given, else the bundled encoder whose weights the model was trained on.
+
+    Raises
+    ------
+    XhistoError
+        When the model's encoder is not a bundled one (name the file), or ``chosen`` is not
+        the encoder the model was trained on (its codes would not fit).
+    """
+    from ...errors import XhistoError
+    from ...nic.encoders import KINDS, load_encoder
+
+    want = dict(getattr(model_spec, "encoder", None) or {})
+    kind, sha = want.get("kind"), want.get("sha256")
+    if chosen:
+        enc = load_encoder(chosen)
+    elif kind in KINDS:
+        enc = load_encoder(kind)
+    else:
+        raise XhistoError(f"the slide model was trained on codes of encoder "
+                          f"{want.get('name') or kind or '(unknown)'}, which is not bundled: "
+                          "choose its .yaml under Encoder, or run xhisto compress SLIDE "
+                          "--encoder ENC.yaml --out SLIDE.nic.zarr")
+    have = enc.provenance().get("weights_sha256")
+    if sha and have != sha:
+        raise XhistoError(f"encoder {enc.provenance().get('name', enc.kind)} (sha256 "
+                          f"{str(have)[:12]}) is not the one the slide model was trained on "
+                          f"({want.get('name') or kind}, sha256 {sha[:12]}): choose that "
+                          "encoder's .yaml under Encoder")
+    return enc
 
 
 @dataclass
@@ -42,12 +82,18 @@ class SlideResult:
     mpp: float
     codes_path: Path
     model_path: Path
-    seconds: float
+    seconds: float           # from the codes: load the model and codes, predict, explain
+    compressed: dict | None = None  # when this run compressed the slide first: its provenance
 
     def text(self) -> str:
-        return (f"p({self.label}) = {self.p_label:.3f}  "
-                f"({'present' if self.p_label >= 0.5 else 'absent'} at 0.5; "
-                f"{self.seconds:.2f} s from cached codes)")
+        head = (f"p({self.label}) = {self.p_label:.3f}  "
+                f"({'present' if self.p_label >= 0.5 else 'absent'} at 0.5; ")
+        if self.compressed is None:
+            return head + f"{self.seconds:.2f} s from cached codes)"
+        c = self.compressed
+        return head + (f"{self.seconds:.2f} s from the codes, after compressing the slide: "
+                       f"{c['n_encoded_this_run']} patches in {c['seconds']:.1f} s into "
+                       f"{self.codes_path.name})")
 
 
 class SlideLevelController:
@@ -71,31 +117,56 @@ class SlideLevelController:
         return codes_beside(self.slide_path(layer))
 
     @staticmethod
-    def run(codes_path, model_path, *, augment: bool = False):
-        """Generator: load the model and codes, explain; yields (done, 3), returns SlideResult."""
+    def run(codes_path, model_path, *, slide_path=None, encoder=None, augment: bool = False):
+        """Generator: load the model; compress the slide when its codes do not exist yet (into
+        ``codes_path``, default ``SLIDE.nic.zarr`` beside the slide); read the codes; predict
+        and explain. Yields (done, total); returns a :class:`SlideResult`.
+
+        Closing the generator (Cancel) while compressing keeps the finished chunks in
+        ``<codes>.partial``: the next run resumes there.
+        """
         import time
 
         from ...errors import XhistoError
 
-        start = time.perf_counter()
-        if not codes_path or not Path(codes_path).exists():
-            raise XhistoError(f"no compressed slide at {codes_path or '(none chosen)'}: run "
-                              "xhisto compress SLIDE --out SLIDE.nic.zarr, or choose the codes")
         if not model_path:
             raise XhistoError("choose a slide-level model (a folder from xhisto train-slide)")
+        codes_path = Path(codes_path) if codes_path else (
+            codes_path_for(slide_path) if slide_path else None)
+        if codes_path is None or (not codes_path.exists() and not slide_path):
+            raise XhistoError(f"no compressed slide at {codes_path or '(none chosen)'}: run "
+                              "xhisto compress SLIDE --out SLIDE.nic.zarr, or choose the codes")
         from ...nic.codes import read_codes
         from ...nic.slide_explain import explain_slide
         from ...nic.slide_model import load_slide_model
 
+        start = time.perf_counter()
         model = load_slide_model(model_path)
-        yield 1, 3
+        compressed, total, compress_s = None, 3, 0.0
+        yield 1, total
+        if not codes_path.exists():
+            t_compress = time.perf_counter()
+            from ...nic.compress import compress_slide
+
+            enc = encoder_for(model.spec, encoder)
+            gen = compress_slide(slide_path, enc, out=codes_path)
+            try:
+                while True:
+                    done, n = next(gen)
+                    total = n + 3
+                    yield 1 + done, total
+            except StopIteration as stop:
+                compressed = stop.value.provenance
+            finally:
+                gen.close()
+            compress_s = time.perf_counter() - t_compress
         grid = read_codes(codes_path)
-        yield 2, 3
-        heat = explain_slide(model, grid, codes_path=codes_path)
-        yield 3, 3
+        yield total - 1, total
+        heat = explain_slide(model, grid, augment=augment, codes_path=codes_path)
+        yield total, total
         return SlideResult(heat, float(heat.provenance["p_label"]), model.spec.positive,
                            float(grid.mpp), Path(codes_path), Path(model_path),
-                           time.perf_counter() - start)
+                           time.perf_counter() - start - compress_s, compressed)
 
     def add_result(self, result: SlideResult, slide_layer=None):
         """Add the slide-wide heatmap above the slide, below the annotations; returns the layer."""

@@ -18,6 +18,8 @@ from qtpy.QtWidgets import (
 from ..common.legend import ColourLegend
 from ..explain.view import compact_combo
 
+NO_CODES_YET = "none yet: Run compresses the slide into SLIDE.nic.zarr"
+
 
 def _path_row(placeholder: str):
     row = QWidget()
@@ -44,10 +46,17 @@ class SlideLevelView(QWidget):
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)  # narrow docks
         self.slide_combo = compact_combo(8)
         form.addRow("Slide", self.slide_combo)
-        row, self.codes_edit, self.codes_button = _path_row("SLIDE.nic.zarr (beside the slide)")
+        row, self.codes_edit, self.codes_button = _path_row(NO_CODES_YET)
+        self.codes_edit.setToolTip("the compressed slide; when it does not exist yet, Run "
+                                   "compresses the slide into it first (resumable)")
         form.addRow("Codes", row)
         row, self.model_edit, self.model_button = _path_row("folder from xhisto train-slide")
         form.addRow("Slide model", row)
+        row, self.encoder_edit, self.encoder_button = _path_row("the model's (bundled)")
+        self.encoder_edit.setToolTip("encoder for compressing a slide without codes: by default "
+                                     "the bundled one the slide model was trained on; a .yaml "
+                                     "from xhisto train-encoder otherwise")
+        form.addRow("Encoder", row)
         self.augment_box = QCheckBox("8 flips/rotations")
         self.augment_box.setToolTip("average p(label) and the map over the 8 flips/rotations "
                                     "of the code grid")
@@ -55,9 +64,16 @@ class SlideLevelView(QWidget):
         outer.addLayout(form)
         self.run_button = QPushButton("Predict and explain the slide")
         outer.addWidget(self.run_button)
+        bar = QHBoxLayout()
         self.progress = QProgressBar()
         self.progress.setVisible(False)
-        outer.addWidget(self.progress)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.setToolTip("stop; the chunks compressed so far are kept and the "
+                                      "next run goes on from there")
+        bar.addWidget(self.progress, 1)
+        bar.addWidget(self.cancel_button)
+        outer.addLayout(bar)
         self.result_label = QLabel("")
         self.result_label.setWordWrap(True)
         outer.addWidget(self.result_label)
