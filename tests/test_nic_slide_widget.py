@@ -234,3 +234,15 @@ def test_switching_to_a_slide_without_codes_clears_the_codes_field(make_napari_v
     assert widget.codes_edit.text() == str(files[1])  # case.nic.zarr beside case.svs
     widget.slide_combo.setCurrentText(names[1])
     assert widget.codes_edit.text() == ""  # not case's codes for the other slide
+
+
+def test_codes_that_cannot_be_written_say_where_to_put_them(bundled, tmp_path):
+    from napari_xhisto._widgets.slide_level.controller import SlideLevelController
+    from napari_xhisto.errors import XhistoError
+    from napari_xhisto.progress import run_to_end
+
+    slide, model_dir = bundled
+    target = tmp_path / "missing" / "x.nic.zarr"
+    with pytest.raises(XhistoError, match="cannot write the codes into .*missing .*under Codes"):
+        run_to_end(SlideLevelController.run(target, model_dir, slide_path=slide))
+    assert not target.parent.exists()

@@ -146,9 +146,15 @@ class SlideLevelController:
         yield 1, total
         if not codes_path.exists():
             t_compress = time.perf_counter()
+            import os
+
             from ...nic.compress import compress_slide
 
             enc = encoder_for(model.spec, encoder)
+            folder = codes_path.parent
+            if not folder.is_dir() or not os.access(folder, os.W_OK):
+                raise XhistoError(f"cannot write the codes into {folder} (missing or read-only):"
+                                  " type a writable path ending in .nic.zarr under Codes")
             gen = compress_slide(slide_path, enc, out=codes_path)
             try:
                 while True:
