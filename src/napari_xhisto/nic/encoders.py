@@ -194,9 +194,12 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
     rounding, without the two passes over every activation that the batch norm and a new
     LeakyReLU output cost on CPU. ``net`` itself is left as it is.
     """
+    import copy
+
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    layers = list(net.eval().features)
+    out = copy.deepcopy(net).eval()
+    layers = list(out.features)
     fused: list[nn.Module] = []
     k = 0
     while k < len(layers):
@@ -210,10 +213,8 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
             layer = nn.LeakyReLU(layer.negative_slope, inplace=True)
         fused.append(layer)
         k += 1
-    out = ConvEncoder.__new__(ConvEncoder)
-    nn.Module.__init__(out)
-    out.features, out.pool, out.head = nn.Sequential(*fused), net.pool, net.head
-    return out.eval()
+    out.features = nn.Sequential(*fused)
+    return out
 
 
 def build_net(spec: dict) -> ConvEncoder:

@@ -63,9 +63,9 @@ def encoder_for(model_spec, chosen: str | None = None):
                           f"{want.get('name') or kind or '(unknown)'}, which is not bundled: "
                           "choose its .yaml under Encoder, or run xhisto compress SLIDE "
                           "--encoder ENC.yaml --out SLIDE.nic.zarr")
-    have = enc.provenance().get("weights_sha256")
+    have = enc.weights_sha256
     if sha and have != sha:
-        raise XhistoError(f"encoder {enc.provenance().get('name', enc.kind)} (sha256 "
+        raise XhistoError(f"encoder {enc.spec.get('name', enc.kind)} (sha256 "
                           f"{str(have)[:12]}) is not the one the slide model was trained on "
                           f"({want.get('name') or kind}, sha256 {sha[:12]}): choose that "
                           "encoder's .yaml under Encoder")
@@ -142,7 +142,7 @@ class SlideLevelController:
 
         start = time.perf_counter()
         model = load_slide_model(model_path)
-        compressed, total, compress_s = None, 3, 0.0
+        compressed, grid, total, compress_s = None, None, 3, 0.0
         yield 1, total
         if not codes_path.exists():
             t_compress = time.perf_counter()
@@ -161,12 +161,14 @@ class SlideLevelController:
                     done, n = next(gen)
                     total = n + 3
                     yield 1 + done, total
-            except StopIteration as stop:
-                compressed = stop.value.provenance
+            except StopIteration as stop:  # the new store, opened lazily: no second open
+                grid = stop.value
+                compressed = grid.provenance
             finally:
                 gen.close()
             compress_s = time.perf_counter() - t_compress
-        grid = read_codes(codes_path)
+        if grid is None:
+            grid = read_codes(codes_path)
         yield total - 1, total
         heat = explain_slide(model, grid, augment=augment, codes_path=codes_path)
         yield total, total
