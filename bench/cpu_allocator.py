@@ -1,10 +1,14 @@
 """CPU forward throughput with and without ``_runtime.tune_malloc`` (glibc's mmap/trim
-thresholds), for the bundled contrastive encoder and the bundled demo classifier.
+thresholds, and one shared arena), for the bundled contrastive encoder and the bundled demo
+classifier, each run on the calling thread and in batch threads (``run_batches``: a batch per
+thread, one torch thread each, as ``compress`` and whole-slide maps run on CPU).
 
-Each measurement runs in a fresh child process (the thresholds are process-wide), with
-``XHISTO_MALLOC_TUNING=0`` or ``1``, interleaved ``--reps`` times; patches/s, CPU seconds split
-into user and system (kernel) time, and peak RSS are recorded. Inputs are random uint8 patches
-(throughput does not depend on content).
+Each measurement runs in a fresh child process (the settings are process-wide), in three
+modes interleaved ``--reps`` times: "default" (``XHISTO_MALLOC_TUNING=0``), "thresholds" (the
+thresholds only: ``MALLOC_ARENA_MAX`` set to glibc's own default of 8 per core, which
+``tune_malloc`` then keeps) and "tuned"; patches/s, CPU seconds split into user and system
+(kernel) time, and peak RSS are recorded. Inputs are random uint8 patches (throughput does not
+depend on content).
 
 Usage: python bench/cpu_allocator.py [--reps 3] [--out bench/results/cpu_allocator.json]
 """
@@ -22,14 +26,16 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-WORK = {"encoder": (4096, 64), "demo": (512, 64)}  # patches, batch
+WORK = {"encoder": (4096, 64), "encoder_threads": (8192, 64), "demo": (512, 64),
+        "demo_threads": (1024, 64)}  # patches, batch
+MODES = ("default", "thresholds", "tuned")
 
 
 def child(kind: str) -> dict:
     import numpy as np
 
     n, batch = WORK[kind]
-    if kind == "encoder":
+    if kind.startswith("encoder"):
         from napari_xhisto.nic.encoders import load_encoder
 
         enc = load_encoder("contrastive")
@@ -45,10 +51,20 @@ def child(kind: str) -> dict:
     from napari_xhisto import _runtime
 
     images = np.random.default_rng(0).integers(0, 256, (n, px, px, 3), dtype=np.uint8)
-    run(images[:batch])  # warm-up
+    jobs = [slice(a, a + batch) for a in range(0, n, batch)]
+    if kind.endswith("_threads"):
+        from napari_xhisto.models.inference import batch_threads, run_batches
+
+        def work(todo):
+            for _ in run_batches(todo, lambda job: images[job], run, workers=batch_threads()):
+                pass
+    else:
+        def work(todo):
+            for job in todo:
+                run(images[job])
+    work(jobs[:len(jobs) // 4])  # warm-up: the heap grows to what the scheme needs
     t0, r0 = time.perf_counter(), os.times()
-    for a in range(0, n, batch):
-        run(images[a:a + batch])
+    work(jobs)
     dt, r1 = time.perf_counter() - t0, os.times()
     return {"kind": kind, "tuned": _runtime.tune_malloc(), "n_patches": n,
             "patches_per_s": n / dt, "user_s": r1.user - r0.user,
@@ -56,12 +72,15 @@ def child(kind: str) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def _child(kind: str, tuned: bool) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src"),
-           "XHISTO_MALLOC_TUNING": "1" if tuned else "0"}
+def _child(kind: str, mode: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    env.update(PYTHONPATH=str(HERE.parent / "src"),
+               XHISTO_MALLOC_TUNING="0" if mode == "default" else "1")
+    if mode == "thresholds":
+        env["MALLOC_ARENA_MAX"] = str(8 * (os.cpu_count() or 1))
     res = subprocess.run([sys.executable, __file__, "--child", kind], env=env,
                          capture_output=True, text=True, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return {"mode": mode, **json.loads(res.stdout.strip().splitlines()[-1])}
 
 
 def main() -> None:
@@ -74,25 +93,28 @@ def main() -> None:
         print(json.dumps(child(args.child)))
         return
     load0 = os.getloadavg()
-    runs = {k: {"default": [], "tuned": []} for k in WORK}
+    runs = {k: {m: [] for m in MODES} for k in WORK}
     for _ in range(args.reps):
         for kind in WORK:
-            for tuned in (False, True):
-                runs[kind]["tuned" if tuned else "default"].append(_child(kind, tuned))
+            for mode in MODES:
+                runs[kind][mode].append(_child(kind, mode))
     med = statistics.median
     out = {"bench": "cpu_allocator", "cpus": os.cpu_count(), "device": "cpu",
            "loadavg_start": list(load0), "loadavg_end": list(os.getloadavg()), "kinds": {}}
     for kind, r in runs.items():
-        d, t = (med(x["patches_per_s"] for x in r[m]) for m in ("default", "tuned"))
-        out["kinds"][kind] = {
-            "patches_per_s_default": d, "patches_per_s_tuned": t, "speedup": t / d,
-            "system_s_default": med(x["system_s"] for x in r["default"]),
-            "system_s_tuned": med(x["system_s"] for x in r["tuned"]),
-            "peak_rss_mb_default": max(x["peak_rss_mb"] for x in r["default"]),
-            "peak_rss_mb_tuned": max(x["peak_rss_mb"] for x in r["tuned"]), "runs": r}
-        print(f"{kind}: {d:.0f} -> {t:.0f} patches/s ({t / d:.2f}x), kernel time "
-              f"{out['kinds'][kind]['system_s_default']:.2f} -> "
-              f"{out['kinds'][kind]['system_s_tuned']:.2f} s", flush=True)
+        got = {}
+        for m in MODES:
+            got[f"patches_per_s_{m}"] = med(x["patches_per_s"] for x in r[m])
+            got[f"system_s_{m}"] = med(x["system_s"] for x in r[m])
+            got[f"user_s_{m}"] = med(x["user_s"] for x in r[m])
+            got[f"peak_rss_mb_{m}"] = max(x["peak_rss_mb"] for x in r[m])
+        d, t = got["patches_per_s_default"], got["patches_per_s_tuned"]
+        out["kinds"][kind] = {**got, "speedup": t / d,
+                              "speedup_thresholds": got["patches_per_s_thresholds"] / d,
+                              "runs": r}
+        print(f"{kind}: {d:.0f} -> {got['patches_per_s_thresholds']:.0f} (thresholds) -> "
+              f"{t:.0f} patches/s ({t / d:.2f}x), kernel time {got['system_s_default']:.2f} -> "
+              f"{got['system_s_thresholds']:.2f} -> {got['system_s_tuned']:.2f} s", flush=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -1,5 +1,6 @@
-"""``_runtime.tune_malloc``: glibc keeps freed blocks below 32 MB for reuse, so the encoder's
-forward passes stop page-faulting their activations in afresh; it can be turned off."""
+"""``_runtime.tune_malloc``: glibc keeps freed blocks below 32 MB for reuse, and batch threads
+share the main arena, so the encoder's forward passes stop page-faulting their activations in
+afresh, on the calling thread and in batch threads; it can be turned off."""
 
 from __future__ import annotations
 
@@ -29,11 +30,28 @@ print(json.dumps({"tuned": again, "again": _runtime.tune_malloc(),
 """
 
 
-def _probe(**env) -> dict:
+PROBE_THREADS = """
+import json, resource, numpy as np
+from napari_xhisto.nic.encoders import load_encoder
+from napari_xhisto.models.inference import run_batches
+enc = load_encoder("contrastive")
+x = np.random.default_rng(0).integers(0, 256, (64, 128, 128, 3), np.uint8)
+def passes(n):  # n batches of 64 on 2 batch threads, one torch thread each (compress's scheme)
+    for _ in run_batches(range(n), lambda job: x, lambda im: enc.encode(im, batch_size=64),
+                         workers=2):
+        pass
+passes(20)  # warm-up: the heap grows to what two threads need
+f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+passes(20)
+print(json.dumps({"faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0}))
+"""
+
+
+def _probe(probe=PROBE, **env) -> dict:
     clean = {k: v for k, v in os.environ.items()
              if k not in ("XHISTO_MALLOC_TUNING", "MALLOC_MMAP_THRESHOLD_",
-                          "MALLOC_TRIM_THRESHOLD_")}
-    res = subprocess.run([sys.executable, "-c", PROBE], env={**clean, "PYTHONPATH": SRC, **env},
+                          "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX")}
+    res = subprocess.run([sys.executable, "-c", probe], env={**clean, "PYTHONPATH": SRC, **env},
                          capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -47,6 +65,16 @@ def test_tuned_allocations_stop_page_faulting():
     # faulted in page by page without the tuning
     assert off["faults"] > 50_000
     assert on["faults"] < off["faults"] / 5  # measured: ~10k against ~129k
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_batch_threads_stop_page_faulting():
+    shared = _probe(PROBE_THREADS)
+    # the thresholds alone (a user's MALLOC_ARENA_MAX kept: glibc's default of 8 per core):
+    # each batch thread's arena unmaps its emptied 64 MB heaps between batches
+    own_arenas = _probe(PROBE_THREADS, MALLOC_ARENA_MAX=str(8 * (os.cpu_count() or 1)))
+    assert own_arenas["faults"] > 20_000  # measured: ~70k per 20 batches
+    assert shared["faults"] < own_arenas["faults"] / 20  # measured: ~10
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
