@@ -18,10 +18,12 @@ log = logging.getLogger(__name__)
 __all__ = ["tune_malloc"]
 
 _M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 MMAP_THRESHOLD = 32 * 2**20   # glibc's largest allowed value on 64-bit
 TRIM_THRESHOLD = 256 * 2**20
+TOP_PAD = 64 * 2**20          # one arena heap: glibc's HEAP_MAX_SIZE on 64-bit
 
 _tuned: bool | None = None
 _lock = threading.Lock()
@@ -41,13 +43,16 @@ def tune_malloc() -> bool:
 
     Batch threads (``models.inference.run_batches``) each got an arena of their own, made of
     64 MB heaps that glibc unmaps as soon as one falls empty, whatever the trim threshold: every
-    batch faulted its activations in afresh again. All threads share the main arena instead
-    (``M_ARENA_MAX`` 1; the big numeric work holds no allocator lock for long), which took the
-    encoder in two batch threads from ~0.5-0.8 s of kernel time per 8192 patches to 0.02 s.
+    batch faulted its activations in afresh again (the thresholds alone made the encoder in two
+    batch threads slower than no tuning). So threads started from now on share the main arena
+    (``M_ARENA_MAX`` 1; the big numeric work holds no allocator lock for long), and arenas made
+    before (napari's threads, whose arenas new threads may take over) keep 64 MB of free heap
+    (``M_TOP_PAD``) instead of unmapping it: kernel time of the encoder in two batch threads
+    went from 0.67 s per 8192 patches to 0.01 s.
 
     Skipped when ``XHISTO_MALLOC_TUNING=0`` or when the user set glibc's own
-    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``; a user's ``MALLOC_ARENA_MAX`` is
-    kept (the thresholds are still set).
+    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``; a user's ``MALLOC_ARENA_MAX`` or
+    ``MALLOC_TOP_PAD_`` is kept (the rest is still set).
 
     Returns
     -------
@@ -72,6 +77,8 @@ def tune_malloc() -> bool:
               and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
         if ok and "MALLOC_ARENA_MAX" not in os.environ:
             ok = mallopt(_M_ARENA_MAX, 1) == 1
+        if ok and "MALLOC_TOP_PAD_" not in os.environ:
+            ok = mallopt(_M_TOP_PAD, TOP_PAD) == 1
         _tuned = bool(ok)
         log.debug("glibc malloc thresholds %s", "set" if ok else "not accepted")
         return _tuned
