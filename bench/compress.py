@@ -129,13 +129,15 @@ def child_compress(slide_path: str, encoder: str, batch: int, out: str) -> dict:
     warm_s = time.perf_counter() - t0
     shutil.rmtree(warm_out)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0, c0 = time.perf_counter(), time.process_time()
     grid = run_to_end(compress_slide(slide_path, enc, batch_size=batch, out=out))
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
     n = grid.provenance["n_patches"]
     return {"n_patches": n, "grid": list(grid.shape), "seconds": dt, "patches_per_s": n / dt,
             "cpu_seconds": cpu, "patches_per_cpu_s": n / cpu,
-            "workers": grid.provenance["workers"],
+            "page_faults_per_patch": faults / n, "workers": grid.provenance["workers"],
             "read_thread_seconds": grid.provenance["read_seconds"],
             "encode_thread_seconds": grid.provenance["encode_seconds"],
             "warm_up_seconds": warm_s, "rss_before_mb": rss0,
