@@ -1,4 +1,4 @@
-"""Process-level settings for CPU inference: the C allocator's thresholds.
+"""Process-level settings for CPU inference: the C allocator's thresholds and arenas.
 
 Measured on this project's workloads (``bench/cpu_allocator.py``); ``XHISTO_MALLOC_TUNING=0``
 turns it off.
@@ -42,13 +42,14 @@ def tune_malloc() -> bool:
     to 256 MB of freed memory stays with the process.
 
     Batch threads (``models.inference.run_batches``) each got an arena of their own, made of
-    64 MB heaps that glibc unmaps as soon as one falls empty, whatever the trim threshold: every
-    batch faulted its activations in afresh again (the thresholds alone made the encoder in two
-    batch threads slower than no tuning). So threads started from now on share the main arena
-    (``M_ARENA_MAX`` 1; the big numeric work holds no allocator lock for long), and arenas made
-    before (napari's threads, whose arenas new threads may take over) keep 64 MB of free heap
-    (``M_TOP_PAD``) instead of unmapping it: kernel time of the encoder in two batch threads
-    went from 0.67 s per 8192 patches to 0.01 s.
+    64 MB heaps that glibc unmaps as soon as one falls empty, whatever the trim threshold: in
+    some runs (it depends on the order of allocations) every batch faulted its activations in
+    afresh again, with the thresholds set: 10k-560k page faults and up to 0.85 s of kernel time
+    per 8192 patches of the encoder in two batch threads. So threads started from now on share
+    the main arena (``M_ARENA_MAX`` 1; the big numeric work holds no allocator lock for long),
+    and arenas made before (napari's threads, whose arenas new threads may take over) keep
+    64 MB of free heap (``M_TOP_PAD``) instead of unmapping it: at most ~8k faults then, in
+    every run.
 
     Skipped when ``XHISTO_MALLOC_TUNING=0`` or when the user set glibc's own
     ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``; a user's ``MALLOC_ARENA_MAX`` or
