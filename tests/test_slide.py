@@ -188,6 +188,23 @@ def test_read_scaled_area_average(svs_path):
         assert np.abs(got - expected).max() <= 0.501
 
 
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_block_mean_rounds_half_up_exactly(factor):
+    # 2 and 4 go through Pillow's reduce on RGB, 3 through numpy: the same integer rule,
+    # (sum + n // 2) // n, on every pixel, non-contiguous input included
+    from napari_xhisto.slide.resample import _block_mean
+
+    rng = np.random.default_rng(factor)
+    big = rng.integers(0, 256, (factor * 40, factor * 2 * 70, 3), dtype=np.uint8)
+    image = big[:, ::2]  # a strided view, as slices of a read are
+    n = factor * factor
+    sums = image.astype(np.int64).reshape(40, factor, 70, factor, 3).sum(axis=(1, 3))
+    got = _block_mean(image, factor, factor)
+    assert got.dtype == np.uint8 and got.shape == (40, 70, 3)
+    np.testing.assert_array_equal(got, (sums + n // 2) // n)
+    assert ((sums % n) == n // 2).any()  # half-way cases were met
+
+
 def test_area_weights_rows_sum_to_one():
     w = area_weights(0.3, 17.9, 20, 7)
     np.testing.assert_allclose(w.sum(axis=1), 1.0)
