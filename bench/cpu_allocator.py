@@ -5,10 +5,11 @@ thread, one torch thread each, as ``compress`` and whole-slide maps run on CPU).
 
 Each measurement runs in a fresh child process (the settings are process-wide), in three
 modes interleaved ``--reps`` times: "default" (``XHISTO_MALLOC_TUNING=0``), "thresholds" (the
-thresholds only: ``MALLOC_ARENA_MAX`` set to glibc's own default of 8 per core, which
-``tune_malloc`` then keeps) and "tuned"; patches/s, CPU seconds split into user and system
-(kernel) time, minor page faults and peak RSS are recorded; on a shared machine single runs
-swing by up to 2x, the kernel time and the faults much less. Inputs are random uint8 patches (throughput does not
+mmap and trim thresholds only, as earlier versions tuned: ``MALLOC_ARENA_MAX`` and
+``MALLOC_TOP_PAD_`` set to glibc's own defaults, 8 per core and 128 KB, which ``tune_malloc``
+then keeps) and "tuned"; patches/s, CPU seconds split into user and system (kernel) time, minor
+page faults and peak RSS are recorded. On a shared machine single runs swing by up to 2x, the
+kernel time and the faults much less. Inputs are random uint8 patches (throughput does not
 depend on content).
 
 Usage: python bench/cpu_allocator.py [--reps 3] [--out bench/results/cpu_allocator.json]
@@ -76,11 +77,11 @@ def child(kind: str) -> dict:
 
 
 def _child(kind: str, mode: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "MALLOC_TOP_PAD_")}
     env.update(PYTHONPATH=str(HERE.parent / "src"),
                XHISTO_MALLOC_TUNING="0" if mode == "default" else "1")
-    if mode == "thresholds":
-        env["MALLOC_ARENA_MAX"] = str(8 * (os.cpu_count() or 1))
+    if mode == "thresholds":  # glibc's defaults, which tune_malloc keeps
+        env.update(MALLOC_ARENA_MAX=str(8 * (os.cpu_count() or 1)), MALLOC_TOP_PAD_="131072")
     res = subprocess.run([sys.executable, __file__, "--child", kind], env=env,
                          capture_output=True, text=True, check=True)
     return {"mode": mode, **json.loads(res.stdout.strip().splitlines()[-1])}
