@@ -44,12 +44,12 @@ def tune_malloc() -> bool:
     Batch threads (``models.inference.run_batches``) each got an arena of their own, made of
     64 MB heaps that glibc unmaps as soon as one falls empty, whatever the trim threshold: in
     some runs (it depends on the order of allocations) every batch faulted its activations in
-    afresh again, with the thresholds set: 10k-560k page faults and up to 0.85 s of kernel time
+    afresh again, with the thresholds set: 7k-506k page faults and up to 1.0 s of kernel time
     per 8192 patches of the encoder in two batch threads. So threads started from now on share
     the main arena (``M_ARENA_MAX`` 1; the big numeric work holds no allocator lock for long),
     and arenas made before (napari's threads, whose arenas new threads may take over) keep
-    64 MB of free heap (``M_TOP_PAD``) instead of unmapping it: at most ~8k faults then, in
-    every run.
+    64 MB of free heap (``M_TOP_PAD``) instead of unmapping it: at most ~9k faults then, in
+    every run (``bench/cpu_allocator.py``).
 
     Skipped when ``XHISTO_MALLOC_TUNING=0`` or when the user set glibc's own
     ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``; a user's ``MALLOC_ARENA_MAX`` or
