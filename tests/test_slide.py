@@ -201,6 +201,7 @@ def test_block_mean_rounds_half_up_exactly(factor):
     sums = image.astype(np.int64).reshape(40, factor, 70, factor, 3).sum(axis=(1, 3))
     got = _block_mean(image, factor, factor)
     assert got.dtype == np.uint8 and got.shape == (40, 70, 3)
+    assert got.flags.writeable  # the caller's own array, as every read returns
     np.testing.assert_array_equal(got, (sums + n // 2) // n)
     assert ((sums % n) == n // 2).any()  # half-way cases were met
 

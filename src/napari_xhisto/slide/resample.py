@@ -50,10 +50,11 @@ def _block_mean(image: np.ndarray, fr: int, fc: int) -> np.ndarray:
     if (fr == fc and fr in (2, 4) and image.dtype == np.uint8 and image.ndim == 3
             and image.shape[2] == 3):
         # Pillow's 2x2 / 4x4 reduce: the same (sum + n // 2) // n in integers, 2x faster than
-        # the numpy below on RGB (its column slices stride over pixel triplets)
+        # the numpy below on RGB (its column slices stride over pixel triplets). np.array, not
+        # asarray: callers own the result and may write into it (asarray's view is read-only)
         from PIL import Image
 
-        return np.asarray(Image.fromarray(np.ascontiguousarray(image)).reduce(fr))
+        return np.array(Image.fromarray(np.ascontiguousarray(image)).reduce(fr))
     # strided slices and in-place integer sums: reshape(...).sum(axis=(1, 3)) is ~10x slower
     dtype = np.uint16 if fr * fc <= 257 else np.uint32
     acc = image[0::fr].astype(dtype)
